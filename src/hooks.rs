@@ -1,0 +1,114 @@
+//! Hook points on the residual stream: the forward pass hands the output of
+//! every decoder block to each hook in turn. Capture (hidden states,
+//! extraction) and steering are hooks; the forward knows neither.
+
+use tch::{Kind, Tensor};
+
+use crate::error::Result;
+
+/// Something that reads or edits the residual stream between blocks.
+pub trait BlockHook {
+    /// Called with the output of decoder block `layer`, `[batch, seq, hidden]`
+    /// (HF `hidden_states[layer + 1]`, before any final norm).
+    fn after_block(&mut self, layer: usize, hidden: &mut Tensor) -> Result<()>;
+
+    /// The deepest block this hook needs; the forward may stop after it.
+    /// `None` means the hook does not limit the forward.
+    fn last_layer(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// How a captured `[batch, seq, hidden]` state is reduced over tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    /// Mean over the non-pad tokens.
+    Mean,
+    /// The last token (with left padding, the last position of every row).
+    Last,
+    /// Every token, unreduced.
+    None,
+}
+
+/// Records the residual stream at chosen blocks, pooled on the device.
+pub struct Capture {
+    layers: Vec<usize>,
+    pool: Pool,
+    /// `[batch, seq]` 1.0 on real tokens, 0.0 on padding (float32).
+    mask: Tensor,
+    states: Vec<Option<Tensor>>,
+}
+
+impl Capture {
+    /// `layers` in the order the results should come back; `mask` is the
+    /// batch's attention mask.
+    pub fn new(layers: Vec<usize>, pool: Pool, mask: &Tensor) -> Result<Self> {
+        let states = layers.iter().map(|_| None).collect();
+        Ok(Self { layers, pool, mask: mask.f_to_kind(Kind::Float)?, states })
+    }
+
+    fn reduce(&self, hidden: &Tensor) -> Result<Tensor> {
+        let hidden = hidden.f_to_kind(Kind::Float)?;
+        Ok(match self.pool {
+            Pool::Mean => {
+                let mask = self.mask.f_unsqueeze(-1)?;
+                let total = hidden.f_mul(&mask)?.f_sum_dim_intlist(1, false, Kind::Float)?;
+                total.f_div(&mask.f_sum_dim_intlist(1, false, Kind::Float)?.f_clamp_min(1.0)?)?
+            }
+            Pool::Last => hidden.f_select(1, -1)?,
+            Pool::None => hidden,
+        })
+    }
+
+    /// The captured states in the requested layer order:
+    /// `[batch, hidden]` each when pooled, `[batch, seq, hidden]` otherwise.
+    pub fn into_states(self) -> Vec<Tensor> {
+        self.states.into_iter().flatten().collect()
+    }
+}
+
+impl BlockHook for Capture {
+    fn after_block(&mut self, layer: usize, hidden: &mut Tensor) -> Result<()> {
+        for i in 0..self.layers.len() {
+            if self.layers[i] == layer {
+                self.states[i] = Some(self.reduce(hidden)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn last_layer(&self) -> Option<usize> {
+        self.layers.iter().copied().max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn capture(pool: Pool) -> Tensor {
+        // Row 0 is left-padded by one token; row 1 is full.
+        let mask = Tensor::from_slice(&[0i64, 1, 1, 1, 1, 1]).reshape([2, 3]);
+        let mut hidden = Tensor::arange(12, (Kind::Float, Device::Cpu)).reshape([2, 3, 2]);
+        let mut cap = Capture::new(vec![4], pool, &mask).unwrap();
+        cap.after_block(3, &mut hidden).unwrap();
+        cap.after_block(4, &mut hidden).unwrap();
+        assert_eq!(cap.last_layer(), Some(4));
+        cap.into_states().pop().unwrap()
+    }
+
+    #[test]
+    fn mean_pool_skips_padding() {
+        let got = capture(Pool::Mean);
+        // Row 0 averages positions 1, 2: (2,3),(4,5) -> (3,4).
+        let want = Tensor::from_slice(&[3.0f32, 4.0, 8.0, 9.0]).reshape([2, 2]);
+        assert!(got.allclose(&want, 1e-6, 1e-6, false));
+    }
+
+    #[test]
+    fn last_pool_takes_final_position() {
+        let want = Tensor::from_slice(&[4.0f32, 5.0, 10.0, 11.0]).reshape([2, 2]);
+        assert!(capture(Pool::Last).equal(&want));
+    }
+}

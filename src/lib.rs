@@ -1,0 +1,17 @@
+//! epsvec: differentially private synthetic text with dataset vectors.
+//!
+//! A libtorch engine (via tch) that loads Llama-family checkpoints (HF
+//! safetensors or GGUF), reads and edits their residual stream through
+//! hooks, and exposes it to Python through the `python` feature.
+
+pub mod engine;
+pub mod error;
+pub mod hooks;
+pub mod model;
+pub mod tokenizer;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use engine::Engine;
+pub use error::{EpsvecError, Result};

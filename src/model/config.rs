@@ -1,0 +1,432 @@
+//! Model configuration: HF `config.json` (both the transformers-4 and -5
+//! dialects) or GGUF metadata, resolved into the one `ModelConfig` the
+//! engine uses.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{EpsvecError, Result};
+
+/// Architectures the engine implements (all Llama-family decoders).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    Llama,
+    Mistral,
+    Qwen2,
+    Qwen3,
+}
+
+pub const SUPPORTED: &str = "LlamaForCausalLM (Llama 2/3/3.1/3.2, SmolLM), MistralForCausalLM, \
+                             Qwen2ForCausalLM, Qwen3ForCausalLM; GGUF: llama, mistral, qwen2, qwen3";
+
+impl Architecture {
+    fn from_hf(name: &str) -> Option<Self> {
+        match name {
+            "LlamaForCausalLM" => Some(Self::Llama),
+            "MistralForCausalLM" => Some(Self::Mistral),
+            "Qwen2ForCausalLM" => Some(Self::Qwen2),
+            "Qwen3ForCausalLM" => Some(Self::Qwen3),
+            _ => None,
+        }
+    }
+
+    fn from_gguf(name: &str) -> Option<Self> {
+        match name {
+            "llama" => Some(Self::Llama),
+            "mistral" => Some(Self::Mistral),
+            "qwen2" => Some(Self::Qwen2),
+            "qwen3" => Some(Self::Qwen3),
+            _ => None,
+        }
+    }
+
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Self::Llama => "LlamaForCausalLM",
+            Self::Mistral => "MistralForCausalLM",
+            Self::Qwen2 => "Qwen2ForCausalLM",
+            Self::Qwen3 => "Qwen3ForCausalLM",
+        }
+    }
+}
+
+/// How rotary frequencies are derived from `rope_theta`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Llama 3.1's frequency-dependent rescaling.
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position: f64 },
+    /// Per-frequency divisors stored in a GGUF `rope_freqs.weight` tensor
+    /// (how llama.cpp stores Llama 3.1 scaling).
+    Factors(Vec<f32>),
+}
+
+/// Everything the engine needs to know about a checkpoint.
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub vocab_size: i64,
+    pub hidden_size: i64,
+    pub intermediate_size: i64,
+    pub num_layers: usize,
+    pub num_heads: i64,
+    pub num_kv_heads: i64,
+    pub head_dim: i64,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: RopeScaling,
+    pub max_position_embeddings: i64,
+    pub tie_word_embeddings: bool,
+    /// Bias on the q/k/v projections (Qwen2 always; Llama/Qwen3 when `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the output projection (`attention_bias` in Llama/Qwen3).
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    /// RMSNorm on each head's queries and keys (Qwen3).
+    pub qk_norm: bool,
+    /// Sliding attention window per layer (None = full attention).
+    pub sliding_window: Vec<Option<i64>>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: Option<u32>,
+}
+
+/// `config.json` as written by transformers 4 and 5; missing fields take
+/// the transformers defaults of the architecture.
+#[derive(Deserialize)]
+struct RawConfig {
+    architectures: Option<Vec<String>>,
+    vocab_size: i64,
+    hidden_size: i64,
+    intermediate_size: i64,
+    num_hidden_layers: usize,
+    num_attention_heads: i64,
+    num_key_value_heads: Option<i64>,
+    head_dim: Option<i64>,
+    #[serde(default = "default_rms_eps")]
+    rms_norm_eps: f64,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<RawRope>,
+    rope_parameters: Option<RawRope>,
+    #[serde(default = "default_max_position")]
+    max_position_embeddings: i64,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    hidden_act: Option<String>,
+    sliding_window: Option<i64>,
+    use_sliding_window: Option<bool>,
+    max_window_layers: Option<usize>,
+    layer_types: Option<Vec<String>>,
+    bos_token_id: Option<TokenIds>,
+    eos_token_id: Option<TokenIds>,
+    pad_token_id: Option<TokenIds>,
+}
+
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+
+fn default_max_position() -> i64 {
+    2048
+}
+
+#[derive(Deserialize)]
+struct RawRope {
+    rope_type: Option<String>,
+    #[serde(rename = "type")]
+    legacy_type: Option<String>,
+    rope_theta: Option<f64>,
+    factor: Option<f64>,
+    low_freq_factor: Option<f64>,
+    high_freq_factor: Option<f64>,
+    original_max_position_embeddings: Option<f64>,
+}
+
+/// `eos_token_id` may be one id or a list of ids.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TokenIds {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl TokenIds {
+    fn into_vec(self) -> Vec<u32> {
+        match self {
+            Self::One(id) => vec![id],
+            Self::Many(ids) => ids,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Reads and resolves `config.json` from an HF model directory.
+    pub fn from_hf_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| EpsvecError::io(path, e))?;
+        let raw: RawConfig = serde_json::from_str(&text)
+            .map_err(|e| EpsvecError::corrupt(path, format!("invalid config.json: {e}")))?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Self> {
+        let arch_name = raw.architectures.as_ref().and_then(|a| a.first()).cloned().unwrap_or_default();
+        let architecture = Architecture::from_hf(&arch_name).ok_or_else(|| {
+            EpsvecError::UnsupportedArchitecture { found: arch_name.clone(), supported: SUPPORTED.into() }
+        })?;
+        if let Some(act) = raw.hidden_act.as_deref() {
+            if act != "silu" {
+                return Err(EpsvecError::ModelLoad(format!(
+                    "hidden_act {act:?} is not supported (the Llama family uses \"silu\")"
+                )));
+            }
+        }
+        let num_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
+        let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads.max(1));
+        // transformers 5 nests rope settings in `rope_parameters`; 4 uses
+        // `rope_scaling` plus a top-level `rope_theta`.
+        let rope = raw.rope_parameters.or(raw.rope_scaling);
+        let rope_theta = rope
+            .as_ref()
+            .and_then(|r| r.rope_theta)
+            .or(raw.rope_theta)
+            .unwrap_or(10_000.0);
+        let rope_scaling = resolve_rope(rope.as_ref())?;
+        let attention_bias = raw.attention_bias.unwrap_or(false);
+        let sliding_window = resolve_sliding(
+            architecture,
+            raw.num_hidden_layers,
+            raw.sliding_window,
+            raw.use_sliding_window,
+            raw.max_window_layers,
+            raw.layer_types.as_deref(),
+        )?;
+        let config = Self {
+            architecture,
+            vocab_size: raw.vocab_size,
+            hidden_size: raw.hidden_size,
+            intermediate_size: raw.intermediate_size,
+            num_layers: raw.num_hidden_layers,
+            num_heads: raw.num_attention_heads,
+            num_kv_heads,
+            head_dim,
+            rms_norm_eps: raw.rms_norm_eps,
+            rope_theta,
+            rope_scaling,
+            max_position_embeddings: raw.max_position_embeddings,
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            qkv_bias: architecture == Architecture::Qwen2 || attention_bias,
+            o_bias: architecture != Architecture::Qwen2 && attention_bias,
+            mlp_bias: raw.mlp_bias.unwrap_or(false),
+            qk_norm: architecture == Architecture::Qwen3,
+            sliding_window,
+            bos_token_id: raw.bos_token_id.and_then(|t| t.into_vec().first().copied()),
+            eos_token_ids: raw.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
+            pad_token_id: raw.pad_token_id.and_then(|t| t.into_vec().first().copied()),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the invariants the forward pass relies on.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(EpsvecError::ModelLoad(format!("invalid model config: {msg}")));
+        if self.num_layers == 0 || self.hidden_size <= 0 || self.vocab_size <= 0 || self.intermediate_size <= 0 {
+            return bad(format!(
+                "layers {}, hidden {}, vocab {}, intermediate {} must all be positive",
+                self.num_layers, self.hidden_size, self.vocab_size, self.intermediate_size
+            ));
+        }
+        if self.num_heads <= 0 || self.num_kv_heads <= 0 || self.num_heads % self.num_kv_heads != 0 {
+            return bad(format!(
+                "{} attention heads cannot be shared by {} key/value heads",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if self.head_dim <= 0 || self.head_dim % 2 != 0 {
+            return bad(format!("head_dim {} must be positive and even", self.head_dim));
+        }
+        if !(self.rope_theta > 0.0) || !(self.rms_norm_eps >= 0.0) {
+            return bad(format!("rope_theta {} and rms_norm_eps {}", self.rope_theta, self.rms_norm_eps));
+        }
+        if self.sliding_window.len() != self.num_layers {
+            return bad(format!("{} layer types for {} layers", self.sliding_window.len(), self.num_layers));
+        }
+        Ok(())
+    }
+}
+
+fn resolve_rope(rope: Option<&RawRope>) -> Result<RopeScaling> {
+    let Some(rope) = rope else { return Ok(RopeScaling::None) };
+    let kind = rope.rope_type.as_deref().or(rope.legacy_type.as_deref()).unwrap_or("default");
+    match kind {
+        "default" => Ok(RopeScaling::None),
+        "llama3" => {
+            let need = |v: Option<f64>, name: &str| {
+                v.ok_or_else(|| EpsvecError::ModelLoad(format!("llama3 rope scaling needs {name}")))
+            };
+            Ok(RopeScaling::Llama3 {
+                factor: need(rope.factor, "factor")?,
+                low_freq_factor: need(rope.low_freq_factor, "low_freq_factor")?,
+                high_freq_factor: need(rope.high_freq_factor, "high_freq_factor")?,
+                original_max_position: need(
+                    rope.original_max_position_embeddings,
+                    "original_max_position_embeddings",
+                )?,
+            })
+        }
+        other => Err(EpsvecError::ModelLoad(format!(
+            "rope type {other:?} is not supported; supported: default, llama3"
+        ))),
+    }
+}
+
+/// Per-layer sliding window, following each architecture's transformers config.
+fn resolve_sliding(
+    arch: Architecture,
+    num_layers: usize,
+    window: Option<i64>,
+    use_sliding: Option<bool>,
+    max_window_layers: Option<usize>,
+    layer_types: Option<&[String]>,
+) -> Result<Vec<Option<i64>>> {
+    let window = match arch {
+        Architecture::Llama => None,
+        Architecture::Mistral => window,
+        // Qwen only slides when `use_sliding_window` is set.
+        Architecture::Qwen2 | Architecture::Qwen3 => window.filter(|_| use_sliding.unwrap_or(false)),
+    };
+    let Some(window) = window else { return Ok(vec![None; num_layers]) };
+    if let Some(types) = layer_types {
+        return types
+            .iter()
+            .map(|t| match t.as_str() {
+                "sliding_attention" => Ok(Some(window)),
+                "full_attention" => Ok(None),
+                other => Err(EpsvecError::ModelLoad(format!("unknown layer type {other:?}"))),
+            })
+            .collect();
+    }
+    Ok(match arch {
+        Architecture::Mistral => vec![Some(window); num_layers],
+        _ => {
+            let first = max_window_layers.unwrap_or(num_layers);
+            (0..num_layers).map(|i| (i >= first).then_some(window)).collect()
+        }
+    })
+}
+
+/// Reads GGUF metadata keys `{arch}.*` into a config. `has_output` says
+/// whether the file has its own `output.weight` (else embeddings are tied).
+pub fn from_gguf_metadata(
+    arch_name: &str,
+    get_u64: impl Fn(&str) -> Option<u64>,
+    get_f64: impl Fn(&str) -> Option<f64>,
+    vocab_size: i64,
+    has_output: bool,
+    rope_factors: Option<Vec<f32>>,
+) -> Result<ModelConfig> {
+    let architecture = Architecture::from_gguf(arch_name).ok_or_else(|| EpsvecError::UnsupportedArchitecture {
+        found: arch_name.to_string(),
+        supported: SUPPORTED.into(),
+    })?;
+    let key = |k: &str| format!("{arch_name}.{k}");
+    let need = |k: &str| {
+        get_u64(&key(k)).ok_or_else(|| EpsvecError::ModelLoad(format!("GGUF metadata lacks {}", key(k))))
+    };
+    let hidden_size = need("embedding_length")? as i64;
+    let num_heads = need("attention.head_count")? as i64;
+    let num_layers = need("block_count")? as usize;
+    let head_dim = get_u64(&key("attention.key_length")).map(|v| v as i64).unwrap_or(hidden_size / num_heads.max(1));
+    let window = get_u64(&key("attention.sliding_window")).map(|w| w as i64);
+    let config = ModelConfig {
+        architecture,
+        vocab_size,
+        hidden_size,
+        intermediate_size: need("feed_forward_length")? as i64,
+        num_layers,
+        num_heads,
+        num_kv_heads: get_u64(&key("attention.head_count_kv")).map(|v| v as i64).unwrap_or(num_heads),
+        head_dim,
+        rms_norm_eps: get_f64(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+        rope_theta: get_f64(&key("rope.freq_base")).unwrap_or(1e4),
+        rope_scaling: rope_factors.map(RopeScaling::Factors).unwrap_or(RopeScaling::None),
+        max_position_embeddings: get_u64(&key("context_length")).map(|v| v as i64).unwrap_or(2048),
+        tie_word_embeddings: !has_output,
+        qkv_bias: architecture == Architecture::Qwen2,
+        o_bias: false,
+        mlp_bias: false,
+        qk_norm: architecture == Architecture::Qwen3,
+        sliding_window: vec![if architecture == Architecture::Mistral { window } else { None }; num_layers],
+        bos_token_id: get_u64("tokenizer.ggml.bos_token_id").map(|v| v as u32),
+        eos_token_ids: get_u64("tokenizer.ggml.eos_token_id").map(|v| vec![v as u32]).unwrap_or_default(),
+        pad_token_id: get_u64("tokenizer.ggml.padding_token_id").map(|v| v as u32),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<ModelConfig> {
+        ModelConfig::from_raw(serde_json::from_str(json).unwrap())
+    }
+
+    const BASE: &str = r#""vocab_size": 100, "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2"#;
+
+    #[test]
+    fn reads_both_rope_dialects() {
+        let old = parse(&format!(
+            r#"{{"architectures": ["LlamaForCausalLM"], {BASE}, "rope_theta": 500000.0,
+            "rope_scaling": {{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}}}"#
+        ))
+        .unwrap();
+        let new = parse(&format!(
+            r#"{{"architectures": ["LlamaForCausalLM"], {BASE}, "rope_parameters": {{"rope_theta": 500000.0,
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(old.rope_theta, 500000.0);
+        assert_eq!(old.rope_scaling, new.rope_scaling);
+        assert_eq!(new.rope_theta, 500000.0);
+        assert_eq!(old.head_dim, 16);
+    }
+
+    #[test]
+    fn qwen_biases_and_norms() {
+        let q2 = parse(&format!(r#"{{"architectures": ["Qwen2ForCausalLM"], {BASE}}}"#)).unwrap();
+        assert!(q2.qkv_bias && !q2.o_bias && !q2.qk_norm);
+        let q3 = parse(&format!(r#"{{"architectures": ["Qwen3ForCausalLM"], {BASE}, "head_dim": 32}}"#)).unwrap();
+        assert!(!q3.qkv_bias && q3.qk_norm);
+        assert_eq!(q3.head_dim, 32);
+    }
+
+    #[test]
+    fn unknown_architecture_names_the_supported_ones() {
+        let err = parse(&format!(r#"{{"architectures": ["GPT2LMHeadModel"], {BASE}}}"#)).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("GPT2LMHeadModel") && msg.contains("Qwen3ForCausalLM"), "{msg}");
+    }
+
+    #[test]
+    fn sliding_windows() {
+        let m = parse(&format!(r#"{{"architectures": ["MistralForCausalLM"], {BASE}, "sliding_window": 4}}"#)).unwrap();
+        assert_eq!(m.sliding_window, vec![Some(4), Some(4)]);
+        let q = parse(&format!(r#"{{"architectures": ["Qwen2ForCausalLM"], {BASE}, "sliding_window": 4}}"#)).unwrap();
+        assert_eq!(q.sliding_window, vec![None, None]);
+    }
+
+    #[test]
+    fn rejects_inconsistent_heads() {
+        let err = parse(r#"{"architectures": ["LlamaForCausalLM"], "vocab_size": 10, "hidden_size": 64,
+            "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 3}"#)
+        .unwrap_err();
+        assert!(err.to_string().contains("key/value heads"));
+    }
+}

@@ -1,0 +1,93 @@
+//! Opening a checkpoint: an HF directory (config.json + safetensors +
+//! tokenizer.json) or a single `.gguf` file.
+
+use std::path::Path;
+
+use crate::error::{EpsvecError, Result};
+use crate::model::config::ModelConfig;
+use crate::model::gguf::GgufFile;
+use crate::model::llama::{Llama, Placement};
+use crate::model::weights::{GgufWeights, SafetensorsWeights};
+use crate::tokenizer::gguf::spec_from_metadata;
+use crate::tokenizer::Tokenizer;
+
+pub fn load_checkpoint(path: &Path, at: Placement) -> Result<(Llama, Tokenizer, &'static str)> {
+    if path.is_dir() {
+        load_hf_dir(path, at).map(|(m, t)| (m, t, "safetensors"))
+    } else if path.is_file() {
+        load_gguf(path, at).map(|(m, t)| (m, t, "gguf"))
+    } else {
+        Err(EpsvecError::ModelLoad(format!(
+            "{} does not exist; pass an HF model directory or a .gguf file",
+            path.display()
+        )))
+    }
+}
+
+fn load_hf_dir(dir: &Path, at: Placement) -> Result<(Llama, Tokenizer)> {
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(EpsvecError::ModelLoad(format!(
+            "{} has no config.json; is it an HF model directory?",
+            dir.display()
+        )));
+    }
+    let mut config = ModelConfig::from_hf_file(&config_path)?;
+    merge_generation_config(&mut config, &dir.join("generation_config.json"))?;
+    let tokenizer = Tokenizer::from_hf_dir(dir)?;
+    let weights = SafetensorsWeights::open_dir(dir)?;
+    Ok((Llama::load(&weights, config, at)?, tokenizer))
+}
+
+/// `generation_config.json` may list more end-of-sequence ids than config.json.
+fn merge_generation_config(config: &mut ModelConfig, path: &Path) -> Result<()> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| EpsvecError::io(path, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| EpsvecError::corrupt(path, format!("invalid generation_config.json: {e}")))?;
+    let ids: Vec<u32> = match value.get("eos_token_id") {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
+        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+        _ => Vec::new(),
+    };
+    for id in ids {
+        if !config.eos_token_ids.contains(&id) {
+            config.eos_token_ids.push(id);
+        }
+    }
+    Ok(())
+}
+
+fn load_gguf(path: &Path, at: Placement) -> Result<(Llama, Tokenizer)> {
+    let file = GgufFile::open(path)?;
+    let arch = file
+        .get("general.architecture")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| EpsvecError::corrupt(path, "GGUF metadata lacks general.architecture"))?
+        .to_string();
+    let spec = spec_from_metadata(&file)?;
+    let tokenizer = Tokenizer::from_gguf(&spec, &file)?;
+    let vocab_size = file
+        .get(&format!("{arch}.vocab_size"))
+        .and_then(|v| v.as_u64())
+        .map(|v| v as i64)
+        .unwrap_or(spec.tokens.len() as i64);
+    let rope_factors = match file.tensor("rope_freqs.weight") {
+        Some(info) => Some(file.dequantize(info)?),
+        None => None,
+    };
+    let config = crate::model::config::from_gguf_metadata(
+        &arch,
+        |k| file.get(k).and_then(|v| v.as_u64()),
+        |k| file.get(k).and_then(|v| v.as_f64()),
+        vocab_size,
+        file.tensor("output.weight").is_some(),
+        rope_factors,
+    )?;
+    // transformers undoes llama.cpp's q/k permutation for "llama" files only.
+    let unpermute = (arch == "llama").then_some((config.num_heads, config.num_kv_heads));
+    let weights = GgufWeights::new(file, unpermute);
+    Ok((Llama::load(&weights, config, at)?, tokenizer))
+}

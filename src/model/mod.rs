@@ -1,0 +1,8 @@
+//! Checkpoints and the decoder they describe.
+
+pub mod config;
+pub mod dequant;
+pub mod gguf;
+pub mod llama;
+pub mod load;
+pub mod weights;

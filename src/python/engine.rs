@@ -1,0 +1,200 @@
+//! `epsvec._epsvec.Engine`: a loaded model. The Python facade
+//! (`epsvec.model.Model`) validates arguments and documents the API.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use numpy::{IntoPyArray, PyArray2, PyArray3};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use tch::{Device, Kind};
+
+use super::errors::run;
+use crate::engine::Engine;
+use crate::error::EpsvecError;
+use crate::hooks::Pool;
+
+#[pyclass(name = "Engine", module = "epsvec._epsvec")]
+pub struct PyEngine {
+    // tch tensors are Send but not Sync; the lock serialises callers, and
+    // libtorch already uses every core within one call.
+    inner: Mutex<Engine>,
+}
+
+fn parse_device(name: &str) -> crate::Result<Device> {
+    let cuda_count = tch::Cuda::device_count() as usize;
+    let cuda = |index: usize| {
+        if cuda_count == 0 {
+            Err(EpsvecError::Device(format!(
+                "device {name:?} was asked for but CUDA is not available (no GPU or driver visible to libtorch); \
+                 use device=\"cpu\" or \"auto\""
+            )))
+        } else if index >= cuda_count {
+            Err(EpsvecError::Device(format!("device {name:?}: only {cuda_count} CUDA device(s) are visible")))
+        } else {
+            Ok(Device::Cuda(index))
+        }
+    };
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(if cuda_count > 0 { Device::Cuda(0) } else { Device::Cpu }),
+        "cuda" => cuda(0),
+        other => match other.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok()) {
+            Some(index) => cuda(index),
+            None => Err(EpsvecError::InvalidInput(format!(
+                "device must be \"cpu\", \"cuda\", \"cuda:N\" or \"auto\", got {other:?}"
+            ))),
+        },
+    }
+}
+
+fn parse_dtype(name: &str, device: Device) -> crate::Result<Kind> {
+    match name {
+        "auto" => Ok(if device == Device::Cpu { Kind::Float } else { Kind::BFloat16 }),
+        "float32" | "f32" | "fp32" => Ok(Kind::Float),
+        "bfloat16" | "bf16" => Ok(Kind::BFloat16),
+        "float16" | "f16" | "fp16" | "half" => Ok(Kind::Half),
+        other => Err(EpsvecError::InvalidInput(format!(
+            "dtype must be \"auto\", \"float32\", \"bfloat16\" or \"float16\", got {other:?}"
+        ))),
+    }
+}
+
+fn parse_pool(name: Option<&str>) -> crate::Result<Pool> {
+    match name {
+        Some("mean") => Ok(Pool::Mean),
+        Some("last") => Ok(Pool::Last),
+        None => Ok(Pool::None),
+        Some(other) => Err(EpsvecError::InvalidInput(format!(
+            "pool must be \"mean\", \"last\" or None, got {other:?}"
+        ))),
+    }
+}
+
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::BFloat16 => "bfloat16",
+        Kind::Half => "float16",
+        _ => "float32",
+    }
+}
+
+impl PyEngine {
+    fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        // A panic inside a call is caught and reported; the engine holds no
+        // half-updated state, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (path, device = "auto", dtype = "auto"))]
+    fn new(py: Python<'_>, path: PathBuf, device: &str, dtype: &str) -> PyResult<Self> {
+        let engine = run(py, || {
+            let device = parse_device(device)?;
+            let kind = parse_dtype(dtype, device)?;
+            Engine::load(&path, device, kind)
+        })?;
+        Ok(Self { inner: Mutex::new(engine) })
+    }
+
+    /// The resolved configuration as a dict.
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let engine = self.engine();
+        let c = &engine.model.config;
+        let d = PyDict::new(py);
+        d.set_item("architecture", c.architecture.hf_name())?;
+        d.set_item("num_layers", c.num_layers)?;
+        d.set_item("hidden_size", c.hidden_size)?;
+        d.set_item("intermediate_size", c.intermediate_size)?;
+        d.set_item("num_heads", c.num_heads)?;
+        d.set_item("num_kv_heads", c.num_kv_heads)?;
+        d.set_item("head_dim", c.head_dim)?;
+        d.set_item("vocab_size", c.vocab_size)?;
+        d.set_item("context_length", c.max_position_embeddings)?;
+        d.set_item("rope_theta", c.rope_theta)?;
+        d.set_item("tie_word_embeddings", c.tie_word_embeddings)?;
+        d.set_item("bos_token_id", c.bos_token_id)?;
+        d.set_item("eos_token_ids", c.eos_token_ids.clone())?;
+        d.set_item("format", engine.format)?;
+        d.set_item("device", device_name(engine.device()))?;
+        d.set_item("dtype", kind_name(engine.model.placement.kind))?;
+        d.set_item("chat_template", engine.tokenizer.chat_template.clone())?;
+        Ok(d)
+    }
+
+    /// Token ids per text (special tokens added as transformers does),
+    /// and how many texts were cut to the context length.
+    fn encode(&self, py: Python<'_>, texts: Vec<String>) -> PyResult<(Vec<Vec<u32>>, usize)> {
+        run(py, || {
+            let encoded = self.engine().encode(&texts)?;
+            Ok((encoded.ids, encoded.truncated))
+        })
+    }
+
+    #[pyo3(signature = (ids, skip_special_tokens = false))]
+    fn decode(&self, py: Python<'_>, ids: Vec<u32>, skip_special_tokens: bool) -> PyResult<String> {
+        run(py, || self.engine().tokenizer.decode(&ids, skip_special_tokens))
+    }
+
+    /// Pooled states `[n, n_layers, hidden]` (pool "mean"/"last").
+    #[pyo3(signature = (ids, layers, pool, batch_size))]
+    fn pooled_states<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Vec<Vec<u32>>,
+        layers: Option<Vec<i64>>,
+        pool: &str,
+        batch_size: usize,
+    ) -> PyResult<Bound<'py, PyArray3<f32>>> {
+        let states = run(py, || {
+            let engine = self.engine();
+            let layers = engine.resolve_layers(layers.as_deref())?;
+            let pool = parse_pool(Some(pool))?;
+            if pool == Pool::None {
+                return Err(EpsvecError::InvalidInput("use token_states for unpooled states".into()));
+            }
+            engine.pooled_states(&ids, &layers, pool, batch_size)
+        })?;
+        Ok(states.into_pyarray(py))
+    }
+
+    /// Per-token states, one `[n_tokens, n_layers, hidden]` array per text.
+    #[pyo3(signature = (ids, layers, batch_size))]
+    fn token_states<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Vec<Vec<u32>>,
+        layers: Option<Vec<i64>>,
+        batch_size: usize,
+    ) -> PyResult<Vec<Bound<'py, PyArray3<f32>>>> {
+        let states = run(py, || {
+            let engine = self.engine();
+            let layers = engine.resolve_layers(layers.as_deref())?;
+            engine.token_states(&ids, &layers, batch_size)
+        })?;
+        Ok(states.into_iter().map(|a| a.into_pyarray(py)).collect())
+    }
+
+    /// Logits at every position, one `[n_tokens, vocab]` array per text.
+    #[pyo3(signature = (ids, batch_size))]
+    fn logits<'py>(&self, py: Python<'py>, ids: Vec<Vec<u32>>, batch_size: usize) -> PyResult<Vec<Bound<'py, PyArray2<f32>>>> {
+        let logits = run(py, || self.engine().logits(&ids, batch_size))?;
+        Ok(logits.into_iter().map(|a| a.into_pyarray(py)).collect())
+    }
+}
+
+/// How many CUDA devices libtorch sees (0 without a GPU or driver).
+#[pyfunction]
+pub fn cuda_device_count() -> usize {
+    tch::Cuda::device_count() as usize
+}

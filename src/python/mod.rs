@@ -1,0 +1,15 @@
+//! PyO3 bindings, kept thin: extract arguments, run the engine with the GIL
+//! released, convert the result.
+
+mod engine;
+mod errors;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _epsvec(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<engine::PyEngine>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(engine::cuda_device_count, m)?)?;
+    Ok(())
+}
