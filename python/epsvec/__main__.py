@@ -26,10 +26,15 @@ def main() -> None:
     states = model.hidden_states(SENTENCES, pool="mean")
     print(f"mean-pooled residual stream {states.shape} (texts, layers, hidden) in {time.perf_counter() - start:.2f}s")
 
+    print("\nnorm of the pooled state per block: " + " ".join(f"{n:.0f}" for n in np.linalg.norm(states, axis=-1).mean(0)))
+
+    # The first token is an "attention sink" with a huge state in the middle
+    # blocks; mean over the other tokens so sentences can be told apart.
     layer = model.config.num_layers // 2
-    print(f"\nmean norm per block: " + " ".join(f"{n:.0f}" for n in np.linalg.norm(states, axis=-1).mean(0)))
-    unit = states[:, layer] / np.linalg.norm(states[:, layer], axis=-1, keepdims=True)
-    print(f"\ncosine similarity of the sentences at block {layer}:")
+    tokens = model.hidden_states(SENTENCES, layers=[layer], pool=None)
+    pooled = np.stack([t[1:, 0].mean(axis=0) for t in tokens])
+    unit = pooled / np.linalg.norm(pooled, axis=-1, keepdims=True)
+    print(f"\ncosine similarity of the sentences at block {layer} (first token skipped):")
     for i, text in enumerate(SENTENCES):
         print("  " + " ".join(f"{c:5.2f}" for c in unit @ unit[i]) + f"  {text[:50]}")
 
