@@ -37,13 +37,14 @@ impl Engine {
         self.model.placement.device
     }
 
-    /// Tokenizes with special tokens, rejecting texts that give no token and
-    /// cutting those longer than the context (keeping their start).
-    pub fn encode(&self, texts: &[String]) -> Result<Encoded> {
+    /// Tokenizes (with the tokenizer's special tokens unless the texts are
+    /// already rendered by a chat template), rejecting texts that give no
+    /// token and cutting those longer than the context (keeping their start).
+    pub fn encode(&self, texts: &[String], add_special_tokens: bool) -> Result<Encoded> {
         if texts.is_empty() {
             return Err(EpsvecError::InvalidInput("texts is empty; pass at least one string".into()));
         }
-        let mut ids = self.tokenizer.encode_batch(texts, true)?;
+        let mut ids = self.tokenizer.encode_batch(texts, add_special_tokens)?;
         if let Some(i) = ids.iter().position(|row| row.is_empty()) {
             return Err(EpsvecError::InvalidInput(format!("text {i} is empty: it has no tokens")));
         }
@@ -112,7 +113,7 @@ impl Engine {
     /// Runs `batch` up to the deepest of `layers`, capturing each of them.
     fn capture(&self, batch: &Batch, layers: &[usize], pool: Pool) -> Result<Vec<Tensor>> {
         let mut capture = Capture::new(layers.to_vec(), pool, &batch.attention_mask)?;
-        let _ = self.model.forward(batch, &mut [&mut capture as &mut dyn BlockHook], false)?;
+        let _ = self.model.forward(batch, None, &mut [&mut capture as &mut dyn BlockHook], false)?;
         Ok(capture.into_states())
     }
 
@@ -158,7 +159,7 @@ impl Engine {
         let vocab = self.model.config.vocab_size as usize;
         let mut out = vec![Array2::<f32>::zeros((0, vocab)); ids.len()];
         self.for_each_batch(ids, batch_size, |batch, rows| {
-            let normed = self.model.forward(batch, &mut [], true)?;
+            let normed = self.model.forward(batch, None, &mut [], true)?;
             let width = normed.size()[1];
             for (r, &row) in rows.iter().enumerate() {
                 let n = ids[row].len() as i64;

@@ -82,6 +82,60 @@ impl BlockHook for Capture {
     }
 }
 
+/// Where a steering vector is added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Positions {
+    /// The last position of every forward pass: the prompt's last token at
+    /// prefill, then each generated token (the EPSVec default).
+    Last,
+    /// Every position, prompt included.
+    All,
+    /// Generated tokens only (not the prompt).
+    Generated,
+}
+
+/// Adds a vector per batch row to the residual stream after chosen blocks.
+pub struct Steering {
+    layers: Vec<usize>,
+    /// `[batch, n_layers, hidden]` in the model's dtype, strength applied.
+    vectors: Tensor,
+    positions: Positions,
+    /// Whether the next forward is the prompt's prefill.
+    pub prefill: bool,
+}
+
+impl Steering {
+    pub fn new(layers: Vec<usize>, vectors: Tensor, positions: Positions) -> Self {
+        Self { layers, vectors, positions, prefill: true }
+    }
+
+    /// Keeps only the batch rows in `rows` (int64 indices).
+    pub fn keep_rows(&mut self, rows: &Tensor) -> Result<()> {
+        self.vectors = self.vectors.f_index_select(0, rows)?;
+        Ok(())
+    }
+}
+
+impl BlockHook for Steering {
+    fn after_block(&mut self, layer: usize, hidden: &mut Tensor) -> Result<()> {
+        let Some(i) = self.layers.iter().position(|&l| l == layer) else { return Ok(()) };
+        if self.positions == Positions::Generated && self.prefill {
+            return Ok(());
+        }
+        let vector = self.vectors.f_select(1, i as i64)?.f_unsqueeze(1)?;
+        match self.positions {
+            Positions::Last => {
+                let t = hidden.size()[1];
+                let _ = hidden.f_narrow(1, t - 1, 1)?.f_add_(&vector)?;
+            }
+            Positions::All | Positions::Generated => {
+                let _ = hidden.f_add_(&vector)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +158,29 @@ mod tests {
         // Row 0 averages positions 1, 2: (2,3),(4,5) -> (3,4).
         let want = Tensor::from_slice(&[3.0f32, 4.0, 8.0, 9.0]).reshape([2, 2]);
         assert!(got.allclose(&want, 1e-6, 1e-6, false));
+    }
+
+    #[test]
+    fn steering_adds_at_the_chosen_positions() {
+        let vectors = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).reshape([2, 1, 2]);
+        for (positions, prefill, touched) in [
+            (Positions::Last, true, vec![2]),
+            (Positions::All, true, vec![0, 1, 2]),
+            (Positions::Generated, true, vec![]),
+            (Positions::Generated, false, vec![0, 1, 2]),
+        ] {
+            let mut steering = Steering::new(vec![5], vectors.shallow_clone(), positions);
+            steering.prefill = prefill;
+            let mut hidden = Tensor::zeros([2, 3, 2], (Kind::Float, Device::Cpu));
+            steering.after_block(4, &mut hidden).unwrap();
+            assert_eq!(hidden.abs().sum(Kind::Float).double_value(&[]), 0.0);
+            steering.after_block(5, &mut hidden).unwrap();
+            for t in 0..3 {
+                let want = if touched.contains(&t) { vec![1.0f32, 2.0, 3.0, 4.0] } else { vec![0.0; 4] };
+                let got: Vec<f32> = Vec::try_from(hidden.select(1, t).flatten(0, 1)).unwrap();
+                assert_eq!(got, want, "{positions:?} prefill={prefill} position {t}");
+            }
+        }
     }
 
     #[test]

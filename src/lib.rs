@@ -6,8 +6,10 @@
 
 pub mod engine;
 pub mod error;
+pub mod generate;
 pub mod hooks;
 pub mod model;
+pub mod sampling;
 pub mod tokenizer;
 
 #[cfg(feature = "python")]

@@ -6,7 +6,7 @@ Example:
     >>> states = model.hidden_states(["A gripping, tender film."])
 """
 
-from ._epsvec import __version__
+from ._epsvec import SamplingParams, __version__
 from .errors import (
     CorruptFileError,
     DeviceError,
@@ -19,13 +19,15 @@ from .errors import (
     TokenizerError,
     UnsupportedArchitectureError,
 )
-from .model import Model, ModelConfig, load_model
+from .model import Generation, Model, ModelConfig, load_model
 
 __all__ = [
     "__version__",
     "load_model",
     "Model",
     "ModelConfig",
+    "Generation",
+    "SamplingParams",
     "EpsvecError",
     "ModelLoadError",
     "CorruptFileError",

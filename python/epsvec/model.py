@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
 from . import _cuda
+from .chat import render as chat_render
 from ._default_model import default_model_path
-from ._epsvec import Engine
+from ._epsvec import Engine, SamplingParams
 from .errors import InvalidInputError
+from .steering import steering_matrix
 
-__all__ = ["Model", "ModelConfig", "load_model"]
+__all__ = ["Model", "ModelConfig", "Generation", "load_model"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,15 @@ class ModelConfig:
     device: str
     dtype: str
     chat_template: str | None
+
+
+class Generation(NamedTuple):
+    """One continuation: its text (stop strings cut), its token ids (end of
+    sequence excluded) and why it ended ("eos", "stop" or "length")."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
 
 
 def _as_texts(texts: str | Iterable[str]) -> list[str]:
@@ -92,8 +103,8 @@ class Model:
             f"{c.format}, {c.device}, {c.dtype})"
         )
 
-    def _encode(self, texts: str | Iterable[str]) -> list[list[int]]:
-        ids, truncated = self._engine.encode(_as_texts(texts))
+    def _encode(self, texts: str | Iterable[str], add_special_tokens: bool = True) -> list[list[int]]:
+        ids, truncated = self._engine.encode(_as_texts(texts), add_special_tokens)
         if truncated:
             warnings.warn(
                 f"{truncated} of {len(ids)} texts were longer than the context "
@@ -158,6 +169,108 @@ class Model:
     def logits(self, texts: str | Iterable[str], *, batch_size: int = 8) -> list[np.ndarray]:
         """Next-token logits at every position: one float32 ``[n_tokens, vocab]`` array per text."""
         return self._engine.logits(self._encode(texts), _check_batch_size(batch_size))
+
+    def generate(
+        self,
+        prompts: str | Iterable[str],
+        *,
+        max_new_tokens: int = 128,
+        min_new_tokens: int = 0,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        min_p: float = 0.0,
+        repetition_penalty: float = 1.0,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        steer: Any = None,
+        strength: float | Sequence[float] = 1.0,
+        positions: str = "last",
+        batch_size: int = 16,
+        chat: bool = False,
+        progress: bool | None = None,
+        return_ids: bool = False,
+    ) -> str | list[str] | list[Generation]:
+        """Continue prompts, optionally steering the residual stream.
+
+        Args:
+            prompts: A string or a list of strings (raw text, or user
+                messages when ``chat=True``).
+            max_new_tokens: Most tokens generated per prompt.
+            min_new_tokens: End-of-sequence is suppressed before this many.
+            temperature: Softmax temperature; 0 is greedy decoding.
+            top_p: Nucleus sampling mass (1 = off).
+            top_k: Keep the k most likely tokens (0 = off).
+            min_p: Drop tokens below ``min_p`` x the top probability (0 = off).
+            repetition_penalty: Penalise tokens already seen (1 = off).
+            seed: Seed for reproducible sampling (each prompt has its own
+                stream, so results do not depend on batching); None = random.
+            stop: Strings that end a continuation (cut from the text).
+            steer: ``{layer: vector}`` (or an object with ``.directions``)
+                added to the output of those decoder blocks; a tuple of such
+                steers is summed; a list gives one steer (or None) per prompt.
+            strength: Multiplier of the steering vectors (one, or one per prompt).
+            positions: Where to add them: ``"last"`` (the last position of
+                every forward pass: the prompt's last token, then each
+                generated token), ``"all"`` (every position, prompt included)
+                or ``"generated"`` (generated tokens only).
+            batch_size: Prompts decoded together (sorted by length).
+            chat: Render each prompt through the model's chat template.
+            progress: Show a progress bar (default: when there are several batches).
+            return_ids: Return :class:`Generation` tuples (text, token ids,
+                finish reason) instead of strings.
+
+        Returns:
+            The continuation of each prompt (a string for a string prompt).
+
+        Raises:
+            ValueError: A sampling parameter is out of range (the message
+                quotes it), or bad steering / stop / batch arguments.
+        """
+        single = isinstance(prompts, str)
+        texts = _as_texts(prompts)
+        params = SamplingParams(
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
+            top_p=top_p, top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed,
+        )
+        stop = [stop] if isinstance(stop, str) else list(stop or [])
+        if any(not isinstance(s, str) or not s for s in stop):
+            raise InvalidInputError(f"stop must be non-empty strings, got {stop!r}")
+        if chat:
+            specials = {"bos_token": self._special(self.config.bos_token_id), "eos_token": self._special(
+                self.config.eos_token_ids[0] if self.config.eos_token_ids else None)}
+            texts = [chat_render(self.config.chat_template, t, specials) for t in texts]
+        ids = self._encode(texts, add_special_tokens=not chat)
+        steering = steering_matrix(steer, strength, len(ids), self.config.num_layers, self.config.hidden_size)
+        batch_size = _check_batch_size(batch_size)
+
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        results: list[Generation | None] = [None] * len(ids)
+        with _progress(len(ids), progress if progress is not None else len(batches) > 1, "generating") as bar:
+            for rows in batches:
+                steer_rows = None
+                if steering is not None:
+                    layers, matrix = steering
+                    steer_rows = (layers, np.ascontiguousarray(matrix[rows]), positions)
+                elif positions not in ("last", "all", "generated"):
+                    raise InvalidInputError(f'positions must be "last", "all" or "generated", got {positions!r}')
+                out = self._engine.generate([ids[i] for i in rows], rows, params, stop, steer_rows)
+                for i, (token_ids, text, finish) in zip(rows, out):
+                    results[i] = Generation(text, token_ids, finish)
+                bar.update(len(rows))
+        if not return_ids:
+            results = [r.text for r in results]
+        return results[0] if single else results
+
+    def _special(self, token_id: int | None) -> str | None:
+        return None if token_id is None else self.decode([token_id])
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="prompt", dynamic_ncols=True)
 
 
 def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto") -> Model:

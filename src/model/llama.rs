@@ -6,6 +6,7 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{EpsvecError, Result};
 use crate::hooks::BlockHook;
 use crate::model::config::{ModelConfig, RopeScaling};
+use crate::model::kv_cache::KvCache;
 use crate::model::weights::WeightSource;
 
 /// What the engine loads tensors as.
@@ -131,8 +132,9 @@ impl Attention {
         })
     }
 
-    /// `x`: `[batch, seq, hidden]`; `mask`: boolean `[batch, 1, seq, seq]`.
-    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
+    /// `x`: `[batch, seq, hidden]`; `mask`: boolean `[batch, 1, seq, keys]`
+    /// where keys are the cached positions followed by the new ones.
+    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
         let (b, t) = (x.size()[0], x.size()[1]);
         let q_dim = self.num_heads * self.head_dim;
         let kv_dim = self.num_kv_heads * self.head_dim;
@@ -147,6 +149,10 @@ impl Attention {
         let q = rope.apply(&heads(0, q_dim, self.num_heads, &self.q_norm)?)?;
         let k = rope.apply(&heads(q_dim, kv_dim, self.num_kv_heads, &self.k_norm)?)?;
         let v = heads(q_dim + kv_dim, kv_dim, self.num_kv_heads, &None)?;
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, &k, &v)?,
+            None => (k, v),
+        };
         let gqa = self.num_heads != self.num_kv_heads;
         let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa)?;
         let out = out.f_transpose(1, 2)?.f_reshape([b, t, q_dim])?;
@@ -203,17 +209,19 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
-        let h = x.f_add(&self.attention.forward(&self.input_norm.forward(x)?, rope, mask)?)?;
+    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+        let h = x.f_add(&self.attention.forward(&self.input_norm.forward(x)?, rope, mask, cache)?)?;
         Ok(h.f_add(&self.mlp.forward(&self.post_norm.forward(&h)?)?)?)
     }
 }
 
-/// A left-padded batch of token ids.
+/// A left-padded batch of token ids: a whole sequence, or the next tokens
+/// after what a KV cache holds.
 pub struct Batch {
     /// `[batch, seq]` int64.
     pub input_ids: Tensor,
-    /// `[batch, seq]` int64, 1 on real tokens.
+    /// `[batch, cached + seq]` int64, 1 on real tokens, over the cached
+    /// positions followed by the new ones.
     pub attention_mask: Tensor,
     /// `[batch, seq]` int64 positions counted from each row's first real
     /// token, so padding never shifts a text's positions.
@@ -245,15 +253,16 @@ impl Batch {
     }
 }
 
-/// Boolean attention mask `[batch, 1, seq, seq]`: causal, real keys only,
-/// within the sliding window if any. Every query may also see itself, so a
-/// padding row is never fully masked (which would give NaN and poison the
-/// real rows through later layers).
-pub fn attention_mask(key_mask: &Tensor, window: Option<i64>) -> Result<Tensor> {
-    let t = key_mask.size()[1];
+/// Boolean attention mask `[batch, 1, queries, keys]` for the last
+/// `queries` of the `keys` positions: causal, real keys only, within the
+/// sliding window if any. Every query may also see itself, so a padding row
+/// is never fully masked (which would give NaN and poison the real rows
+/// through later layers).
+pub fn attention_mask(key_mask: &Tensor, queries: i64, window: Option<i64>) -> Result<Tensor> {
+    let keys = key_mask.size()[1];
     let device = key_mask.device();
-    let q = Tensor::f_arange(t, (Kind::Int64, device))?.f_unsqueeze(1)?;
-    let k = Tensor::f_arange(t, (Kind::Int64, device))?.f_unsqueeze(0)?;
+    let q = Tensor::f_arange_start(keys - queries, keys, (Kind::Int64, device))?.f_unsqueeze(1)?;
+    let k = Tensor::f_arange(keys, (Kind::Int64, device))?.f_unsqueeze(0)?;
     let mut allowed = k.f_le_tensor(&q)?;
     if let Some(w) = window {
         allowed = allowed.f_logical_and(&k.f_gt_tensor(&q.f_sub_scalar(w)?)?)?;
@@ -302,37 +311,48 @@ impl Llama {
     }
 
     /// Runs the blocks over `batch`, handing each block's output to every
-    /// hook. Stops after the deepest block a hook needs when `logits` is
-    /// false; returns the last computed residual stream, final-normed when
-    /// every block ran.
-    pub fn forward(&self, batch: &Batch, hooks: &mut [&mut dyn BlockHook], logits: bool) -> Result<Tensor> {
+    /// hook. With a cache, `batch` holds the tokens after the cached ones and
+    /// their keys/values are added to it. Without `logits`, stops after the
+    /// deepest block a hook needs. Returns the last computed residual stream,
+    /// final-normed when every block ran.
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        mut cache: Option<&mut KvCache>,
+        hooks: &mut [&mut dyn BlockHook],
+        logits: bool,
+    ) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
-        let last = if logits {
-            self.layers.len() - 1
-        } else {
-            hooks.iter().filter_map(|h| h.last_layer()).max().unwrap_or(self.layers.len() - 1)
+        let n_layers = self.layers.len();
+        let last = match hooks.iter().filter_map(|h| h.last_layer()).max() {
+            Some(deepest) if !logits && cache.is_none() => deepest,
+            _ => n_layers - 1,
         };
-        if last >= self.layers.len() {
+        if last >= n_layers {
             return Err(EpsvecError::InvalidInput(format!(
-                "layer {last} does not exist; the model has {} layers (0..{})",
-                self.layers.len(),
-                self.layers.len() - 1
+                "layer {last} does not exist; the model has {n_layers} layers (0..{})",
+                n_layers - 1
             )));
         }
+        let queries = batch.input_ids.size()[1];
         let rope = self.rope(&batch.positions)?;
         let mut masks: Vec<(Option<i64>, Tensor)> = Vec::new();
         let mut hidden = Tensor::f_embedding(&self.embed_tokens, &batch.input_ids, -1, false, false)?;
         for (l, block) in self.layers[..=last].iter().enumerate() {
-            if !masks.iter().any(|(w, _)| *w == block.sliding_window) {
-                masks.push((block.sliding_window, attention_mask(&batch.attention_mask, block.sliding_window)?));
+            let window = block.sliding_window;
+            if !masks.iter().any(|(w, _)| *w == window) {
+                masks.push((window, attention_mask(&batch.attention_mask, queries, window)?));
             }
-            let mask = &masks.iter().find(|(w, _)| *w == block.sliding_window).expect("just inserted").1;
-            hidden = block.forward(&hidden, &rope, mask)?;
+            let mask = &masks.iter().find(|(w, _)| *w == window).expect("just inserted").1;
+            hidden = block.forward(&hidden, &rope, mask, cache.as_deref_mut().map(|c| (c, l)))?;
             for hook in hooks.iter_mut() {
                 hook.after_block(l, &mut hidden)?;
             }
         }
-        if last + 1 == self.layers.len() {
+        if let Some(cache) = cache {
+            cache.advance(queries);
+        }
+        if last + 1 == n_layers {
             hidden = self.norm.forward(&hidden)?;
         }
         Ok(hidden)
@@ -395,7 +415,7 @@ mod tests {
     fn mask_is_causal_padded_and_never_empty() {
         // One row: [pad, a, b].
         let key_mask = Tensor::from_slice(&[0i64, 1, 1]).reshape([1, 3]);
-        let mask = attention_mask(&key_mask, None).unwrap();
+        let mask = attention_mask(&key_mask, 3, None).unwrap();
         let want = Tensor::from_slice(&[
             true, false, false, // the pad query sees only itself
             false, true, false, //
@@ -408,7 +428,7 @@ mod tests {
     #[test]
     fn sliding_window_limits_distance() {
         let key_mask = Tensor::from_slice(&[1i64, 1, 1, 1]).reshape([1, 4]);
-        let mask = attention_mask(&key_mask, Some(2)).unwrap();
+        let mask = attention_mask(&key_mask, 4, Some(2)).unwrap();
         let want = Tensor::from_slice(&[
             true, false, false, false, //
             true, true, false, false, //

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod dequant;
 pub mod gguf;
+pub mod kv_cache;
 pub mod llama;
 pub mod load;
 pub mod weights;

@@ -4,15 +4,17 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use numpy::{IntoPyArray, PyArray2, PyArray3};
+use numpy::{IntoPyArray, PyArray2, PyArray3, PyReadonlyArray3};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tch::{Device, Kind};
 
 use super::errors::run;
+use super::sampling::PySamplingParams;
 use crate::engine::Engine;
 use crate::error::EpsvecError;
-use crate::hooks::Pool;
+use crate::generate::SteerBatch;
+use crate::hooks::{Pool, Positions};
 
 #[pyclass(name = "Engine", module = "epsvec._epsvec")]
 pub struct PyEngine {
@@ -78,6 +80,17 @@ fn device_name(device: Device) -> String {
     }
 }
 
+fn parse_positions(name: &str) -> crate::Result<Positions> {
+    match name {
+        "last" => Ok(Positions::Last),
+        "all" => Ok(Positions::All),
+        "generated" => Ok(Positions::Generated),
+        other => Err(EpsvecError::InvalidInput(format!(
+            "positions must be \"last\", \"all\" or \"generated\", got {other:?}"
+        ))),
+    }
+}
+
 fn kind_name(kind: Kind) -> &'static str {
     match kind {
         Kind::BFloat16 => "bfloat16",
@@ -134,9 +147,10 @@ impl PyEngine {
 
     /// Token ids per text (special tokens added as transformers does),
     /// and how many texts were cut to the context length.
-    fn encode(&self, py: Python<'_>, texts: Vec<String>) -> PyResult<(Vec<Vec<u32>>, usize)> {
+    #[pyo3(signature = (texts, add_special_tokens = true))]
+    fn encode(&self, py: Python<'_>, texts: Vec<String>, add_special_tokens: bool) -> PyResult<(Vec<Vec<u32>>, usize)> {
         run(py, || {
-            let encoded = self.engine().encode(&texts)?;
+            let encoded = self.engine().encode(&texts, add_special_tokens)?;
             Ok((encoded.ids, encoded.truncated))
         })
     }
@@ -190,6 +204,36 @@ impl PyEngine {
     fn logits<'py>(&self, py: Python<'py>, ids: Vec<Vec<u32>>, batch_size: usize) -> PyResult<Vec<Bound<'py, PyArray2<f32>>>> {
         let logits = run(py, || self.engine().logits(&ids, batch_size))?;
         Ok(logits.into_iter().map(|a| a.into_pyarray(py)).collect())
+    }
+
+    /// Continuations of one batch of prompts (token ids):
+    /// `(generated ids, text, finish reason)` per prompt. `streams` name
+    /// each prompt's random stream; `steer` is `(layers, vectors
+    /// [rows, layers, hidden], positions)`.
+    #[pyo3(signature = (ids, streams, params, stop, steer = None))]
+    fn generate(
+        &self,
+        py: Python<'_>,
+        ids: Vec<Vec<u32>>,
+        streams: Vec<usize>,
+        params: PySamplingParams,
+        stop: Vec<String>,
+        steer: Option<(Vec<usize>, PyReadonlyArray3<'_, f32>, String)>,
+    ) -> PyResult<Vec<(Vec<u32>, String, &'static str)>> {
+        let steer = match steer {
+            Some((layers, vectors, positions)) => Some((layers, vectors.as_array().iter().copied().collect::<Vec<f32>>(), positions)),
+            None => None,
+        };
+        run(py, || {
+            let steer = match steer {
+                Some((layers, vectors, positions)) => {
+                    Some(SteerBatch { layers, vectors, positions: parse_positions(&positions)? })
+                }
+                None => None,
+            };
+            let out = self.engine().generate(&ids, &streams, &params.inner, &stop, steer.as_ref())?;
+            Ok(out.into_iter().map(|g| (g.ids, g.text, g.finish.as_str())).collect())
+        })
     }
 }
 

@@ -3,12 +3,14 @@
 
 mod engine;
 mod errors;
+mod sampling;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _epsvec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::PyEngine>()?;
+    m.add_class::<sampling::PySamplingParams>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(engine::cuda_device_count, m)?)?;
     Ok(())

@@ -1,0 +1,241 @@
+//! Prefill + incremental decoding over a KV cache for one batch of prompts,
+//! with per-row stopping. Rows that finish leave the batch (their cache rows
+//! are dropped), so they stop costing compute.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::engine::Engine;
+use crate::error::{EpsvecError, Result};
+use crate::hooks::{BlockHook, Positions, Steering};
+use crate::model::kv_cache::KvCache;
+use crate::model::llama::Batch;
+use crate::sampling::{Sampler, SamplingParams};
+
+/// Steering for a batch: one vector per row and steered layer.
+pub struct SteerBatch {
+    pub layers: Vec<usize>,
+    /// `[rows, layers, hidden]` float32, row-major, strength applied.
+    pub vectors: Vec<f32>,
+    pub positions: Positions,
+}
+
+/// Why a row stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// An end-of-sequence token (not included in the output).
+    Eos,
+    /// A stop string appeared (the text is cut before it).
+    Stop,
+    /// `max_new_tokens` was reached.
+    Length,
+}
+
+impl Finish {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eos => "eos",
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+pub struct Generation {
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub finish: Finish,
+}
+
+/// The rows of a batch still generating, and everything indexed by them.
+struct Active {
+    /// Batch row (index into the prompts) of each current row.
+    rows: Vec<usize>,
+    key_mask: Tensor,
+    positions: Tensor,
+    seen: Option<Tensor>,
+}
+
+impl Engine {
+    /// Generates continuations of `prompts` (token ids). `streams` name each
+    /// prompt's random stream (its index in the caller's full list).
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        streams: &[usize],
+        params: &SamplingParams,
+        stop: &[String],
+        steer: Option<&SteerBatch>,
+    ) -> Result<Vec<Generation>> {
+        params.validate()?;
+        if prompts.is_empty() || streams.len() != prompts.len() {
+            return Err(EpsvecError::InvalidInput("generate needs one stream index per prompt".into()));
+        }
+        let config = &self.model.config;
+        let device = self.device();
+        let n = prompts.len();
+        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        if width + params.max_new_tokens > config.max_position_embeddings as usize {
+            return Err(EpsvecError::InvalidInput(format!(
+                "prompt of {width} tokens + max_new_tokens {} exceeds the context of {} tokens",
+                params.max_new_tokens, config.max_position_embeddings
+            )));
+        }
+        let seqs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+        let pad = config.pad_token_id.or(config.eos_token_ids.first().copied()).unwrap_or(0);
+        let prefill = Batch::left_padded(&seqs, pad, device)?;
+        let mut cache = KvCache::new(config, n as i64, (width + params.max_new_tokens) as i64, self.model.placement)?;
+        let mut sampler = Sampler::new(params, streams)?;
+        let mut steering = match steer {
+            Some(s) => Some(self.steering(s, n)?),
+            None => None,
+        };
+        let eos: Vec<i64> = config.eos_token_ids.iter().map(|&id| id as i64).collect();
+        let eos_tensor = Tensor::f_from_slice(&eos)?.f_to_device(device)?;
+        let mut active = Active {
+            rows: (0..n).collect(),
+            key_mask: prefill.attention_mask.shallow_clone(),
+            positions: prefill.positions.f_select(1, -1)?,
+            seen: if params.repetition_penalty != 1.0 { Some(self.seen_tokens(&prefill)?) } else { None },
+        };
+        let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut finish: Vec<Option<Finish>> = vec![None; n];
+
+        let mut hidden = self.forward_step(&prefill, &mut cache, steering.as_mut())?;
+        for step in 0..params.max_new_tokens {
+            let mut logits = self.model.logits(&hidden)?.f_to_kind(Kind::Float)?;
+            if step < params.min_new_tokens && !eos.is_empty() {
+                logits = logits.f_index_fill(1, &eos_tensor, f64::NEG_INFINITY)?;
+            }
+            let next = sampler.sample(&sampler.process(&logits, active.seen.as_ref())?)?;
+            let next_host: Vec<i64> = Vec::try_from(&next.f_to_device(Device::Cpu)?)?;
+
+            let mut keep = Vec::with_capacity(next_host.len());
+            for (r, &token) in next_host.iter().enumerate() {
+                let row = active.rows[r];
+                if eos.contains(&token) {
+                    finish[row] = Some(Finish::Eos);
+                    continue;
+                }
+                outputs[row].push(token as u32);
+                if !stop.is_empty() && self.hits_stop(&outputs[row], stop)? {
+                    finish[row] = Some(Finish::Stop);
+                } else if outputs[row].len() == params.max_new_tokens {
+                    finish[row] = Some(Finish::Length);
+                } else {
+                    keep.push(r);
+                }
+            }
+            if keep.is_empty() {
+                break;
+            }
+            let mut next = next;
+            if keep.len() < active.rows.len() {
+                let index = Tensor::f_from_slice(&keep.iter().map(|&r| r as i64).collect::<Vec<_>>())?.f_to_device(device)?;
+                cache.keep_rows(&index)?;
+                sampler.keep_rows(&keep);
+                if let Some(s) = steering.as_mut() {
+                    s.keep_rows(&index)?;
+                }
+                active = Active {
+                    rows: keep.iter().map(|&r| active.rows[r]).collect(),
+                    key_mask: active.key_mask.f_index_select(0, &index)?,
+                    positions: active.positions.f_index_select(0, &index)?,
+                    seen: active.seen.map(|s| s.f_index_select(0, &index)).transpose()?,
+                };
+                next = next.f_index_select(0, &index)?;
+            }
+            let next = next.f_unsqueeze(1)?;
+            if let Some(seen) = active.seen.as_mut() {
+                let _ = seen.f_scatter_value_(1, &next, 1)?;
+            }
+            let ones = Tensor::f_ones([keep.len() as i64, 1], (Kind::Int64, device))?;
+            active.key_mask = Tensor::f_cat(&[&active.key_mask, &ones], 1)?;
+            active.positions = active.positions.f_add_scalar(1)?;
+            let step_batch = Batch {
+                input_ids: next,
+                attention_mask: active.key_mask.shallow_clone(),
+                positions: active.positions.f_unsqueeze(1)?,
+            };
+            if let Some(s) = steering.as_mut() {
+                s.prefill = false;
+            }
+            hidden = self.forward_step(&step_batch, &mut cache, steering.as_mut())?;
+        }
+
+        outputs
+            .into_iter()
+            .zip(finish)
+            .map(|(ids, finish)| {
+                let text = cut_at_stop(self.tokenizer.decode(&ids, true)?, stop);
+                Ok(Generation { ids, text, finish: finish.unwrap_or(Finish::Length) })
+            })
+            .collect()
+    }
+
+    /// One forward over new tokens; returns the last position's final-normed state.
+    fn forward_step(&self, batch: &Batch, cache: &mut KvCache, steering: Option<&mut Steering>) -> Result<Tensor> {
+        let hidden = match steering {
+            Some(s) => self.model.forward(batch, Some(cache), &mut [s as &mut dyn BlockHook], true)?,
+            None => self.model.forward(batch, Some(cache), &mut [], true)?,
+        };
+        Ok(hidden.f_select(1, -1)?)
+    }
+
+    fn steering(&self, steer: &SteerBatch, rows: usize) -> Result<Steering> {
+        let hidden = self.model.config.hidden_size as usize;
+        if steer.vectors.len() != rows * steer.layers.len() * hidden {
+            return Err(EpsvecError::InvalidInput(format!(
+                "steering vectors hold {} values; expected {rows} rows x {} layers x {hidden}",
+                steer.vectors.len(),
+                steer.layers.len()
+            )));
+        }
+        if let Some(&bad) = steer.layers.iter().find(|&&l| l >= self.model.config.num_layers) {
+            return Err(EpsvecError::InvalidInput(format!(
+                "cannot steer layer {bad}: the model has {} layers",
+                self.model.config.num_layers
+            )));
+        }
+        let vectors = Tensor::f_from_slice(&steer.vectors)?
+            .f_reshape([rows as i64, steer.layers.len() as i64, hidden as i64])?
+            .f_to_device(self.device())?
+            .f_to_kind(self.model.placement.kind)?;
+        Ok(Steering::new(steer.layers.clone(), vectors, steer.positions))
+    }
+
+    /// `[batch, vocab]` bool: the real (non-pad) tokens of each prompt.
+    fn seen_tokens(&self, batch: &Batch) -> Result<Tensor> {
+        let (rows, vocab) = (batch.input_ids.size()[0], self.model.config.vocab_size);
+        let seen = Tensor::f_zeros([rows, vocab], (Kind::Int64, self.device()))?;
+        // Padding scatters into a spare column, dropped afterwards.
+        let spare = Tensor::f_zeros([rows, 1], (Kind::Int64, self.device()))?;
+        let ids = batch.attention_mask.f_ne(0)?.f_where_self(&batch.input_ids, &spare.f_add_scalar(vocab)?)?;
+        let seen = Tensor::f_cat(&[&seen, &spare], 1)?.f_scatter_value(1, &ids, 1)?;
+        Ok(seen.f_narrow(1, 0, vocab)?.f_ne(0)?)
+    }
+
+    fn hits_stop(&self, ids: &[u32], stop: &[String]) -> Result<bool> {
+        let text = self.tokenizer.decode(ids, true)?;
+        Ok(stop.iter().any(|s| text.contains(s.as_str())))
+    }
+}
+
+/// The text before the earliest stop string.
+fn cut_at_stop(mut text: String, stop: &[String]) -> String {
+    if let Some(cut) = stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+        text.truncate(cut);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_at_stop;
+
+    #[test]
+    fn cuts_before_the_earliest_stop() {
+        let stop = vec!["</end>".to_string(), "Label:".to_string()];
+        assert_eq!(cut_at_stop("a good film\nLabel: x </end>".into(), &stop), "a good film\n");
+        assert_eq!(cut_at_stop("no stop here".into(), &stop), "no stop here");
+    }
+}

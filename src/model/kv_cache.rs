@@ -1,0 +1,69 @@
+//! Per-layer key/value cache, preallocated for the whole generation and
+//! written in place (no concatenation per step).
+
+use tch::{Kind, Tensor};
+
+use crate::error::{EpsvecError, Result};
+use crate::model::config::ModelConfig;
+use crate::model::llama::Placement;
+
+pub struct KvCache {
+    /// Per layer: keys and values `[batch, kv_heads, capacity, head_dim]`.
+    layers: Vec<(Tensor, Tensor)>,
+    /// Positions filled so far (the same for every row: rows are left-padded).
+    len: i64,
+    capacity: i64,
+}
+
+impl KvCache {
+    pub fn new(config: &ModelConfig, batch: i64, capacity: i64, at: Placement) -> Result<Self> {
+        let shape = [batch, config.num_kv_heads, capacity, config.head_dim];
+        let layers = (0..config.num_layers)
+            .map(|_| Ok((Tensor::f_zeros(shape, (at.kind, at.device))?, Tensor::f_zeros(shape, (at.kind, at.device))?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers, len: 0, capacity })
+    }
+
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes `t` new keys/values `[batch, kv_heads, t, head_dim]` of `layer`
+    /// after the cached ones and returns views over everything cached.
+    pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let t = k.size()[2];
+        if self.len + t > self.capacity {
+            return Err(EpsvecError::InvalidInput(format!(
+                "KV cache full: {} + {t} positions exceed its capacity {}",
+                self.len, self.capacity
+            )));
+        }
+        let (keys, values) = &mut self.layers[layer];
+        keys.f_narrow(2, self.len, t)?.f_copy_(k)?;
+        values.f_narrow(2, self.len, t)?.f_copy_(v)?;
+        Ok((keys.f_narrow(2, 0, self.len + t)?, values.f_narrow(2, 0, self.len + t)?))
+    }
+
+    /// Marks `t` more positions as filled (after every layer appended them).
+    pub fn advance(&mut self, t: i64) {
+        self.len += t;
+    }
+
+    /// Keeps only the batch rows in `rows` (int64 indices), so finished
+    /// rows stop costing compute.
+    pub fn keep_rows(&mut self, rows: &Tensor) -> Result<()> {
+        for (k, v) in self.layers.iter_mut() {
+            *k = k.f_index_select(0, rows)?;
+            *v = v.f_index_select(0, rows)?;
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.layers.first().map(|(k, _)| k.kind()).unwrap_or(Kind::Float)
+    }
+}
