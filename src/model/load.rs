@@ -78,7 +78,7 @@ fn load_gguf(path: &Path, at: Placement) -> Result<(Llama, Tokenizer)> {
         Some(info) => Some(file.dequantize(info)?),
         None => None,
     };
-    let config = crate::model::config::from_gguf_metadata(
+    let mut config = crate::model::config::from_gguf_metadata(
         &arch,
         |k| file.get(k).and_then(|v| v.as_u64()),
         |k| file.get(k).and_then(|v| v.as_f64()),
@@ -86,6 +86,11 @@ fn load_gguf(path: &Path, at: Placement) -> Result<(Llama, Tokenizer)> {
         file.tensor("output.weight").is_some(),
         rope_factors,
     )?;
+    // llama.cpp loads these biases whenever the file has them.
+    let has = |name: &str| file.tensor(&format!("blk.0.{name}.bias")).is_some();
+    config.qkv_bias |= has("attn_q");
+    config.o_bias = has("attn_output");
+    config.mlp_bias = has("ffn_up");
     // transformers undoes llama.cpp's q/k permutation for "llama" files only.
     let unpermute = (arch == "llama").then_some((config.num_heads, config.num_kv_heads));
     let weights = GgufWeights::new(file, unpermute);

@@ -199,9 +199,9 @@ impl WeightSource for GgufWeights {
         let values = self.file.dequantize(info)?;
         let mut tensor = Tensor::f_from_slice(&values)?.f_reshape(shape)?;
         if let Some((n_head, n_kv_head)) = self.unpermute_heads {
-            if gname.ends_with("attn_q.weight") {
+            if gname.contains(".attn_q.") {
                 tensor = unpermute(&tensor, n_head)?;
-            } else if gname.ends_with("attn_k.weight") {
+            } else if gname.contains(".attn_k.") {
                 tensor = unpermute(&tensor, n_kv_head)?;
             }
         }

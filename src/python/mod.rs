@@ -3,6 +3,7 @@
 
 mod engine;
 mod errors;
+mod privacy;
 mod sampling;
 
 use pyo3::prelude::*;
@@ -13,5 +14,9 @@ fn _epsvec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sampling::PySamplingParams>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(engine::cuda_device_count, m)?)?;
+    m.add_function(wrap_pyfunction!(sampling::sample_logits, m)?)?;
+    m.add_function(wrap_pyfunction!(privacy::gaussian_sigma, m)?)?;
+    m.add_function(wrap_pyfunction!(privacy::gaussian_epsilon, m)?)?;
+    m.add_function(wrap_pyfunction!(privacy::gaussian_delta, m)?)?;
     Ok(())
 }
