@@ -167,10 +167,10 @@ impl Sampler {
             return Ok(processed.f_argmax(-1, false)?);
         }
         let device = processed.device();
-        let cumulative = processed.f_softmax(-1, Kind::Double)?.f_cumsum(-1, Kind::Double)?;
+        let cumulative = processed.f_softmax(-1, Kind::Float)?.f_cumsum(-1, Kind::Float)?;
         let vocab = cumulative.size()[1];
         // u in (0, 1]: a zero-probability token is never chosen.
-        let uniforms: Vec<f64> = self.streams.iter_mut().map(|rng| 1.0 - rng.random::<f64>()).collect();
+        let uniforms: Vec<f32> = self.streams.iter_mut().map(|rng| 1.0 - rng.random::<f32>()).collect();
         let u = Tensor::f_from_slice(&uniforms)?.f_to_device(device)?.f_unsqueeze(-1)?;
         let target = u.f_mul(&cumulative.f_narrow(-1, vocab - 1, 1)?)?;
         let index = target.f_searchsorted(&cumulative, false, false, "left", None::<Tensor>)?;

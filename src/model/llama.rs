@@ -70,6 +70,11 @@ impl RmsNorm {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let kind = x.kind();
+        if kind == Kind::Float {
+            // One fused kernel; the same arithmetic as below in float32.
+            let dim = self.weight.size();
+            return Ok(x.f_rms_norm(dim.as_slice(), Some(&self.weight), self.eps)?);
+        }
         let x32 = x.f_to_kind(Kind::Float)?;
         let variance = x32.f_pow_tensor_scalar(2)?.f_mean_dim(-1, true, Kind::Float)?;
         let normed = x32.f_mul(&variance.f_add_scalar(self.eps)?.f_rsqrt()?)?;
