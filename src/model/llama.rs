@@ -19,6 +19,10 @@ pub struct Placement {
 struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// Weight and bias held in oneDNN's layout (CPU float32), where its
+    /// GEMM is ~1.7x faster than the default for the few-row products of
+    /// decoding; `forward` converts the activations around the call.
+    mkldnn: bool,
 }
 
 impl Linear {
@@ -45,7 +49,15 @@ impl Linear {
             1 => Some(biases.remove(0)),
             _ => Some(Tensor::f_cat(&biases, 0)?),
         };
-        Ok(Self { weight, bias })
+        Self::new(weight, bias, at)
+    }
+
+    fn new(weight: Tensor, bias: Option<Tensor>, at: Placement) -> Result<Self> {
+        if at.device != Device::Cpu || at.kind != Kind::Float {
+            return Ok(Self { weight, bias, mkldnn: false });
+        }
+        let bias = bias.map(|b| b.f_to_mkldnn(None)).transpose()?;
+        Ok(Self { weight: weight.f_to_mkldnn(None)?, bias, mkldnn: true })
     }
 
     fn load(src: &dyn WeightSource, prefix: &str, out_dim: i64, in_dim: i64, bias: bool, at: Placement) -> Result<Self> {
@@ -53,7 +65,15 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_linear(&self.weight, self.bias.as_ref())?)
+        if !self.mkldnn {
+            return Ok(x.f_linear(&self.weight, self.bias.as_ref())?);
+        }
+        let mut shape = x.size();
+        let in_dim = shape.pop().unwrap_or(0);
+        let rows = x.f_reshape([-1, in_dim])?.f_contiguous()?.f_to_mkldnn(None)?;
+        let out = rows.f_mkldnn_linear(&self.weight, self.bias.as_ref())?.f_to_dense(None, false)?;
+        shape.push(out.size()[1]);
+        Ok(out.f_reshape(shape.as_slice())?)
     }
 }
 
@@ -284,7 +304,7 @@ pub struct Llama {
     embed_tokens: Tensor,
     layers: Vec<Block>,
     norm: RmsNorm,
-    lm_head: Tensor,
+    lm_head: Linear,
     /// `[head_dim / 2]` float32 rotary frequencies, scaling applied.
     inv_freq: Tensor,
 }
@@ -298,6 +318,7 @@ impl Llama {
         } else {
             src.load("lm_head.weight", &[v, h], at.kind, at.device)?
         };
+        let lm_head = Linear::new(lm_head, None, at)?;
         let layers = (0..config.num_layers).map(|l| Block::load(src, l, &config, at)).collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load(src, "model.norm.weight", h, config.rms_norm_eps, at)?;
         let inv_freq = rope_inv_freq(&config, at.device)?;
@@ -365,7 +386,7 @@ impl Llama {
 
     /// Vocabulary logits for final-normed hidden states.
     pub fn logits(&self, normed: &Tensor) -> Result<Tensor> {
-        Ok(normed.f_linear::<Tensor>(&self.lm_head, None)?)
+        self.lm_head.forward(normed)
     }
 }
 

@@ -1,0 +1,50 @@
+"""Side-by-side benchmark harness: each engine runs in its own subprocess
+(so peak memory is its own), rounds alternate between engines (so machine
+noise hits both), and the table reports medians and the ratio."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import torch
+
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def worker_main(run) -> None:
+    """In a worker: `run(engine, reps)` returns {metric: [values]}; print it with peak RSS."""
+    engine, reps = sys.argv[2], int(sys.argv[3])
+    results = run(engine, reps)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(results))
+
+
+def run_workers(script: str, engines: list[str], rounds: int, reps: int) -> dict[str, dict[str, list[float]]]:
+    merged: dict[str, dict[str, list[float]]] = {e: {} for e in engines}
+    for _ in range(rounds):
+        for engine in engines:
+            out = subprocess.run(
+                [sys.executable, script, "--worker", engine, str(reps)], check=True, capture_output=True, text=True
+            ).stdout
+            line = next(l for l in out.splitlines() if l.startswith("RESULT "))
+            for key, value in json.loads(line[7:]).items():
+                merged[engine].setdefault(key, []).extend(value if isinstance(value, list) else [value])
+    return merged
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
