@@ -145,6 +145,21 @@ def test_stop_strings_and_eos(default_model):
     assert all(t not in default_model.config.eos_token_ids for t in chat.token_ids)
 
 
+def test_chat_template_matches_transformers(default_model, default_gguf):
+    from transformers import AutoTokenizer
+
+    hf_tok = AutoTokenizer.from_pretrained(default_gguf.parent, gguf_file=default_gguf.name)
+    message = "Summarise this review: a tender, funny film."
+    want = hf_tok.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True, tokenize=False)
+    assert default_model.chat_prompt(message) == want
+
+
+def test_chat_without_template_is_a_clear_error(tiny):
+    model, _ = tiny
+    with pytest.raises(ValueError, match="no chat template"):
+        model.generate("hi", chat=True)
+
+
 def test_min_new_tokens_suppresses_eos(default_model):
     out = default_model.generate("Say hello.", max_new_tokens=40, min_new_tokens=40, temperature=0, chat=True,
                                  return_ids=True)

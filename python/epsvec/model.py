@@ -239,9 +239,7 @@ class Model:
         if any(not isinstance(s, str) or not s for s in stop):
             raise InvalidInputError(f"stop must be non-empty strings, got {stop!r}")
         if chat:
-            specials = {"bos_token": self._special(self.config.bos_token_id), "eos_token": self._special(
-                self.config.eos_token_ids[0] if self.config.eos_token_ids else None)}
-            texts = [chat_render(self.config.chat_template, t, specials) for t in texts]
+            texts = [self.chat_prompt(t) for t in texts]
         ids = self._encode(texts, add_special_tokens=not chat)
         steering = steering_matrix(steer, strength, len(ids), self.config.num_layers, self.config.hidden_size)
         batch_size = _check_batch_size(batch_size)
@@ -265,8 +263,15 @@ class Model:
             results = [r.text for r in results]
         return results[0] if single else results
 
-    def _special(self, token_id: int | None) -> str | None:
-        return None if token_id is None else self.decode([token_id])
+    def chat_prompt(self, message: str) -> str:
+        """The text the model's chat template makes of one user message, with
+        the assistant's turn opened (what ``generate(chat=True)`` decodes from)."""
+        eos = self.config.eos_token_ids[0] if self.config.eos_token_ids else None
+        specials = {
+            "bos_token": None if self.config.bos_token_id is None else self.decode([self.config.bos_token_id]),
+            "eos_token": None if eos is None else self.decode([eos]),
+        }
+        return chat_render(self.config.chat_template, message, specials)
 
 
 def _progress(total: int, enabled: bool, desc: str):
