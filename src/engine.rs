@@ -2,7 +2,8 @@
 //! the Python API exposes. Texts are sorted by length into batches so little
 //! padding is computed; results come back in the caller's order.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use ndarray::{Array2, Array3};
 use tch::{Device, Kind, Tensor};
@@ -18,6 +19,8 @@ pub struct Engine {
     pub tokenizer: Tokenizer,
     /// "safetensors" or "gguf".
     pub format: &'static str,
+    weight_files: Vec<PathBuf>,
+    fingerprint: OnceLock<String>,
 }
 
 /// Token ids for a batch of texts, ready to run.
@@ -29,8 +32,17 @@ pub struct Encoded {
 
 impl Engine {
     pub fn load(path: &Path, device: Device, kind: Kind) -> Result<Self> {
-        let (model, tokenizer, format) = load_checkpoint(path, Placement { device, kind })?;
-        Ok(Self { model, tokenizer, format })
+        let c = load_checkpoint(path, Placement { device, kind })?;
+        Ok(Self { model: c.model, tokenizer: c.tokenizer, format: c.format, weight_files: c.weight_files, fingerprint: OnceLock::new() })
+    }
+
+    /// The weight files' fingerprint (see `model::fingerprint`), computed once.
+    pub fn fingerprint(&self) -> Result<String> {
+        if let Some(done) = self.fingerprint.get() {
+            return Ok(done.clone());
+        }
+        let computed = crate::model::fingerprint::fingerprint(&self.weight_files)?;
+        Ok(self.fingerprint.get_or_init(|| computed).clone())
     }
 
     pub fn device(&self) -> Device {
@@ -110,20 +122,37 @@ impl Engine {
         Ok(())
     }
 
-    /// Runs `batch` up to the deepest of `layers`, capturing each of them.
-    fn capture(&self, batch: &Batch, layers: &[usize], pool: Pool) -> Result<Vec<Tensor>> {
-        let mut capture = Capture::new(layers.to_vec(), pool, &batch.attention_mask)?;
+    /// Runs `batch` up to the deepest of `layers`, capturing each of them;
+    /// mean pooling weighs tokens by `mask` (the attention mask by default).
+    fn capture(&self, batch: &Batch, layers: &[usize], pool: Pool, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        let mut capture = Capture::new(layers.to_vec(), pool, mask.unwrap_or(&batch.attention_mask))?;
         let _ = self.model.forward(batch, None, &mut [&mut capture as &mut dyn BlockHook], false)?;
         Ok(capture.into_states())
     }
 
     /// Pooled residual stream at `layers`: `[n_texts, n_layers, hidden]`.
-    pub fn pooled_states(&self, ids: &[Vec<u32>], layers: &[usize], pool: Pool, batch_size: usize) -> Result<Array3<f32>> {
+    /// With `weights` (one per token of each text, not all zero), mean
+    /// pooling is the weighted mean: e.g. over a span of a prompt.
+    pub fn pooled_states(
+        &self,
+        ids: &[Vec<u32>],
+        layers: &[usize],
+        pool: Pool,
+        weights: Option<&[Vec<f32>]>,
+        batch_size: usize,
+    ) -> Result<Array3<f32>> {
+        if let Some(weights) = weights {
+            check_weights(ids, weights)?;
+        }
         let hidden = self.model.config.hidden_size as usize;
         let mut out = Array3::<f32>::zeros((ids.len(), layers.len(), hidden));
         self.for_each_batch(ids, batch_size, |batch, rows| {
+            let mask = match weights {
+                Some(w) => Some(left_padded_weights(w, rows, batch.input_ids.size()[1], self.device())?),
+                None => None,
+            };
             // [batch, n_layers, hidden] on the host.
-            let stacked = Tensor::f_stack(&self.capture(batch, layers, pool)?, 1)?;
+            let stacked = Tensor::f_stack(&self.capture(batch, layers, pool, mask.as_ref())?, 1)?;
             let values = to_host_f32(&stacked)?;
             for (r, &row) in rows.iter().enumerate() {
                 let chunk = &values[r * layers.len() * hidden..(r + 1) * layers.len() * hidden];
@@ -141,7 +170,7 @@ impl Engine {
         let mut out = vec![Array3::<f32>::zeros((0, layers.len(), hidden)); ids.len()];
         self.for_each_batch(ids, batch_size, |batch, rows| {
             // [batch, seq, n_layers, hidden]
-            let stacked = Tensor::f_stack(&self.capture(batch, layers, Pool::None)?, 2)?;
+            let stacked = Tensor::f_stack(&self.capture(batch, layers, Pool::None, None)?, 2)?;
             for (r, &row) in rows.iter().enumerate() {
                 let n = ids[row].len() as i64;
                 let width = stacked.size()[1];
@@ -172,6 +201,32 @@ impl Engine {
         })?;
         Ok(out)
     }
+}
+
+fn check_weights(ids: &[Vec<u32>], weights: &[Vec<f32>]) -> Result<()> {
+    if weights.len() != ids.len() {
+        return Err(EpsvecError::InvalidInput(format!("{} weight rows for {} texts", weights.len(), ids.len())));
+    }
+    for (i, (w, t)) in weights.iter().zip(ids).enumerate() {
+        if w.len() != t.len() || !w.iter().all(|x| x.is_finite() && *x >= 0.0) || w.iter().sum::<f32>() <= 0.0 {
+            return Err(EpsvecError::InvalidInput(format!(
+                "pooling weights of text {i}: need {} finite non-negative values, not all zero",
+                t.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `[rows, width]` float32 weights of the batch `rows`, left-padded with zeros.
+fn left_padded_weights(weights: &[Vec<f32>], rows: &[usize], width: i64, device: Device) -> Result<Tensor> {
+    let width = width as usize;
+    let mut flat = vec![0f32; rows.len() * width];
+    for (r, &row) in rows.iter().enumerate() {
+        let w = &weights[row];
+        flat[r * width + width - w.len()..(r + 1) * width].copy_from_slice(w);
+    }
+    Ok(Tensor::f_from_slice(&flat)?.f_reshape([rows.len() as i64, width as i64])?.f_to_device(device)?)
 }
 
 /// Copies a tensor to the host as a flat float32 vector.

@@ -12,6 +12,7 @@ pub mod model;
 pub mod privacy;
 pub mod sampling;
 pub mod tokenizer;
+pub mod vector_file;
 
 #[cfg(feature = "python")]
 mod python;

@@ -18,12 +18,19 @@ from .errors import (
     ShapeMismatchError,
     TokenizerError,
     UnsupportedArchitectureError,
+    VectorModelMismatchError,
 )
+from . import privacy
+from .extract import extract
 from .model import Generation, Model, ModelConfig, load_model
+from .vector import DatasetVector
 
 __all__ = [
     "__version__",
     "load_model",
+    "extract",
+    "DatasetVector",
+    "privacy",
     "Model",
     "ModelConfig",
     "Generation",
@@ -38,4 +45,5 @@ __all__ = [
     "DeviceError",
     "PrivacyError",
     "EngineError",
+    "VectorModelMismatchError",
 ]

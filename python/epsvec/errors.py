@@ -16,6 +16,7 @@ __all__ = [
     "DeviceError",
     "PrivacyError",
     "EngineError",
+    "VectorModelMismatchError",
 ]
 
 
@@ -57,3 +58,7 @@ class PrivacyError(EpsvecError, ValueError):
 
 class EngineError(EpsvecError):
     """libtorch failed while running the model."""
+
+
+class VectorModelMismatchError(EpsvecError, ValueError):
+    """A dataset vector is used with a model other than the one it was made with."""

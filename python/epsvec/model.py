@@ -113,16 +113,17 @@ class Model:
             )
         return ids
 
-    def tokenize(self, texts: str | Iterable[str]) -> list[list[int]]:
+    def tokenize(self, texts: str | Iterable[str], *, add_special_tokens: bool = True) -> list[list[int]]:
         """Token ids of each text, with special tokens added as transformers does.
 
         Args:
             texts: A string or a list of strings.
+            add_special_tokens: Add the tokenizer's special tokens (e.g. BOS).
 
         Returns:
             One list of token ids per text.
         """
-        return self._engine.encode(_as_texts(texts))[0]
+        return self._engine.encode(_as_texts(texts), add_special_tokens)[0]
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
         """The text of a sequence of token ids."""
@@ -241,6 +242,9 @@ class Model:
         if chat:
             texts = [self.chat_prompt(t) for t in texts]
         ids = self._encode(texts, add_special_tokens=not chat)
+        for s in _flatten_steers(steer):
+            if hasattr(s, "check_model"):
+                s.check_model(self)
         steering = steering_matrix(steer, strength, len(ids), self.config.num_layers, self.config.hidden_size)
         batch_size = _check_batch_size(batch_size)
 
@@ -263,6 +267,15 @@ class Model:
             results = [r.text for r in results]
         return results[0] if single else results
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this model for dataset vectors: architecture, size,
+        and a hash of the weight files."""
+        if not hasattr(self, "_fingerprint"):
+            c = self.config
+            self._fingerprint = {"architecture": c.architecture, "num_layers": c.num_layers,
+                                 "hidden_size": c.hidden_size, "weights_sha256": self._engine.fingerprint()}
+        return self._fingerprint
+
     def chat_prompt(self, message: str) -> str:
         """The text the model's chat template makes of one user message, with
         the assistant's turn opened (what ``generate(chat=True)`` decodes from)."""
@@ -272,6 +285,12 @@ class Model:
             "eos_token": None if eos is None else self.decode([eos]),
         }
         return chat_render(self.config.chat_template, message, specials)
+
+
+def _flatten_steers(steer: Any) -> list[Any]:
+    if isinstance(steer, (list, tuple)):
+        return [x for s in steer for x in _flatten_steers(s)]
+    return [] if steer is None else [steer]
 
 
 def _progress(total: int, enabled: bool, desc: str):

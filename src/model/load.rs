@@ -1,7 +1,7 @@
 //! Opening a checkpoint: an HF directory (config.json + safetensors +
 //! tokenizer.json) or a single `.gguf` file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{EpsvecError, Result};
 use crate::model::config::ModelConfig;
@@ -11,11 +11,23 @@ use crate::model::weights::{GgufWeights, SafetensorsWeights};
 use crate::tokenizer::gguf::spec_from_metadata;
 use crate::tokenizer::Tokenizer;
 
-pub fn load_checkpoint(path: &Path, at: Placement) -> Result<(Llama, Tokenizer, &'static str)> {
+/// A loaded checkpoint.
+pub struct Checkpoint {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    /// "safetensors" or "gguf".
+    pub format: &'static str,
+    /// The files the weights came from (for the fingerprint).
+    pub weight_files: Vec<PathBuf>,
+}
+
+pub fn load_checkpoint(path: &Path, at: Placement) -> Result<Checkpoint> {
     if path.is_dir() {
-        load_hf_dir(path, at).map(|(m, t)| (m, t, "safetensors"))
+        let (model, tokenizer, weight_files) = load_hf_dir(path, at)?;
+        Ok(Checkpoint { model, tokenizer, format: "safetensors", weight_files })
     } else if path.is_file() {
-        load_gguf(path, at).map(|(m, t)| (m, t, "gguf"))
+        let (model, tokenizer) = load_gguf(path, at)?;
+        Ok(Checkpoint { model, tokenizer, format: "gguf", weight_files: vec![path.to_path_buf()] })
     } else {
         Err(EpsvecError::ModelLoad(format!(
             "{} does not exist; pass an HF model directory or a .gguf file",
@@ -24,7 +36,7 @@ pub fn load_checkpoint(path: &Path, at: Placement) -> Result<(Llama, Tokenizer, 
     }
 }
 
-fn load_hf_dir(dir: &Path, at: Placement) -> Result<(Llama, Tokenizer)> {
+fn load_hf_dir(dir: &Path, at: Placement) -> Result<(Llama, Tokenizer, Vec<PathBuf>)> {
     let config_path = dir.join("config.json");
     if !config_path.is_file() {
         return Err(EpsvecError::ModelLoad(format!(
@@ -36,7 +48,8 @@ fn load_hf_dir(dir: &Path, at: Placement) -> Result<(Llama, Tokenizer)> {
     merge_generation_config(&mut config, &dir.join("generation_config.json"))?;
     let tokenizer = Tokenizer::from_hf_dir(dir)?;
     let weights = SafetensorsWeights::open_dir(dir)?;
-    Ok((Llama::load(&weights, config, at)?, tokenizer))
+    let files = weights.files();
+    Ok((Llama::load(&weights, config, at)?, tokenizer, files))
 }
 
 /// `generation_config.json` may list more end-of-sequence ids than config.json.

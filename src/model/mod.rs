@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod dequant;
+pub mod fingerprint;
 pub mod gguf;
 pub mod kv_cache;
 pub mod llama;

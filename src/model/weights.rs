@@ -101,6 +101,13 @@ impl SafetensorsWeights {
     }
 }
 
+impl SafetensorsWeights {
+    /// The shard files, in a stable order.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|f| f.path.clone()).collect()
+    }
+}
+
 impl WeightSource for SafetensorsWeights {
     fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)

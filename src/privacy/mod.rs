@@ -1,4 +1,7 @@
 //! Differential privacy: the accountant that calibrates the Gaussian noise
-//! of a dataset-vector release.
+//! of a dataset-vector release, and the mechanism that makes the release.
 
 pub mod accounting;
+pub mod clip;
+pub mod mechanism;
+pub mod noise;

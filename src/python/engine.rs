@@ -145,6 +145,11 @@ impl PyEngine {
         Ok(d)
     }
 
+    /// A fingerprint of the weight files (see `model::fingerprint`).
+    fn fingerprint(&self, py: Python<'_>) -> PyResult<String> {
+        run(py, || self.engine().fingerprint())
+    }
+
     /// Token ids per text (special tokens added as transformers does),
     /// and how many texts were cut to the context length.
     #[pyo3(signature = (texts, add_special_tokens = true))]
@@ -160,8 +165,9 @@ impl PyEngine {
         run(py, || self.engine().tokenizer.decode(&ids, skip_special_tokens))
     }
 
-    /// Pooled states `[n, n_layers, hidden]` (pool "mean"/"last").
-    #[pyo3(signature = (ids, layers, pool, batch_size))]
+    /// Pooled states `[n, n_layers, hidden]` (pool "mean"/"last"); `weights`
+    /// (one list per text, one value per token) make "mean" a weighted mean.
+    #[pyo3(signature = (ids, layers, pool, batch_size, weights = None))]
     fn pooled_states<'py>(
         &self,
         py: Python<'py>,
@@ -169,6 +175,7 @@ impl PyEngine {
         layers: Option<Vec<i64>>,
         pool: &str,
         batch_size: usize,
+        weights: Option<Vec<Vec<f32>>>,
     ) -> PyResult<Bound<'py, PyArray3<f32>>> {
         let states = run(py, || {
             let engine = self.engine();
@@ -177,7 +184,7 @@ impl PyEngine {
             if pool == Pool::None {
                 return Err(EpsvecError::InvalidInput("use token_states for unpooled states".into()));
             }
-            engine.pooled_states(&ids, &layers, pool, batch_size)
+            engine.pooled_states(&ids, &layers, pool, weights.as_deref(), batch_size)
         })?;
         Ok(states.into_pyarray(py))
     }

@@ -5,6 +5,7 @@ mod engine;
 mod errors;
 mod privacy;
 mod sampling;
+mod vector;
 
 use pyo3::prelude::*;
 
@@ -18,5 +19,9 @@ fn _epsvec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(privacy::gaussian_sigma, m)?)?;
     m.add_function(wrap_pyfunction!(privacy::gaussian_epsilon, m)?)?;
     m.add_function(wrap_pyfunction!(privacy::gaussian_delta, m)?)?;
+    m.add_function(wrap_pyfunction!(vector::save_vector, m)?)?;
+    m.add_function(wrap_pyfunction!(vector::load_vector, m)?)?;
+    m.add_function(wrap_pyfunction!(vector::poisson_sample, m)?)?;
+    m.add_function(wrap_pyfunction!(vector::release_vector, m)?)?;
     Ok(())
 }
