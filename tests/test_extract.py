@@ -21,6 +21,10 @@ PRIVATE = [
     "A visual feast with a hollow heart.",
     "The best thriller of the year, by a mile.",
 ]
+# Six test records are far too few for a useful vector at these budgets; the
+# warning that says so is checked once, in test_too_few_records_warns.
+pytestmark = pytest.mark.filterwarnings("ignore:.*the vector will be mostly noise")
+
 PUBLIC = ["Some film about some people.", "A movie with scenes in it.", "It was a film.", "The story goes on."]
 
 
@@ -170,3 +174,8 @@ def test_large_delta_warns(model):
     with pytest.warns(UserWarning, match="exceeds 1/N"):
         epsvec.extract(PRIVATE, eps=1.0, delta=0.5, model=model, negatives=PUBLIC, layers=[1], clip_norm=1.0,
                        progress=False)
+
+
+def test_too_few_records_warns(model):
+    with pytest.warns(UserWarning, match="mostly noise"):
+        epsvec.extract(PRIVATE, eps=1.0, model=model, negatives=PUBLIC, layers=[1], clip_norm=1.0, progress=False)

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _epsvec, prompts
 from .errors import InvalidInputError, PrivacyError
-from .model import Model, load_model
+from .model import Model, _progress, load_model
 from .privacy import gaussian_sigma
 from .vector import DatasetVector
 
@@ -180,13 +180,18 @@ def _extract_class(model: Model, records: list[str], label, *, eps, delta, negat
 
     hidden = model.config.hidden_size
     if pieces:
-        states = _pooled(model, pieces, layers, pool, batch_size)
+        states = _pooled(model, pieces, layers, pool, batch_size, progress)
         rows = (states[0::2] - states[1::2]).reshape(len(chosen), len(layers) * hidden)
     else:
         rows = np.zeros((0, len(layers) * hidden), dtype=np.float32)
     if not np.isfinite(rows).all():
         raise InvalidInputError("the model produced NaN or infinite activations; try dtype='float32'")
     sigma = gaussian_sigma(eps, delta, sample_rate=rate, adjacency=adjacency)
+    # The noise's norm is about sigma*C*sqrt(dim); the sum of n clipped
+    # records is at most n*C. Below that the vector is mostly noise.
+    if n < sigma * math.sqrt(rows.shape[1]):
+        warnings.warn(f"class {label_text!r}: {n} records against noise of norm ~{sigma * math.sqrt(rows.shape[1]):.0f} C; "
+                      "the vector will be mostly noise (use more records, a larger eps, or fewer layers)", stacklevel=3)
     directions, report = _epsvec.release_vector(np.ascontiguousarray(rows, dtype=np.float32), len(layers), clip,
                                                 sigma, seed)
     privacy = {
@@ -205,19 +210,34 @@ def _extract_class(model: Model, records: list[str], label, *, eps, delta, negat
                          privacy)
 
 
-def _pooled(model: Model, pieces: list[prompts.PromptIds], layers: list[int], pool: str, batch_size: int) -> np.ndarray:
-    ids = [p.ids for p in pieces]
-    if pool == "last":
-        return model._engine.pooled_states(ids, layers, "last", batch_size)
-    weights = []
-    for p in pieces:
-        w = np.zeros(len(p.ids), dtype=np.float32)
-        if pool == "mean":
-            w[1:] = 1.0
-        else:
-            w[p.example] = 1.0
-        weights.append(w.tolist())
-    return model._engine.pooled_states(ids, layers, "mean", batch_size, weights)
+def _pooled(model: Model, pieces: list[prompts.PromptIds], layers: list[int], pool: str, batch_size: int,
+            progress: bool = False) -> np.ndarray:
+    """Pooled states ``[len(pieces), n_layers, hidden]``, in chunks so a progress bar can follow."""
+    context = model.config.context_length
+    if any(len(p.ids) > context for p in pieces):
+        raise InvalidInputError(f"a prompt exceeds the model's context of {context} tokens; "
+                                "lower max_example_tokens or use fewer/shorter fixed_shots")
+    out = []
+    chunk = 8 * batch_size
+    with _progress(len(pieces), progress, "reading records") as bar:
+        for start in range(0, len(pieces), chunk):
+            part = pieces[start : start + chunk]
+            ids = [p.ids for p in part]
+            if pool == "last":
+                out.append(model._engine.pooled_states(ids, layers, "last", batch_size))
+            else:
+                out.append(model._engine.pooled_states(ids, layers, "mean", batch_size, [_weights(p, pool) for p in part]))
+            bar.update(len(part))
+    return np.concatenate(out)
+
+
+def _weights(piece: prompts.PromptIds, pool: str) -> list[float]:
+    w = np.zeros(len(piece.ids), dtype=np.float32)
+    if pool == "mean":
+        w[1:] = 1.0  # skip the attention sink
+    else:
+        w[piece.example] = 1.0
+    return w.tolist()
 
 
 def _model_negatives(model, prefix_text, label, count, temperature, max_new_tokens, batch_size, progress, seed):
