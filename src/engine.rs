@@ -33,7 +33,13 @@ pub struct Encoded {
 impl Engine {
     pub fn load(path: &Path, device: Device, kind: Kind) -> Result<Self> {
         let c = load_checkpoint(path, Placement { device, kind })?;
-        Ok(Self { model: c.model, tokenizer: c.tokenizer, format: c.format, weight_files: c.weight_files, fingerprint: OnceLock::new() })
+        Ok(Self {
+            model: c.model,
+            tokenizer: c.tokenizer,
+            format: c.format,
+            weight_files: c.weight_files,
+            fingerprint: OnceLock::new(),
+        })
     }
 
     /// The weight files' fingerprint (see `model::fingerprint`), computed once.
@@ -63,7 +69,9 @@ impl Engine {
         // A converted tokenizer can know tokens the embedding table lacks
         // (transformers appends <|endoftext|> to some GGUF vocabularies).
         let vocab = self.model.config.vocab_size as u32;
-        if let Some((i, id)) = ids.iter().enumerate().find_map(|(i, r)| r.iter().find(|&&t| t >= vocab).map(|&t| (i, t))) {
+        if let Some((i, id)) =
+            ids.iter().enumerate().find_map(|(i, r)| r.iter().find(|&&t| t >= vocab).map(|&t| (i, t)))
+        {
             return Err(EpsvecError::Tokenizer(format!(
                 "text {i} has token id {id}, outside the model's vocabulary of {vocab}"
             )));

@@ -130,7 +130,8 @@ impl Engine {
             }
             let mut next = next;
             if keep.len() < active.rows.len() {
-                let index = Tensor::f_from_slice(&keep.iter().map(|&r| r as i64).collect::<Vec<_>>())?.f_to_device(device)?;
+                let index =
+                    Tensor::f_from_slice(&keep.iter().map(|&r| r as i64).collect::<Vec<_>>())?.f_to_device(device)?;
                 cache.keep_rows(&index)?;
                 sampler.keep_rows(&keep);
                 if let Some(s) = steering.as_mut() {

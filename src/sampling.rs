@@ -116,7 +116,8 @@ impl Sampler {
     /// Keeps the streams of the rows still generating.
     pub fn keep_rows(&mut self, keep: &[usize]) {
         let mut streams = std::mem::take(&mut self.streams);
-        self.streams = keep.iter().map(|&r| std::mem::replace(&mut streams[r], ChaCha20Rng::seed_from_u64(0))).collect();
+        self.streams =
+            keep.iter().map(|&r| std::mem::replace(&mut streams[r], ChaCha20Rng::seed_from_u64(0))).collect();
     }
 
     /// Applies penalty, temperature and truncation to `[batch, vocab]`
@@ -125,9 +126,10 @@ impl Sampler {
         let p = &self.params;
         let mut logits = logits.f_to_kind(Kind::Float)?;
         if let (Some(seen), true) = (seen, p.repetition_penalty != 1.0) {
-            let penalised = logits
-                .f_lt(0.0)?
-                .f_where_self(&logits.f_mul_scalar(p.repetition_penalty)?, &logits.f_div_scalar(p.repetition_penalty)?)?;
+            let penalised = logits.f_lt(0.0)?.f_where_self(
+                &logits.f_mul_scalar(p.repetition_penalty)?,
+                &logits.f_div_scalar(p.repetition_penalty)?,
+            )?;
             logits = penalised.f_where_self(seen, &logits)?;
         }
         if p.is_greedy() {

@@ -50,7 +50,9 @@ pub fn load(path: &Path) -> Result<(Vec<f32>, usize, usize, String)> {
     let view = tensors.tensor(TENSOR).map_err(|_| corrupt(format!("no {TENSOR:?} tensor")))?;
     let (n_layers, hidden) = match (view.dtype(), view.shape()) {
         (Dtype::F32, &[l, h]) if l > 0 && h > 0 => (l, h),
-        (dtype, shape) => return Err(corrupt(format!("{TENSOR:?} is {dtype:?} {shape:?}, expected F32 [layers, hidden]"))),
+        (dtype, shape) => {
+            return Err(corrupt(format!("{TENSOR:?} is {dtype:?} {shape:?}, expected F32 [layers, hidden]")))
+        }
     };
     let directions = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     Ok((directions, n_layers, hidden, metadata))

@@ -29,11 +29,8 @@ fn dequantize_matches_gguf_py_bitwise() {
         assert_eq!(info.shape(), shape, "{}", info.name);
 
         let got = gguf.dequantize(info).unwrap();
-        let want: Vec<u32> = want
-            .data()
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let want: Vec<u32> =
+            want.data().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
         let mismatches = got.iter().zip(&want).filter(|(a, b)| a != b).count();
         assert_eq!(got.len(), want.len(), "{}", info.name);

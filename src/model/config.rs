@@ -56,7 +56,12 @@ impl Architecture {
 pub enum RopeScaling {
     None,
     /// Llama 3.1's frequency-dependent rescaling.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position: f64 },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position: f64,
+    },
     /// Per-frequency divisors stored in a GGUF `rope_freqs.weight` tensor
     /// (how llama.cpp stores Llama 3.1 scaling).
     Factors(Vec<f32>),
@@ -165,15 +170,16 @@ impl ModelConfig {
     /// Reads and resolves `config.json` from an HF model directory.
     pub fn from_hf_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| EpsvecError::io(path, e))?;
-        let raw: RawConfig = serde_json::from_str(&text)
-            .map_err(|e| EpsvecError::corrupt(path, format!("invalid config.json: {e}")))?;
+        let raw: RawConfig =
+            serde_json::from_str(&text).map_err(|e| EpsvecError::corrupt(path, format!("invalid config.json: {e}")))?;
         Self::from_raw(raw)
     }
 
     fn from_raw(raw: RawConfig) -> Result<Self> {
         let arch_name = raw.architectures.as_ref().and_then(|a| a.first()).cloned().unwrap_or_default();
-        let architecture = Architecture::from_hf(&arch_name).ok_or_else(|| {
-            EpsvecError::UnsupportedArchitecture { found: arch_name.clone(), supported: SUPPORTED.into() }
+        let architecture = Architecture::from_hf(&arch_name).ok_or_else(|| EpsvecError::UnsupportedArchitecture {
+            found: arch_name.clone(),
+            supported: SUPPORTED.into(),
         })?;
         if let Some(act) = raw.hidden_act.as_deref() {
             if act != "silu" {
@@ -187,11 +193,7 @@ impl ModelConfig {
         // transformers 5 nests rope settings in `rope_parameters`; 4 uses
         // `rope_scaling` plus a top-level `rope_theta`.
         let rope = raw.rope_parameters.or(raw.rope_scaling);
-        let rope_theta = rope
-            .as_ref()
-            .and_then(|r| r.rope_theta)
-            .or(raw.rope_theta)
-            .unwrap_or(10_000.0);
+        let rope_theta = rope.as_ref().and_then(|r| r.rope_theta).or(raw.rope_theta).unwrap_or(10_000.0);
         let rope_scaling = resolve_rope(rope.as_ref())?;
         let attention_bias = raw.attention_bias.unwrap_or(false);
         let sliding_window = resolve_sliding(
@@ -270,15 +272,12 @@ fn resolve_rope(rope: Option<&RawRope>) -> Result<RopeScaling> {
                 factor: need(rope.factor, "factor")?,
                 low_freq_factor: need(rope.low_freq_factor, "low_freq_factor")?,
                 high_freq_factor: need(rope.high_freq_factor, "high_freq_factor")?,
-                original_max_position: need(
-                    rope.original_max_position_embeddings,
-                    "original_max_position_embeddings",
-                )?,
+                original_max_position: need(rope.original_max_position_embeddings, "original_max_position_embeddings")?,
             })
         }
-        other => Err(EpsvecError::ModelLoad(format!(
-            "rope type {other:?} is not supported; supported: default, llama3"
-        ))),
+        other => {
+            Err(EpsvecError::ModelLoad(format!("rope type {other:?} is not supported; supported: default, llama3")))
+        }
     }
 }
 
@@ -332,9 +331,8 @@ pub fn from_gguf_metadata(
         supported: SUPPORTED.into(),
     })?;
     let key = |k: &str| format!("{arch_name}.{k}");
-    let need = |k: &str| {
-        get_u64(&key(k)).ok_or_else(|| EpsvecError::ModelLoad(format!("GGUF metadata lacks {}", key(k))))
-    };
+    let need =
+        |k: &str| get_u64(&key(k)).ok_or_else(|| EpsvecError::ModelLoad(format!("GGUF metadata lacks {}", key(k))));
     let hidden_size = need("embedding_length")? as i64;
     let num_heads = need("attention.head_count")? as i64;
     let num_layers = need("block_count")? as usize;
@@ -424,8 +422,10 @@ mod tests {
 
     #[test]
     fn rejects_inconsistent_heads() {
-        let err = parse(r#"{"architectures": ["LlamaForCausalLM"], "vocab_size": 10, "hidden_size": 64,
-            "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 3}"#)
+        let err = parse(
+            r#"{"architectures": ["LlamaForCausalLM"], "vocab_size": 10, "hidden_size": 64,
+            "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 3}"#,
+        )
         .unwrap_err();
         assert!(err.to_string().contains("key/value heads"));
     }

@@ -93,9 +93,8 @@ impl fmt::Display for GgmlType {
 /// Dequantizes `n` elements of type `ty` stored in `bytes` (exactly
 /// `n / block_size` blocks) into row-major f32.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
-    let kernel = kernel(ty).ok_or_else(|| {
-        EpsvecError::ModelLoad(format!("dequantizing {ty} tensors is not supported"))
-    })?;
+    let kernel =
+        kernel(ty).ok_or_else(|| EpsvecError::ModelLoad(format!("dequantizing {ty} tensors is not supported")))?;
     let (block, size) = (ty.block_size(), ty.type_size());
     if n % block != 0 || (n / block).checked_mul(size) != Some(bytes.len()) {
         return Err(EpsvecError::InvalidInput(format!(
@@ -153,11 +152,7 @@ fn kernel(ty: GgmlType) -> Option<Kernel> {
 /// Applies a per-block kernel to each `B`-byte block and its `N` outputs.
 /// Fixed-size arrays let the compiler drop the bounds checks in the kernels.
 #[inline(always)]
-fn blocks<const B: usize, const N: usize>(
-    src: &[u8],
-    dst: &mut [f32],
-    f: impl Fn(&[u8; B], &mut [f32; N]),
-) {
+fn blocks<const B: usize, const N: usize>(src: &[u8], dst: &mut [f32], f: impl Fn(&[u8; B], &mut [f32; N])) {
     for (b, y) in src.chunks_exact(B).zip(dst.chunks_exact_mut(N)) {
         // Chunks are exactly B and N long, so both conversions succeed.
         if let (Some(b), Some(y)) = (b.first_chunk(), y.first_chunk_mut()) {

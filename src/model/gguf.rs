@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::model::dequant::{self, GgmlType};
 use crate::error::{EpsvecError, Result};
+use crate::model::dequant::{self, GgmlType};
 use reader::{Parse, Reader};
 pub use value::GgufValue;
 
@@ -131,14 +131,10 @@ impl GgufFile {
     /// The tensor as row-major f32; its PyTorch shape is `info.shape()`.
     pub fn dequantize(&self, info: &TensorInfo) -> Result<Vec<f32>> {
         let context = |reason: String| {
-            EpsvecError::ModelLoad(format!(
-                "{}: tensor {:?}: {reason}",
-                self.path.display(),
-                info.name
-            ))
+            EpsvecError::ModelLoad(format!("{}: tensor {:?}: {reason}", self.path.display(), info.name))
         };
-        let n = usize::try_from(info.n_elements())
-            .map_err(|_| context("too many elements for this platform".into()))?;
+        let n =
+            usize::try_from(info.n_elements()).map_err(|_| context("too many elements for this platform".into()))?;
         dequant::dequantize(info.ty, self.tensor_bytes(info), n).map_err(|e| context(e.to_string()))
     }
 }
@@ -178,9 +174,7 @@ fn parse(buf: &[u8]) -> Parse<Header> {
         tensors.push(info);
     }
 
-    let data_offset = (r.pos() as u64)
-        .checked_next_multiple_of(alignment)
-        .ok_or("data section offset overflows")?;
+    let data_offset = (r.pos() as u64).checked_next_multiple_of(alignment).ok_or("data section offset overflows")?;
     for info in &tensors {
         check_tensor(info, alignment, data_offset, buf.len() as u64)
             .map_err(|e| format!("tensor {:?}: {e}", info.name))?;
@@ -201,15 +195,10 @@ fn read_metadata(r: &mut Reader, n_kv: usize) -> Parse<BTreeMap<String, GgufValu
     let mut metadata = BTreeMap::new();
     for i in 0..n_kv {
         let key = r.string("metadata key").map_err(|e| format!("metadata pair {i}: {e}"))?;
-        let value = r
-            .u32("value type")
-            .and_then(|ty| r.value(ty))
-            .map_err(|e| format!("metadata key {key:?}: {e}"))?;
+        let value = r.u32("value type").and_then(|ty| r.value(ty)).map_err(|e| format!("metadata key {key:?}: {e}"))?;
         match metadata.entry(key) {
             Entry::Vacant(slot) => slot.insert(value),
-            Entry::Occupied(slot) => {
-                return Err(format!("duplicate metadata key {:?}", slot.key()))
-            }
+            Entry::Occupied(slot) => return Err(format!("duplicate metadata key {:?}", slot.key())),
         };
     }
     Ok(metadata)
@@ -233,8 +222,7 @@ fn read_tensor_info(r: &mut Reader) -> Parse<TensorInfo> {
     if n_dims > MAX_DIMS {
         return Err(context(format!("{n_dims} dimensions, at most {MAX_DIMS} allowed")));
     }
-    let dims =
-        (0..n_dims).map(|_| r.u64("dimension")).collect::<Parse<Vec<_>>>().map_err(context)?;
+    let dims = (0..n_dims).map(|_| r.u64("dimension")).collect::<Parse<Vec<_>>>().map_err(context)?;
     let id = r.u32("tensor type").map_err(context)?;
     let ty = GgmlType::from_id(id).ok_or_else(|| context(format!("unknown ggml type id {id}")))?;
     let offset = r.u64("tensor offset").map_err(context)?;
@@ -251,16 +239,10 @@ fn check_tensor(info: &TensorInfo, alignment: u64, data_offset: u64, file_len: u
     let block = info.ty.block_size() as u64;
     let row = info.dims.first().copied().unwrap_or(1);
     if row % block != 0 {
-        return Err(format!(
-            "row of {row} elements is not a whole number of {} blocks ({block})",
-            info.ty
-        ));
+        return Err(format!("row of {row} elements is not a whole number of {} blocks ({block})", info.ty));
     }
     if info.offset % alignment != 0 {
-        return Err(format!(
-            "offset {} is not a multiple of the alignment {alignment}",
-            info.offset
-        ));
+        return Err(format!("offset {} is not a multiple of the alignment {alignment}", info.offset));
     }
     let start = data_offset.checked_add(info.offset);
     let end = start.and_then(|s| s.checked_add(info.n_bytes()));

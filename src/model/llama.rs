@@ -60,7 +60,14 @@ impl Linear {
         Ok(Self { weight: weight.f_to_mkldnn(None)?, bias, mkldnn: true })
     }
 
-    fn load(src: &dyn WeightSource, prefix: &str, out_dim: i64, in_dim: i64, bias: bool, at: Placement) -> Result<Self> {
+    fn load(
+        src: &dyn WeightSource,
+        prefix: &str,
+        out_dim: i64,
+        in_dim: i64,
+        bias: bool,
+        at: Placement,
+    ) -> Result<Self> {
         Self::load_fused(src, &[(prefix, out_dim)], in_dim, bias, at)
     }
 
@@ -145,7 +152,8 @@ impl Attention {
             cfg.qkv_bias,
             at,
         )?;
-        let norm = |name: &str| RmsNorm::load(src, &format!("{prefix}.{name}.weight"), cfg.head_dim, cfg.rms_norm_eps, at);
+        let norm =
+            |name: &str| RmsNorm::load(src, &format!("{prefix}.{name}.weight"), cfg.head_dim, cfg.rms_norm_eps, at);
         Ok(Self {
             qkv,
             o_proj: Linear::load(src, &format!("{prefix}.o_proj"), h, q_dim, cfg.o_bias, at)?,
@@ -224,7 +232,8 @@ struct Block {
 impl Block {
     fn load(src: &dyn WeightSource, layer: usize, cfg: &ModelConfig, at: Placement) -> Result<Self> {
         let p = format!("model.layers.{layer}");
-        let norm = |name: &str| RmsNorm::load(src, &format!("{p}.{name}.weight"), cfg.hidden_size, cfg.rms_norm_eps, at);
+        let norm =
+            |name: &str| RmsNorm::load(src, &format!("{p}.{name}.weight"), cfg.hidden_size, cfg.rms_norm_eps, at);
         Ok(Self {
             input_norm: norm("input_layernorm")?,
             attention: Attention::load(src, &format!("{p}.self_attn"), cfg, at)?,
@@ -273,7 +282,8 @@ impl Batch {
             }
         }
         let shape = [n as i64, width as i64];
-        let tensor = |v: &[i64]| -> Result<Tensor> { Ok(Tensor::f_from_slice(v)?.f_reshape(shape)?.f_to_device(device)?) };
+        let tensor =
+            |v: &[i64]| -> Result<Tensor> { Ok(Tensor::f_from_slice(v)?.f_reshape(shape)?.f_to_device(device)?) };
         Ok(Self { input_ids: tensor(&ids)?, attention_mask: tensor(&mask)?, positions: tensor(&positions)? })
     }
 }

@@ -124,9 +124,7 @@ impl WeightSource for SafetensorsWeights {
             Dtype::F32 => Kind::Float,
             Dtype::F16 => Kind::Half,
             Dtype::BF16 => Kind::BFloat16,
-            other => {
-                return Err(EpsvecError::ModelLoad(format!("tensor {name} has unsupported dtype {other:?}")))
-            }
+            other => return Err(EpsvecError::ModelLoad(format!("tensor {name} has unsupported dtype {other:?}"))),
         };
         let (start, end) = info.data_offsets;
         let base = 8 + file.header_len;

@@ -261,12 +261,7 @@ pub fn gaussian_sigma(eps: f64, delta: f64, sample_rate: f64, adjacency: Adjacen
 /// The smallest eps for which a release with noise multiplier `sigma` is
 /// `(eps, delta)`-DP (up to relative 1e-13, rounded up). Returns 0 when the
 /// release is already `(0, delta)`-DP.
-pub fn gaussian_epsilon(
-    sigma: f64,
-    delta: f64,
-    sample_rate: f64,
-    adjacency: Adjacency,
-) -> Result<f64> {
+pub fn gaussian_epsilon(sigma: f64, delta: f64, sample_rate: f64, adjacency: Adjacency) -> Result<f64> {
     check_sigma(sigma)?;
     check_delta(delta)?;
     check_rate(sample_rate)?;
@@ -339,13 +334,9 @@ fn check_eps(eps: f64, allow_zero: bool) -> Result<()> {
     if ok {
         Ok(())
     } else if allow_zero {
-        Err(EpsvecError::Privacy(format!(
-            "eps must be finite and >= 0, got {eps}"
-        )))
+        Err(EpsvecError::Privacy(format!("eps must be finite and >= 0, got {eps}")))
     } else {
-        Err(EpsvecError::Privacy(format!(
-            "eps must be finite and > 0, got {eps}"
-        )))
+        Err(EpsvecError::Privacy(format!("eps must be finite and > 0, got {eps}")))
     }
 }
 
@@ -353,9 +344,7 @@ fn check_delta(delta: f64) -> Result<()> {
     if delta > 0.0 && delta < 1.0 {
         Ok(())
     } else {
-        Err(EpsvecError::Privacy(format!(
-            "delta must be in (0, 1), got {delta}"
-        )))
+        Err(EpsvecError::Privacy(format!("delta must be in (0, 1), got {delta}")))
     }
 }
 
@@ -363,9 +352,7 @@ fn check_rate(q: f64) -> Result<()> {
     if q > 0.0 && q <= 1.0 {
         Ok(())
     } else {
-        Err(EpsvecError::Privacy(format!(
-            "sample_rate must be in (0, 1], got {q}"
-        )))
+        Err(EpsvecError::Privacy(format!("sample_rate must be in (0, 1], got {q}")))
     }
 }
 
@@ -373,9 +360,7 @@ fn check_sigma(sigma: f64) -> Result<()> {
     if sigma.is_finite() && sigma > 0.0 {
         Ok(())
     } else {
-        Err(EpsvecError::Privacy(format!(
-            "sigma must be finite and > 0, got {sigma}"
-        )))
+        Err(EpsvecError::Privacy(format!("sigma must be finite and > 0, got {sigma}")))
     }
 }
 
@@ -417,10 +402,7 @@ fn ln_substitution_inner(eps: f64, s: f64, q: f64) -> f64 {
     } else {
         let u = ln_u.exp();
         let one_w = 1.0 + (1.0 + u * u).sqrt();
-        (
-            std::f64::consts::LN_2 - one_w.ln(),
-            2.0 * ln_u - 2.0 * one_w.ln(),
-        )
+        (std::f64::consts::LN_2 - one_w.ln(), 2.0 * ln_u - 2.0 * one_w.ln())
     };
     let term1 = ln_t + ln_delta_gauss(ln_a - ln_t, s);
     let term2 = ln_1mt + ln_delta_gauss(eps - ln_1mt, 0.5 * s);
@@ -576,24 +558,13 @@ mod tests {
     fn ln_erfc_matches_mpmath() {
         for &(z, want) in LN_ERFC {
             let got = ln_erfc(z);
-            let err = if want == 0.0 {
-                got.abs()
-            } else {
-                rel(got, want)
-            };
-            assert!(
-                err < 4e-16 * (1.0 + z.abs()),
-                "ln erfc({z}) = {got}, want {want}"
-            );
+            let err = if want == 0.0 { got.abs() } else { rel(got, want) };
+            assert!(err < 4e-16 * (1.0 + z.abs()), "ln erfc({z}) = {got}, want {want}");
         }
         // libm's erfc itself in the far tail, where it is still representable.
         for &(z, want) in LN_ERFC.iter().filter(|p| p.0 < 26.5) {
             let got = libm::erfc(z).ln();
-            let err = if want == 0.0 {
-                got.abs()
-            } else {
-                rel(got, want)
-            };
+            let err = if want == 0.0 { got.abs() } else { rel(got, want) };
             assert!(err < 1e-15, "libm erfc({z}): ln = {got}, want {want}");
         }
         // The two branches agree where both are valid.
@@ -625,10 +596,7 @@ mod tests {
         for &(eps, s, want) in LN_DELTA_G {
             let got = ln_delta_gauss(eps, s);
             // compare delta itself to relative 1e-12: |d ln delta| < 1e-12
-            assert!(
-                (got - want).abs() < 1e-12,
-                "ln delta_G({eps}, {s}) = {got}, want {want}"
-            );
+            assert!((got - want).abs() < 1e-12, "ln delta_G({eps}, {s}) = {got}, want {want}");
         }
     }
 
@@ -660,17 +628,11 @@ mod tests {
     fn profiles_match_mpmath() {
         for &(eps, s, q, want) in LN_ADD_REMOVE {
             let got = ln_profile(eps, s, q, AddRemove);
-            assert!(
-                (got - want).abs() < 1e-11,
-                "add/remove ({eps},{s},{q}): {got} vs {want}"
-            );
+            assert!((got - want).abs() < 1e-11, "add/remove ({eps},{s},{q}): {got} vs {want}");
         }
         for &(eps, s, q, want) in LN_SUBSTITUTION {
             let got = ln_profile(eps, s, q, Substitution);
-            assert!(
-                (got - want).abs() < 1e-11,
-                "substitution ({eps},{s},{q}): {got} vs {want}"
-            );
+            assert!((got - want).abs() < 1e-11, "substitution ({eps},{s},{q}): {got} vs {want}");
         }
     }
 
@@ -690,10 +652,7 @@ mod tests {
     fn sigma_matches_high_precision_root() {
         for &(eps, delta, q, want) in SIGMA_MPMATH {
             let got = gaussian_sigma(eps, delta, q, AddRemove).unwrap();
-            assert!(
-                rel(got, want) < 1e-12,
-                "sigma({eps},{delta},{q}) = {got}, want {want}"
-            );
+            assert!(rel(got, want) < 1e-12, "sigma({eps},{delta},{q}) = {got}, want {want}");
         }
     }
 
@@ -812,10 +771,7 @@ mod tests {
                 worst = (r, (eps, delta, q));
             }
             // The asked tolerance is 0.5%; the closed form agrees far better.
-            assert!(
-                r < 1e-6,
-                "sigma({eps}, {delta}, {q}) = {got}, dp-accounting PLD {want}, rel {r:e}"
-            );
+            assert!(r < 1e-6, "sigma({eps}, {delta}, {q}) = {got}, dp-accounting PLD {want}, rel {r:e}");
         }
         eprintln!(
             "max rel diff vs dp-accounting PLD over {} points: {:e} at {:?}",
@@ -835,10 +791,7 @@ mod tests {
             let got = gaussian_sigma(eps, delta, q, Substitution).unwrap();
             let r = rel(got, pld);
             worst = worst.max(r);
-            assert!(
-                r < 1e-6,
-                "substitution ({eps},{delta},{q}): {got} vs dp-accounting {pld}"
-            );
+            assert!(r < 1e-6, "substitution ({eps},{delta},{q}): {got} vs dp-accounting {pld}");
         }
         eprintln!("max rel diff vs dp-accounting REPLACE_ONE: {worst:e}");
     }
@@ -868,15 +821,9 @@ mod tests {
                     for &eps in &[0.1, 0.5, 1.0, 2.0, 4.9, 10.0, 20.0] {
                         let s = gaussian_sigma(eps, delta, q, adj).unwrap();
                         let e = gaussian_epsilon(s, delta, q, adj).unwrap();
-                        assert!(
-                            rel(e, eps) < 1e-9,
-                            "{adj:?} ({eps},{delta},{q}): sigma {s} -> eps {e}"
-                        );
+                        assert!(rel(e, eps) < 1e-9, "{adj:?} ({eps},{delta},{q}): sigma {s} -> eps {e}");
                         let d = gaussian_delta(s, eps, q, adj).unwrap();
-                        assert!(
-                            d <= delta * (1.0 + 1e-12) && rel(d, delta) < 1e-9,
-                            "{adj:?}: delta {d} vs {delta}"
-                        );
+                        assert!(d <= delta * (1.0 + 1e-12) && rel(d, delta) < 1e-9, "{adj:?}: delta {d} vs {delta}");
                     }
                 }
             }
@@ -891,20 +838,14 @@ mod tests {
                 for i in 0..200 {
                     let s = 0.05 * 1.05f64.powi(i);
                     let d = gaussian_delta(s, 1.0, q, adj).unwrap();
-                    assert!(
-                        d <= prev * (1.0 + 1e-12),
-                        "{adj:?} q {q}: not decreasing at sigma {s}"
-                    );
+                    assert!(d <= prev * (1.0 + 1e-12), "{adj:?} q {q}: not decreasing at sigma {s}");
                     prev = d;
                 }
                 let mut prev = f64::INFINITY;
                 for i in 0..200 {
                     let e = 0.1 * i as f64;
                     let d = gaussian_delta(0.8, e, q, adj).unwrap();
-                    assert!(
-                        d <= prev * (1.0 + 1e-12),
-                        "{adj:?} q {q}: not decreasing at eps {e}"
-                    );
+                    assert!(d <= prev * (1.0 + 1e-12), "{adj:?} q {q}: not decreasing at eps {e}");
                     prev = d;
                 }
             }
@@ -932,11 +873,7 @@ mod tests {
                     let beta = (eps - e_in).exp();
                     let a = (1.0 - q) * eps.exp_m1() / q;
                     let g = |t: f64| {
-                        let t1 = if t > 0.0 {
-                            t.ln() + ln_delta_gauss((a / t).ln(), s)
-                        } else {
-                            f64::NEG_INFINITY
-                        };
+                        let t1 = if t > 0.0 { t.ln() + ln_delta_gauss((a / t).ln(), s) } else { f64::NEG_INFINITY };
                         let t2 = if t < 1.0 {
                             (1.0 - t).ln() + ln_delta_gauss(eps - (1.0 - t).ln(), 0.5 * s)
                         } else {
@@ -946,25 +883,12 @@ mod tests {
                     };
                     let convexity = g(1.0 - beta);
                     let tol = 1e-12;
-                    assert!(
-                        sub >= ar - tol,
-                        "q {q} s {s} eps {eps}: {sub} < add/remove {ar}"
-                    );
-                    assert!(
-                        sub <= convexity + tol,
-                        "q {q} s {s} eps {eps}: {sub} > g(1-beta) {convexity}"
-                    );
-                    assert!(
-                        sub <= crude + tol,
-                        "q {q} s {s} eps {eps}: {sub} > crude {crude}"
-                    );
+                    assert!(sub >= ar - tol, "q {q} s {s} eps {eps}: {sub} < add/remove {ar}");
+                    assert!(sub <= convexity + tol, "q {q} s {s} eps {eps}: {sub} > g(1-beta) {convexity}");
+                    assert!(sub <= crude + tol, "q {q} s {s} eps {eps}: {sub} > crude {crude}");
                     for i in 0..=50 {
                         let t = i as f64 / 50.0;
-                        assert!(
-                            sub <= g(t) + 1e-10,
-                            "q {q} s {s} eps {eps}: g({t}) = {} < {sub}",
-                            g(t)
-                        );
+                        assert!(sub <= g(t) + 1e-10, "q {q} s {s} eps {eps}: g({t}) = {} < {sub}", g(t));
                     }
                 }
             }
@@ -985,10 +909,7 @@ mod tests {
         for &(eps, s, q, want) in LN_REVERSE {
             let g = reverse_gamma(eps, q).unwrap();
             let got = q.ln() + eps - g + ln_delta_gauss(g, s);
-            assert!(
-                (got - want).abs() < 1e-11,
-                "H(Q||P) ({eps},{s},{q}): {got} vs {want}"
-            );
+            assert!((got - want).abs() < 1e-11, "H(Q||P) ({eps},{s},{q}): {got} vs {want}");
             let h1 = q.ln() + ln_delta_gauss(amplified_eps(eps, q), s);
             assert_eq!(ln_profile(eps, s, q, AddRemove), h1.max(got));
         }
@@ -1014,15 +935,9 @@ mod tests {
         }
         for bad in [0.0, -0.1, 1.0000001, f64::NAN, f64::INFINITY] {
             let m = privacy_msg(gaussian_sigma(1.0, 1e-5, bad, Substitution));
-            assert!(
-                m.contains("sample_rate") && m.contains(&format!("{bad}")),
-                "{m}"
-            );
+            assert!(m.contains("sample_rate") && m.contains(&format!("{bad}")), "{m}");
             let m = privacy_msg(gaussian_delta(1.0, 1.0, bad, AddRemove));
-            assert!(
-                m.contains("sample_rate") && m.contains(&format!("{bad}")),
-                "{m}"
-            );
+            assert!(m.contains("sample_rate") && m.contains(&format!("{bad}")), "{m}");
         }
         for bad in [0.0, -2.0, f64::NAN, f64::INFINITY] {
             let m = privacy_msg(gaussian_epsilon(bad, 1e-5, 1.0, AddRemove));
@@ -1034,10 +949,7 @@ mod tests {
             let m = privacy_msg(gaussian_delta(1.0, bad, 1.0, AddRemove));
             assert!(m.contains("eps") && m.contains(&format!("{bad}")), "{m}");
         }
-        assert_eq!(
-            privacy_msg(gaussian_sigma(-1.0, 1e-5, 1.0, AddRemove)),
-            "eps must be finite and > 0, got -1"
-        );
+        assert_eq!(privacy_msg(gaussian_sigma(-1.0, 1e-5, 1.0, AddRemove)), "eps must be finite and > 0, got -1");
     }
 
     #[test]
@@ -1064,12 +976,7 @@ mod tests {
         assert!(e > 1000.0 && e.is_finite(), "{e}");
         assert!(gaussian_delta(0.01, e, 1.0, AddRemove).unwrap() <= 1e-10 * (1.0 + 1e-12));
         // extreme calibrations stay finite and accurate
-        for &(eps, delta, q) in &[
-            (1e-4, 1e-8, 1.0),
-            (200.0, 1e-12, 1.0),
-            (20.0, 1e-300, 1e-4),
-            (0.01, 1e-8, 1e-4),
-        ] {
+        for &(eps, delta, q) in &[(1e-4, 1e-8, 1.0), (200.0, 1e-12, 1.0), (20.0, 1e-300, 1e-4), (0.01, 1e-8, 1e-4)] {
             let s = gaussian_sigma(eps, delta, q, AddRemove).unwrap();
             let e = gaussian_epsilon(s, delta, q, AddRemove).unwrap();
             assert!(rel(e, eps) < 1e-8, "({eps},{delta},{q}): sigma {s} eps {e}");
@@ -1080,11 +987,7 @@ mod tests {
     #[ignore]
     fn timing() {
         for adj in [AddRemove, Substitution] {
-            for &(eps, delta, q) in &[
-                (4.9, 9e-6, 500.0 / 280_000.0),
-                (1.0, 1e-5, 1.0),
-                (20.0, 1e-8, 1e-4),
-            ] {
+            for &(eps, delta, q) in &[(4.9, 9e-6, 500.0 / 280_000.0), (1.0, 1e-5, 1.0), (20.0, 1e-8, 1e-4)] {
                 let n = 200;
                 let t = std::time::Instant::now();
                 let mut acc = 0.0;

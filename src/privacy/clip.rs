@@ -63,11 +63,7 @@ pub fn clip_rows(rows: &[f32], dim: usize, clip_norm: f64) -> Result<(Vec<f64>, 
     crate::privacy::mechanism::check_clip_norm(clip_norm)?;
     let mut out = vec![0.0; rows.len()];
     let mut clipped = 0;
-    for (i, (r, o)) in rows
-        .chunks_exact(dim)
-        .zip(out.chunks_exact_mut(dim))
-        .enumerate()
-    {
+    for (i, (r, o)) in rows.chunks_exact(dim).zip(out.chunks_exact_mut(dim)).enumerate() {
         clipped += clip_row(r, clip_norm, o, i)? as usize;
     }
     Ok((out, clipped))
@@ -90,11 +86,7 @@ pub fn quantise_row(clipped: &[f64], clip_norm: f64, out: &mut [i64]) {
     }
     let limit: u128 = 1u128 << (2 * FRAC_BITS);
     while ss > limit {
-        let (k, _) = out
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, v)| v.unsigned_abs())
-            .expect("non-empty row");
+        let (k, _) = out.iter().enumerate().max_by_key(|(_, v)| v.unsigned_abs()).expect("non-empty row");
         let a = out[k].unsigned_abs() as u128;
         ss -= 2 * a - 1; // a^2 - (a-1)^2
         out[k] -= out[k].signum();

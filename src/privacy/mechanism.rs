@@ -139,8 +139,8 @@
 
 use rand::Rng;
 
-use crate::privacy::clip::{clip_row, quantise_row, FRAC_BITS};
 use crate::error::{EpsvecError, Result};
+use crate::privacy::clip::{clip_row, quantise_row, FRAC_BITS};
 use crate::privacy::noise::fill_standard_normal;
 
 pub use crate::privacy::clip::clip_rows;
@@ -214,15 +214,7 @@ pub fn release_noisy_sum(
 ) -> Result<Release> {
     validate(rows, dim, clip_norm, sigma, sample_rate)?;
     let mut rng = source.rng()?;
-    release_with_rng(
-        rows,
-        dim,
-        clip_norm,
-        sigma,
-        sample_rate,
-        source.is_seeded(),
-        &mut rng,
-    )
+    release_with_rng(rows, dim, clip_norm, sigma, sample_rate, source.is_seeded(), &mut rng)
 }
 
 /// [`release_noisy_sum`] on a caller-supplied generator (tests reuse one stream).
@@ -252,11 +244,7 @@ pub(crate) fn release_with_rng<R: Rng + ?Sized>(
             dim,
             seeded,
         },
-        private: PrivateCounts {
-            records_in: n,
-            records_used: sample.len(),
-            clipped,
-        },
+        private: PrivateCounts { records_in: n, records_used: sample.len(), clipped },
     })
 }
 
@@ -306,11 +294,7 @@ impl OutputGrid {
         let shift = if t >= 1.0 { (t as u64).ilog2() } else { 0 };
         let steps = sigma * pow2(FRAC_BITS as i32 - shift as i32);
         let spacing = clip_norm * pow2(shift as i32 - FRAC_BITS as i32);
-        OutputGrid {
-            shift,
-            steps,
-            spacing,
-        }
+        OutputGrid { shift, steps, spacing }
     }
 
     /// `Gamma * (A + round(b + steps Z))` per coordinate of the exact sum `T = A 2^shift + B`.
@@ -363,9 +347,7 @@ fn validate(rows: &[f32], dim: usize, clip_norm: f64, sigma: f64, sample_rate: f
     check_shape(rows, dim)?;
     check_clip_norm(clip_norm)?;
     if !(sigma.is_finite() && sigma > 0.0) {
-        return Err(EpsvecError::Privacy(format!(
-            "noise multiplier sigma must be finite and > 0, got {sigma}"
-        )));
+        return Err(EpsvecError::Privacy(format!("noise multiplier sigma must be finite and > 0, got {sigma}")));
     }
     if sigma > SIGMA_MAX {
         return Err(EpsvecError::Privacy(format!(
@@ -373,9 +355,7 @@ fn validate(rows: &[f32], dim: usize, clip_norm: f64, sigma: f64, sample_rate: f
         )));
     }
     if !(sample_rate > 0.0 && sample_rate <= 1.0) {
-        return Err(EpsvecError::Privacy(format!(
-            "sample_rate must be in (0, 1], got {sample_rate}"
-        )));
+        return Err(EpsvecError::Privacy(format!("sample_rate must be in (0, 1], got {sample_rate}")));
     }
     // Every row, sampled or not, before any randomness is drawn.
     if let Some(pos) = rows.iter().position(|x| !x.is_finite()) {
@@ -406,9 +386,7 @@ pub(crate) fn check_shape(rows: &[f32], dim: usize) -> Result<()> {
 pub(crate) fn check_clip_norm(clip_norm: f64) -> Result<()> {
     let (lo, hi) = CLIP_NORM_RANGE;
     if !(clip_norm.is_finite() && clip_norm > 0.0) {
-        return Err(EpsvecError::Privacy(format!(
-            "clip_norm must be finite and > 0, got {clip_norm}"
-        )));
+        return Err(EpsvecError::Privacy(format!("clip_norm must be finite and > 0, got {clip_norm}")));
     }
     if !(lo..=hi).contains(&clip_norm) {
         return Err(EpsvecError::Privacy(format!(

@@ -67,9 +67,9 @@ fn parse_pool(name: Option<&str>) -> crate::Result<Pool> {
         Some("mean") => Ok(Pool::Mean),
         Some("last") => Ok(Pool::Last),
         None => Ok(Pool::None),
-        Some(other) => Err(EpsvecError::InvalidInput(format!(
-            "pool must be \"mean\", \"last\" or None, got {other:?}"
-        ))),
+        Some(other) => {
+            Err(EpsvecError::InvalidInput(format!("pool must be \"mean\", \"last\" or None, got {other:?}")))
+        }
     }
 }
 
@@ -208,7 +208,12 @@ impl PyEngine {
 
     /// Logits at every position, one `[n_tokens, vocab]` array per text.
     #[pyo3(signature = (ids, batch_size))]
-    fn logits<'py>(&self, py: Python<'py>, ids: Vec<Vec<u32>>, batch_size: usize) -> PyResult<Vec<Bound<'py, PyArray2<f32>>>> {
+    fn logits<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Vec<Vec<u32>>,
+        batch_size: usize,
+    ) -> PyResult<Vec<Bound<'py, PyArray2<f32>>>> {
         let logits = run(py, || self.engine().logits(&ids, batch_size))?;
         Ok(logits.into_iter().map(|a| a.into_pyarray(py)).collect())
     }
@@ -228,7 +233,9 @@ impl PyEngine {
         steer: Option<(Vec<usize>, PyReadonlyArray3<'_, f32>, String)>,
     ) -> PyResult<Vec<(Vec<u32>, String, &'static str)>> {
         let steer = match steer {
-            Some((layers, vectors, positions)) => Some((layers, vectors.as_array().iter().copied().collect::<Vec<f32>>(), positions)),
+            Some((layers, vectors, positions)) => {
+                Some((layers, vectors.as_array().iter().copied().collect::<Vec<f32>>(), positions))
+            }
             None => None,
         };
         run(py, || {

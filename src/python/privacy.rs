@@ -25,7 +25,13 @@ pub fn gaussian_sigma(py: Python<'_>, eps: f64, delta: f64, sample_rate: f64, ad
 
 #[pyfunction]
 #[pyo3(signature = (sigma, delta, sample_rate, adjacency_name))]
-pub fn gaussian_epsilon(py: Python<'_>, sigma: f64, delta: f64, sample_rate: f64, adjacency_name: &str) -> PyResult<f64> {
+pub fn gaussian_epsilon(
+    py: Python<'_>,
+    sigma: f64,
+    delta: f64,
+    sample_rate: f64,
+    adjacency_name: &str,
+) -> PyResult<f64> {
     accounting::gaussian_epsilon(sigma, delta, sample_rate, adjacency(py, adjacency_name)?).map_err(|e| to_py(py, e))
 }
 

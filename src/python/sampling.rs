@@ -32,7 +32,8 @@ impl PySamplingParams {
         seed: Option<u64>,
     ) -> PyResult<Self> {
         let count = |name: &str, v: i64| {
-            usize::try_from(v).map_err(|_| to_py(py, EpsvecError::InvalidInput(format!("{name} must be >= 0, got {v}"))))
+            usize::try_from(v)
+                .map_err(|_| to_py(py, EpsvecError::InvalidInput(format!("{name} must be >= 0, got {v}"))))
         };
         let inner = SamplingParams {
             max_new_tokens: count("max_new_tokens", max_new_tokens)?,

@@ -13,7 +13,12 @@ use crate::privacy::noise::{self, NoiseSource};
 use crate::vector_file;
 
 #[pyfunction]
-pub fn save_vector(py: Python<'_>, path: PathBuf, directions: PyReadonlyArray2<'_, f32>, metadata: String) -> PyResult<()> {
+pub fn save_vector(
+    py: Python<'_>,
+    path: PathBuf,
+    directions: PyReadonlyArray2<'_, f32>,
+    metadata: String,
+) -> PyResult<()> {
     let shape = directions.as_array().shape().to_vec();
     let values: Vec<f32> = directions.as_array().iter().copied().collect();
     run(py, || vector_file::save(&path, &values, shape[0], shape[1], &metadata))

@@ -77,7 +77,8 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 const TEKKEN_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// `models/qwen2/tokenization_qwen2.py` `PRETOKENIZE_REGEX`.
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// `models/qwen3_5/tokenization_qwen3_5.py` `PRETOKENIZE_REGEX`.
 const QWEN35_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -86,8 +87,8 @@ const QWEN35_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{
 /// `ByteLevel` regex, or sentencepiece's `Metaspace`, whatever llama.cpp would split with.
 fn split_regex(pre: &str) -> Option<&'static str> {
     Some(match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-        | "lfm2" | "jina-v5-nano" | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
+        | "jina-v5-nano" | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
         "tekken" => TEKKEN_SPLIT,
         "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez" => QWEN2_SPLIT,
         "qwen35" => QWEN35_SPLIT,
@@ -137,11 +138,7 @@ fn check_spec(spec: &GgufTokenizerSpec) -> Result<()> {
     if vocab_size == 0 {
         return Err(tokenizer_error("GGUF tokenizer.ggml.tokens is empty"));
     }
-    check_length(
-        "token_type",
-        spec.token_types.as_ref().map(Vec::len),
-        vocab_size,
-    )?;
+    check_length("token_type", spec.token_types.as_ref().map(Vec::len), vocab_size)?;
     check_length("scores", spec.scores.as_ref().map(Vec::len), vocab_size)?;
     if spec.scores.iter().flatten().any(|score| score.is_nan()) {
         return Err(tokenizer_error("GGUF tokenizer.ggml.scores contains NaN"));
@@ -168,12 +165,7 @@ fn check_length(key: &str, length: Option<usize>, vocab_size: usize) -> Result<(
 /// bos, eos, unk, pad: the order of transformers' `SPECIAL_TOKENS_ATTRIBUTES`, which is the
 /// order they are added in, and so the order in which missing ones get new ids.
 fn named_ids(spec: &GgufTokenizerSpec) -> [(&'static str, Option<u32>); 4] {
-    [
-        ("bos", spec.bos_id),
-        ("eos", spec.eos_id),
-        ("unknown", spec.unk_id),
-        ("padding", spec.pad_id),
-    ]
+    [("bos", spec.bos_id), ("eos", spec.eos_id), ("unknown", spec.unk_id), ("padding", spec.pad_id)]
 }
 
 fn token_at(spec: &GgufTokenizerSpec, id: Option<u32>) -> Option<&str> {
@@ -182,16 +174,11 @@ fn token_at(spec: &GgufTokenizerSpec, id: Option<u32>) -> Option<&str> {
 
 /// `GPT2Tokenizer(vocab, merges)` as `byte_level_tokenizer` calls it.
 fn byte_level_base(spec: &GgufTokenizerSpec) -> Result<Tokenizer> {
-    let bpe = BPE::builder()
-        .continuing_subword_prefix(String::new())
-        .end_of_word_suffix(String::new())
-        .fuse_unk(false);
+    let bpe = BPE::builder().continuing_subword_prefix(String::new()).end_of_word_suffix(String::new()).fuse_unk(false);
     let vocab = byte_level_vocab(&spec.tokens);
     let merges = parse_merges(&spec.merges)?;
     if merges.is_empty() {
-        return Err(tokenizer_error(
-            "GGUF byte-level (gpt2) tokenizer has no tokenizer.ggml.merges",
-        ));
+        return Err(tokenizer_error("GGUF byte-level (gpt2) tokenizer has no tokenizer.ggml.merges"));
     }
     let mut tokenizer = Tokenizer::new(build_bpe(bpe, vocab, merges)?);
     tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
@@ -210,9 +197,7 @@ fn sentencepiece_base(spec: &GgufTokenizerSpec) -> Result<Tokenizer> {
     // No merges in the file (llama.cpp writes none for sentencepiece): recover them from the scores.
     let merges = if spec.merges.is_empty() {
         let scores = spec.scores.as_ref().ok_or_else(|| {
-            tokenizer_error(
-                "GGUF sentencepiece (llama) tokenizer has neither tokenizer.ggml.merges nor scores",
-            )
+            tokenizer_error("GGUF sentencepiece (llama) tokenizer has neither tokenizer.ggml.merges nor scores")
         })?;
         generate_merges(&spec.tokens, scores, &vocab)
     } else {
@@ -236,10 +221,7 @@ fn sentencepiece_base(spec: &GgufTokenizerSpec) -> Result<Tokenizer> {
 /// tokens (as special added tokens, appended if the vocabulary lacks them) and installs a
 /// post-processor that adds nothing.
 fn finish_base(tokenizer: &mut Tokenizer, defaults: &[&str]) -> Result<()> {
-    add_tokens(
-        tokenizer,
-        defaults.iter().map(|token| AddedToken::from(*token, true)),
-    )?;
+    add_tokens(tokenizer, defaults.iter().map(|token| AddedToken::from(*token, true)))?;
     tokenizer.with_post_processor(Some(template("$A:0", "$A:0 $B:1", vec![])?));
     Ok(())
 }
@@ -272,9 +254,7 @@ fn byte_char(byte: u8) -> char {
 
 /// Whether every character of `token` is one of the 256 that `byte_char` produces.
 fn in_byte_alphabet(token: &str) -> bool {
-    token
-        .chars()
-        .all(|c| matches!(c as u32, 0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF | 0x100..=0x143))
+    token.chars().all(|c| matches!(c as u32, 0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF | 0x100..=0x143))
 }
 
 /// "a b" into ("a", "b"), as `tuple(merge.split(" "))`; anything but exactly two parts is an error.
@@ -307,18 +287,9 @@ fn generate_merges(tokens: &[String], scores: &[f32], vocab: &Vocab) -> Vec<(Str
         local.sort_by_key(|(left, right, _)| (vocab[*left], vocab[*right]));
         merges.extend(local);
     }
-    let key = |(left, right, score): &(&str, &str, f32)| {
-        (*score, left.chars().count(), right.chars().count())
-    };
-    merges.sort_by(|a, b| {
-        key(b)
-            .partial_cmp(&key(a))
-            .expect("scores were checked for NaN")
-    });
-    merges
-        .into_iter()
-        .map(|(left, right, _)| (left.to_owned(), right.to_owned()))
-        .collect()
+    let key = |(left, right, score): &(&str, &str, f32)| (*score, left.chars().count(), right.chars().count());
+    merges.sort_by(|a, b| key(b).partial_cmp(&key(a)).expect("scores were checked for NaN"));
+    merges.into_iter().map(|(left, right, _)| (left.to_owned(), right.to_owned())).collect()
 }
 
 /// `dict(zip(tokens, scores))`: a repeated token keeps its first position but its last score.
@@ -349,10 +320,7 @@ fn build_bpe(builder: BpeBuilder, vocab: Vocab, merges: Vec<(String, String)>) -
             }
         }
     }
-    builder
-        .vocab_and_merges(vocab, merges)
-        .build()
-        .map_err(|e| tokenizer_error(format!("building BPE: {e}")))
+    builder.vocab_and_merges(vocab, merges).build().map_err(|e| tokenizer_error(format!("building BPE: {e}")))
 }
 
 /// `add_gguf_special_tokens`: CONTROL tokens become special added tokens, USER_DEFINED tokens
@@ -364,13 +332,7 @@ fn add_typed_tokens(tokenizer: &mut Tokenizer, spec: &GgufTokenizerSpec) -> Resu
     let Some(types) = &spec.token_types else {
         return Ok(());
     };
-    let typed = |wanted: i32| {
-        spec.tokens
-            .iter()
-            .zip(types)
-            .filter(move |(_, &kind)| kind == wanted)
-            .map(|(t, _)| t)
-    };
+    let typed = |wanted: i32| spec.tokens.iter().zip(types).filter(move |(_, &kind)| kind == wanted).map(|(t, _)| t);
     let byte_level = spec.model == "gpt2";
     let control = typed(CONTROL)
         .filter(|token| !byte_level || in_byte_alphabet(token))
@@ -385,17 +347,10 @@ fn add_typed_tokens(tokenizer: &mut Tokenizer, spec: &GgufTokenizerSpec) -> Resu
 
 /// `set_split_regex`: split with the vocabulary's regex, then map to bytes without splitting again.
 fn set_split_regex(tokenizer: &mut Tokenizer, regex: &str) -> Result<()> {
-    let split = Split::new(
-        SplitPattern::Regex(regex.to_owned()),
-        SplitDelimiterBehavior::Isolated,
-        false,
-    )
-    .map_err(|e| tokenizer_error(format!("split regex: {e}")))?;
+    let split = Split::new(SplitPattern::Regex(regex.to_owned()), SplitDelimiterBehavior::Isolated, false)
+        .map_err(|e| tokenizer_error(format!("split regex: {e}")))?;
     let byte_level = ByteLevel::new(false, true, false);
-    tokenizer.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![
-        split.into(),
-        byte_level.into(),
-    ])));
+    tokenizer.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![split.into(), byte_level.into()])));
     Ok(())
 }
 
@@ -406,21 +361,11 @@ fn set_split_regex(tokenizer: &mut Tokenizer, regex: &str) -> Result<()> {
 /// USER_DEFINED token used as, say, pad into a special one.
 fn add_named_special_tokens(tokenizer: &mut Tokenizer, spec: &GgufTokenizerSpec) -> Result<()> {
     let named = named_tokens(spec);
-    let added: HashSet<String> = tokenizer
-        .get_added_tokens_decoder()
-        .into_values()
-        .map(|t| t.content)
-        .collect();
+    let added: HashSet<String> = tokenizer.get_added_tokens_decoder().into_values().map(|t| t.content).collect();
     let missing = named.iter().filter(|token| !added.contains(**token));
-    add_tokens(
-        tokenizer,
-        missing.map(|token| AddedToken::from(*token, true)),
-    )?;
+    add_tokens(tokenizer, missing.map(|token| AddedToken::from(*token, true)))?;
     if marks_named_tokens_special(&spec.architecture) {
-        add_tokens(
-            tokenizer,
-            named.iter().map(|token| AddedToken::from(*token, true)),
-        )?;
+        add_tokens(tokenizer, named.iter().map(|token| AddedToken::from(*token, true)))?;
     }
     Ok(())
 }
@@ -446,17 +391,11 @@ fn named_tokens(spec: &GgufTokenizerSpec) -> Vec<&str> {
 /// vocabulary that says nothing adds BOS, as llama.cpp does (`get_gguf_tokenizer`).
 fn bos_eos_flags(spec: &GgufTokenizerSpec) -> Option<(bool, bool)> {
     let add_bos = spec.add_bos.or((spec.model == "llama").then_some(true));
-    (add_bos.is_some() || spec.add_eos.is_some())
-        .then(|| (add_bos.unwrap_or(false), spec.add_eos.unwrap_or(false)))
+    (add_bos.is_some() || spec.add_eos.is_some()).then(|| (add_bos.unwrap_or(false), spec.add_eos.unwrap_or(false)))
 }
 
 /// `TokenizersBackend.update_post_processor`, templates spelled exactly as it spells them.
-fn set_post_processor(
-    tokenizer: &mut Tokenizer,
-    spec: &GgufTokenizerSpec,
-    add_bos: bool,
-    add_eos: bool,
-) -> Result<()> {
+fn set_post_processor(tokenizer: &mut Tokenizer, spec: &GgufTokenizerSpec, add_bos: bool, add_eos: bool) -> Result<()> {
     // A flag without its token is dropped.
     let bos = token_at(spec, spec.bos_id).filter(|_| add_bos);
     let eos = token_at(spec, spec.eos_id).filter(|_| add_eos);
@@ -472,20 +411,14 @@ fn set_post_processor(
     );
     let mut special_tokens = Vec::new();
     for token in bos.into_iter().chain(eos) {
-        let id = tokenizer
-            .token_to_id(token)
-            .ok_or_else(|| tokenizer_error(format!("no id for {token:?}")))?;
+        let id = tokenizer.token_to_id(token).ok_or_else(|| tokenizer_error(format!("no id for {token:?}")))?;
         special_tokens.push((token.to_owned(), id));
     }
     tokenizer.with_post_processor(Some(template(&single, &pair, special_tokens)?));
     Ok(())
 }
 
-fn template(
-    single: &str,
-    pair: &str,
-    special_tokens: Vec<(String, u32)>,
-) -> Result<TemplateProcessing> {
+fn template(single: &str, pair: &str, special_tokens: Vec<(String, u32)>) -> Result<TemplateProcessing> {
     let invalid = |e: String| tokenizer_error(format!("post-processor template {single:?}: {e}"));
     TemplateProcessing::builder()
         .try_single(single)
@@ -497,24 +430,12 @@ fn template(
         .map_err(|e| invalid(e.to_string()))
 }
 
-fn add_tokens(
-    tokenizer: &mut Tokenizer,
-    tokens: impl IntoIterator<Item = AddedToken>,
-) -> Result<()> {
-    tokenizer
-        .add_tokens(tokens)
-        .map(drop)
-        .map_err(|e| tokenizer_error(format!("adding tokens: {e}")))
+fn add_tokens(tokenizer: &mut Tokenizer, tokens: impl IntoIterator<Item = AddedToken>) -> Result<()> {
+    tokenizer.add_tokens(tokens).map(drop).map_err(|e| tokenizer_error(format!("adding tokens: {e}")))
 }
 
-fn add_special_tokens(
-    tokenizer: &mut Tokenizer,
-    tokens: impl IntoIterator<Item = AddedToken>,
-) -> Result<()> {
-    tokenizer
-        .add_special_tokens(tokens)
-        .map(drop)
-        .map_err(|e| tokenizer_error(format!("adding special tokens: {e}")))
+fn add_special_tokens(tokenizer: &mut Tokenizer, tokens: impl IntoIterator<Item = AddedToken>) -> Result<()> {
+    tokenizer.add_special_tokens(tokens).map(drop).map_err(|e| tokenizer_error(format!("adding special tokens: {e}")))
 }
 
 #[cfg(test)]
@@ -523,29 +444,13 @@ mod tests {
 
     /// A byte-level vocabulary small enough to read: "hello" merges up from its letters.
     fn tiny_gpt2() -> GgufTokenizerSpec {
-        let tokens = [
-            "<|endoftext|>",
-            "<|im_start|>",
-            "h",
-            "e",
-            "l",
-            "o",
-            "Ġ",
-            "he",
-            "ll",
-            "hell",
-            "hello",
-            "Ġhello",
-        ];
+        let tokens = ["<|endoftext|>", "<|im_start|>", "h", "e", "l", "o", "Ġ", "he", "ll", "hell", "hello", "Ġhello"];
         GgufTokenizerSpec {
             architecture: "llama".into(),
             model: "gpt2".into(),
             tokens: tokens.iter().map(|t| t.to_string()).collect(),
             token_types: Some(vec![3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]),
-            merges: ["h e", "l l", "he ll", "hell o", "Ġ hello"]
-                .iter()
-                .map(|m| m.to_string())
-                .collect(),
+            merges: ["h e", "l l", "he ll", "hell o", "Ġ hello"].iter().map(|m| m.to_string()).collect(),
             bos_id: Some(1),
             eos_id: Some(0),
             ..Default::default()
@@ -553,9 +458,7 @@ mod tests {
     }
 
     fn error_of(spec: &GgufTokenizerSpec) -> String {
-        tokenizer_from_gguf(spec)
-            .expect_err("spec should be rejected")
-            .to_string()
+        tokenizer_from_gguf(spec).expect_err("spec should be rejected").to_string()
     }
 
     #[test]
@@ -568,10 +471,7 @@ mod tests {
 
     #[test]
     fn add_bos_flag_rebuilds_the_post_processor() {
-        let spec = GgufTokenizerSpec {
-            add_bos: Some(true),
-            ..tiny_gpt2()
-        };
+        let spec = GgufTokenizerSpec { add_bos: Some(true), ..tiny_gpt2() };
         let tokenizer = tokenizer_from_gguf(&spec).unwrap();
         assert_eq!(tokenizer.encode("hello", true).unwrap().get_ids(), [1, 10]);
         assert_eq!(tokenizer.encode("hello", false).unwrap().get_ids(), [10]);
@@ -592,107 +492,54 @@ mod tests {
     /// twice to check that it keeps its first position but its last score.
     #[test]
     fn generated_merges_match_transformers() {
-        let tokens: Vec<String> = [
-            "<unk>", "▁", "a", "b", "c", "ab", "bc", "▁a", "abc", "▁ab", "bc", "cab",
-        ]
-        .map(String::from)
-        .to_vec();
+        let tokens: Vec<String> =
+            ["<unk>", "▁", "a", "b", "c", "ab", "bc", "▁a", "abc", "▁ab", "bc", "cab"].map(String::from).to_vec();
         let scores = [0., -1., -2., -3., -4., -5., -6., -5., -7., -8., -9., -5.];
         let vocab = token_ids(tokens.iter().cloned());
-        let expected = [
-            ("c", "ab"),
-            ("a", "b"),
-            ("▁", "a"),
-            ("ab", "c"),
-            ("a", "bc"),
-            ("▁a", "b"),
-            ("▁", "ab"),
-            ("b", "c"),
-        ];
-        let expected: Vec<(String, String)> = expected
-            .iter()
-            .map(|(l, r)| (l.to_string(), r.to_string()))
-            .collect();
+        let expected =
+            [("c", "ab"), ("a", "b"), ("▁", "a"), ("ab", "c"), ("a", "bc"), ("▁a", "b"), ("▁", "ab"), ("b", "c")];
+        let expected: Vec<(String, String)> = expected.iter().map(|(l, r)| (l.to_string(), r.to_string())).collect();
         assert_eq!(generate_merges(&tokens, &scores, &vocab), expected);
     }
 
     #[test]
     fn rejects_unsupported_model_and_architecture() {
-        let bert = GgufTokenizerSpec {
-            model: "bert".into(),
-            ..tiny_gpt2()
-        };
-        assert!(error_of(&bert)
-            .contains("GGUF tokenizer model \"bert\" is not supported; supported: gpt2"));
-        let gemma = GgufTokenizerSpec {
-            architecture: "gemma".into(),
-            ..tiny_gpt2()
-        };
+        let bert = GgufTokenizerSpec { model: "bert".into(), ..tiny_gpt2() };
+        assert!(error_of(&bert).contains("GGUF tokenizer model \"bert\" is not supported; supported: gpt2"));
+        let gemma = GgufTokenizerSpec { architecture: "gemma".into(), ..tiny_gpt2() };
         assert!(error_of(&gemma).contains("architecture \"gemma\""));
     }
 
     #[test]
     fn rejects_bad_metadata() {
-        let empty = GgufTokenizerSpec {
-            tokens: vec![],
-            token_types: None,
-            ..tiny_gpt2()
-        };
+        let empty = GgufTokenizerSpec { tokens: vec![], token_types: None, ..tiny_gpt2() };
         assert!(error_of(&empty).contains("empty"));
-        let far_bos = GgufTokenizerSpec {
-            bos_id: Some(12),
-            ..tiny_gpt2()
-        };
+        let far_bos = GgufTokenizerSpec { bos_id: Some(12), ..tiny_gpt2() };
         assert!(error_of(&far_bos).contains("bos_token_id is 12"));
-        let short_types = GgufTokenizerSpec {
-            token_types: Some(vec![1]),
-            ..tiny_gpt2()
-        };
+        let short_types = GgufTokenizerSpec { token_types: Some(vec![1]), ..tiny_gpt2() };
         assert!(error_of(&short_types).contains("token_type has 1 entries"));
-        let no_merges = GgufTokenizerSpec {
-            merges: vec![],
-            ..tiny_gpt2()
-        };
+        let no_merges = GgufTokenizerSpec { merges: vec![], ..tiny_gpt2() };
         assert!(error_of(&no_merges).contains("no tokenizer.ggml.merges"));
     }
 
     #[test]
     fn rejects_malformed_merges() {
         for merge in ["he", "h  e", "h e l"] {
-            let spec = GgufTokenizerSpec {
-                merges: vec![merge.into()],
-                ..tiny_gpt2()
-            };
-            assert!(
-                error_of(&spec).contains("expected two tokens separated by one space"),
-                "{merge}"
-            );
+            let spec = GgufTokenizerSpec { merges: vec![merge.into()], ..tiny_gpt2() };
+            assert!(error_of(&spec).contains("expected two tokens separated by one space"), "{merge}");
         }
-        let unknown = GgufTokenizerSpec {
-            merges: vec!["h x".into()],
-            ..tiny_gpt2()
-        };
+        let unknown = GgufTokenizerSpec { merges: vec!["h x".into()], ..tiny_gpt2() };
         assert!(error_of(&unknown).contains("\"x\", which is not in the vocabulary"));
         // Both halves are known but their join is longer than any token: `BpeBuilder` would panic.
-        let too_long = GgufTokenizerSpec {
-            merges: vec!["Ġhello Ġhello".into()],
-            ..tiny_gpt2()
-        };
+        let too_long = GgufTokenizerSpec { merges: vec!["Ġhello Ġhello".into()], ..tiny_gpt2() };
         assert!(error_of(&too_long).contains("\"ĠhelloĠhello\", which is not in the vocabulary"));
     }
 
     #[test]
     fn sentencepiece_needs_merges_or_finite_scores() {
-        let spm = GgufTokenizerSpec {
-            model: "llama".into(),
-            merges: vec![],
-            ..tiny_gpt2()
-        };
+        let spm = GgufTokenizerSpec { model: "llama".into(), merges: vec![], ..tiny_gpt2() };
         assert!(error_of(&spm).contains("neither tokenizer.ggml.merges nor scores"));
-        let nan = GgufTokenizerSpec {
-            scores: Some(vec![f32::NAN; 12]),
-            ..spm
-        };
+        let nan = GgufTokenizerSpec { scores: Some(vec![f32::NAN; 12]), ..spm };
         assert!(error_of(&nan).contains("NaN"));
     }
 }
@@ -711,10 +558,8 @@ pub fn spec_from_metadata(file: &GgufFile) -> Result<GgufTokenizerSpec> {
         }
     };
     let id = |key: &str| get(key).and_then(|v| v.as_u64()).map(|v| v as u32);
-    let model = get("model")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| corrupt("tokenizer.ggml.model is missing"))?
-        .to_string();
+    let model =
+        get("model").and_then(|v| v.as_str()).ok_or_else(|| corrupt("tokenizer.ggml.model is missing"))?.to_string();
     let tokens = strings("tokens")?.ok_or_else(|| corrupt("tokenizer.ggml.tokens is missing"))?;
     let token_types = match get("token_type") {
         None => None,

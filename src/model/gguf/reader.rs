@@ -43,18 +43,15 @@ impl<'a> Reader<'a> {
 
     /// The next `n` bytes.
     fn bytes(&mut self, n: u64, what: &str) -> Parse<&'a [u8]> {
-        let slice = usize::try_from(n)
-            .ok()
-            .and_then(|n| self.rest().get(..n))
-            .ok_or_else(|| self.truncated(n, what))?;
+        let slice =
+            usize::try_from(n).ok().and_then(|n| self.rest().get(..n)).ok_or_else(|| self.truncated(n, what))?;
         self.pos += slice.len();
         Ok(slice)
     }
 
     /// The next `N` bytes, by value.
     pub fn array<const N: usize>(&mut self, what: &str) -> Parse<[u8; N]> {
-        let array =
-            *self.rest().first_chunk::<N>().ok_or_else(|| self.truncated(N as u64, what))?;
+        let array = *self.rest().first_chunk::<N>().ok_or_else(|| self.truncated(N as u64, what))?;
         self.pos += N;
         Ok(array)
     }
@@ -65,11 +62,7 @@ impl<'a> Reader<'a> {
     }
 
     fn truncated(&self, n: u64, what: &str) -> String {
-        format!(
-            "truncated: {what} needs {n} bytes at offset {}, {} left",
-            self.pos,
-            self.remaining()
-        )
+        format!("truncated: {what} needs {n} bytes at offset {}, {} left", self.pos, self.remaining())
     }
 
     pub fn u32(&mut self, what: &str) -> Parse<u32> {
@@ -92,9 +85,7 @@ impl<'a> Reader<'a> {
     /// rejected if that many items cannot fit in the rest of the file.
     pub fn count(&mut self, min_size: usize, what: &str) -> Parse<usize> {
         let n = self.u64(what)?;
-        let fits = usize::try_from(n)
-            .ok()
-            .filter(|&n| n.checked_mul(min_size).is_some_and(|b| b <= self.remaining()));
+        let fits = usize::try_from(n).ok().filter(|&n| n.checked_mul(min_size).is_some_and(|b| b <= self.remaining()));
         fits.ok_or_else(|| format!("{what} {n} cannot fit in the {} bytes left", self.remaining()))
     }
 

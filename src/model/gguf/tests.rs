@@ -60,8 +60,7 @@ impl Builder {
     /// Five metadata pairs and two tensors: an F32 [4] and a Q8_0 [32, 2]
     /// whose last byte is the file's last byte.
     fn valid() -> Self {
-        let mut data: Vec<u8> =
-            [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut data: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
         data.resize(32, 0);
         for sign in [1i8, -1] {
             data.extend([0x00, 0x3C]); // f16 1.0
@@ -146,10 +145,7 @@ fn valid_file_parses() {
     assert_eq!(h.metadata["tokenizer.ggml.tokens"].as_string_list(), Some(vec!["a", "b", "<s>"]));
     assert_eq!(h.tensors.len(), 2);
     let embd = &h.tensors[h.by_name["embd"]];
-    assert_eq!(
-        (embd.ty, embd.shape(), embd.n_elements(), embd.n_bytes()),
-        (GgmlType::Q8_0, vec![2, 32], 64, 68)
-    );
+    assert_eq!((embd.ty, embd.shape(), embd.n_elements(), embd.n_bytes()), (GgmlType::Q8_0, vec![2, 32], 64, 68));
     assert_eq!(h.data_offset % 32, 0);
 }
 
@@ -224,10 +220,7 @@ fn bad_metadata_values() {
     let mut b = Builder::valid();
     b.kvs.push((vec![0xC0], val(T_BOOL, &[0])));
     assert_error(b, "UTF-8");
-    assert_error(
-        Builder::valid().kv("llama.block_count", val(T_U32, &[0; 4])),
-        "duplicate metadata key",
-    );
+    assert_error(Builder::valid().kv("llama.block_count", val(T_U32, &[0; 4])), "duplicate metadata key");
 }
 
 #[test]
@@ -239,15 +232,9 @@ fn alignment_is_read_and_checked() {
     let h = b.parse().unwrap();
     assert_eq!((h.alignment, h.data_offset % 64), (64, 0));
     for bad in [0u32, 3, 48] {
-        assert_error(
-            Builder::valid().kv("general.alignment", val(T_U32, &bad.to_le_bytes())),
-            "power of two",
-        );
+        assert_error(Builder::valid().kv("general.alignment", val(T_U32, &bad.to_le_bytes())), "power of two");
     }
-    assert_error(
-        Builder::valid().kv("general.alignment", val(T_STRING, &gstr(b"32"))),
-        "power of two",
-    );
+    assert_error(Builder::valid().kv("general.alignment", val(T_STRING, &gstr(b"32"))), "power of two");
 }
 
 /// Breaks one tensor info.
@@ -335,8 +322,7 @@ fn open_reads_tensors() {
 fn foreign_tensor_info_is_an_error_not_a_panic() {
     let file = TempFile::new("foreign.gguf", &Builder::valid().bytes());
     let g = GgufFile::open(&file.0).unwrap();
-    let foreign =
-        TensorInfo { name: "x".into(), dims: vec![32, 1 << 40], ty: GgmlType::Q8_0, offset: 0 };
+    let foreign = TensorInfo { name: "x".into(), dims: vec![32, 1 << 40], ty: GgmlType::Q8_0, offset: 0 };
     assert!(g.tensor_bytes(&foreign).is_empty());
     assert!(g.dequantize(&foreign).is_err());
 }

@@ -2,9 +2,9 @@
 //! and an empirical privacy audit (Clopper–Pearson lower bound on eps).
 
 use super::*;
+use crate::privacy::accounting::{gaussian_sigma, Adjacency};
 use crate::privacy::clip::{int_clip, int_norm_sq};
 use crate::privacy::noise::{bernoulli_exact, standard_normal_pair};
-use crate::privacy::accounting::{gaussian_sigma, Adjacency};
 use rand::rngs::ChaCha20Rng;
 use rand::{Rng, SeedableRng};
 
@@ -62,8 +62,7 @@ fn betai(x: f64, a: f64, b: f64) -> f64 {
     if x >= 1.0 {
         return 1.0;
     }
-    let ln_front =
-        libm::lgamma(a + b) - libm::lgamma(a) - libm::lgamma(b) + a * x.ln() + b * (1.0 - x).ln();
+    let ln_front = libm::lgamma(a + b) - libm::lgamma(a) - libm::lgamma(b) + a * x.ln() + b * (1.0 - x).ln();
     if x < (a + 1.0) / (a + b + 2.0) {
         ln_front.exp() * betacf(x, a, b) / a
     } else {
@@ -151,13 +150,7 @@ fn cp_upper(k: u64, n: u64, alpha: f64) -> f64 {
 /// `P1(y > t) <= e^eps P0(y > t) + delta` and `P0(y <= t) <= e^eps P1(y <= t) + delta`.
 /// Bonferroni over all 2 |ts| Clopper–Pearson bounds: the returned bound is
 /// valid (eps_lb <= true eps) with probability >= 1 - alpha.
-fn eps_lower_bound(
-    y0: &mut [f64],
-    y1: &mut [f64],
-    ts: &[f64],
-    delta: f64,
-    alpha: f64,
-) -> (f64, f64) {
+fn eps_lower_bound(y0: &mut [f64], y1: &mut [f64], ts: &[f64], delta: f64, alpha: f64) -> (f64, f64) {
     y0.sort_by(|a, b| a.partial_cmp(b).unwrap());
     y1.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let (n0, n1) = (y0.len() as u64, y1.len() as u64);
@@ -168,10 +161,7 @@ fn eps_lower_bound(
         let fnn = y1.partition_point(|&y| y <= t) as u64; // guess "absent" though present
         let fpr_up = cp_upper(fp, n0, level);
         let fnr_up = cp_upper(fnn, n1, level);
-        for e in [
-            ((1.0 - delta - fnr_up) / fpr_up).ln(),
-            ((1.0 - delta - fpr_up) / fnr_up).ln(),
-        ] {
+        for e in [((1.0 - delta - fnr_up) / fpr_up).ln(), ((1.0 - delta - fpr_up) / fnr_up).ln()] {
             if e > best.0 {
                 best = (e, t);
             }
@@ -188,25 +178,17 @@ fn clopper_pearson_matches_closed_forms() {
     for (n, a) in [(200_000u64, 1e-8f64), (50, 0.05)] {
         let want = 1.0 - a.powf(1.0 / n as f64);
         let got = cp_upper(0, n, a);
-        assert!(
-            got >= want && got <= want * (1.0 + 2e-9),
-            "n = {n}: {got} vs {want}"
-        );
+        assert!(got >= want && got <= want * (1.0 + 2e-9), "n = {n}: {got} vs {want}");
     }
     // small n: direct summation of the binomial pmf.
     let (n, k) = (40u64, 7u64);
     let p = cp_upper(k, n, 0.01);
     let mut cdf = 0.0;
     for i in 0..=k {
-        let ln_c = libm::lgamma(n as f64 + 1.0)
-            - libm::lgamma(i as f64 + 1.0)
-            - libm::lgamma((n - i) as f64 + 1.0);
+        let ln_c = libm::lgamma(n as f64 + 1.0) - libm::lgamma(i as f64 + 1.0) - libm::lgamma((n - i) as f64 + 1.0);
         cdf += (ln_c + i as f64 * p.ln() + (n - i) as f64 * (1.0 - p).ln()).exp();
     }
-    assert!(
-        cdf <= 0.01 && cdf > 0.01 * (1.0 - 1e-6),
-        "cdf at the bound = {cdf}"
-    );
+    assert!(cdf <= 0.01 && cdf > 0.01 * (1.0 - 1e-6), "cdf at the bound = {cdf}");
     // large k (the continued fraction near the mean).
     let p = cp_upper(100_000, 200_000, 1e-6);
     assert!(p > 0.5 && p < 0.51, "{p}");
@@ -277,10 +259,7 @@ fn clipping_bounds_norms_keeps_inputs_and_inner_rows() {
             }
             // exact fixed-point bound and precision
             quantise_row(y, c, &mut ints);
-            assert!(
-                int_norm_sq(&ints) <= int_clip() * int_clip(),
-                "integer norm above 2^32"
-            );
+            assert!(int_norm_sq(&ints) <= int_clip() * int_clip(), "integer norm above 2^32");
             let gamma = c / 2f64.powi(32);
             for (&q, &v) in ints.iter().zip(y) {
                 let back = q as f64 * gamma;
@@ -297,9 +276,7 @@ fn quantisation_repairs_rounding_above_the_bound() {
     // produce): the exact integer check must bring it back to <= 2^32.
     let c = 1.0;
     let dim = 7;
-    let y: Vec<f64> = (0..dim)
-        .map(|_| (1.0 + 1e-9) / (dim as f64).sqrt())
-        .collect();
+    let y: Vec<f64> = (0..dim).map(|_| (1.0 + 1e-9) / (dim as f64).sqrt()).collect();
     let mut ints = vec![0i64; dim];
     quantise_row(&y, c, &mut ints);
     assert!(int_norm_sq(&ints) <= int_clip() * int_clip());
@@ -320,10 +297,7 @@ fn nonfinite_rows_are_errors_even_when_not_sampled() {
                 other => panic!("expected InvalidInput, got {other:?}"),
             }
         }
-        assert!(matches!(
-            clip_rows(&rows, dim, 1.0),
-            Err(EpsvecError::InvalidInput(_))
-        ));
+        assert!(matches!(clip_rows(&rows, dim, 1.0), Err(EpsvecError::InvalidInput(_))));
     }
 }
 
@@ -340,22 +314,13 @@ fn invalid_parameters_are_errors_quoting_the_value() {
         other => panic!("expected InvalidInput error, got {other:?}"),
     };
     for c in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-200] {
-        privacy(
-            release_noisy_sum(&rows, 3, c, 1.0, 1.0, &s),
-            &format!("{c}"),
-        );
+        privacy(release_noisy_sum(&rows, 3, c, 1.0, 1.0, &s), &format!("{c}"));
     }
     for sg in [0.0, -2.5, f64::NAN, f64::INFINITY, 3e6] {
-        privacy(
-            release_noisy_sum(&rows, 3, 1.0, sg, 1.0, &s),
-            &format!("{sg}"),
-        );
+        privacy(release_noisy_sum(&rows, 3, 1.0, sg, 1.0, &s), &format!("{sg}"));
     }
     for q in [0.0, -0.1, 1.5, f64::NAN] {
-        privacy(
-            release_noisy_sum(&rows, 3, 1.0, 1.0, q, &s),
-            &format!("{q}"),
-        );
+        privacy(release_noisy_sum(&rows, 3, 1.0, 1.0, q, &s), &format!("{q}"));
     }
     invalid(release_noisy_sum(&rows, 0, 1.0, 1.0, 1.0, &s), "dim");
     invalid(release_noisy_sum(&rows, 5, 1.0, 1.0, 1.0, &s), "12");
@@ -438,12 +403,7 @@ fn released_noise_has_std_sigma_c() {
             *e += v;
         }
     }
-    let mut z: Vec<f64> = rel
-        .noisy
-        .iter()
-        .zip(&exact)
-        .map(|(y, e)| (y - e) / (sigma * c))
-        .collect();
+    let mut z: Vec<f64> = rel.noisy.iter().zip(&exact).map(|(y, e)| (y - e) / (sigma * c)).collect();
     let (m, v) = mean_var(&z);
     let d_norm = ks(&mut z, phi);
     let allowance = 0.4 / grid.steps;
@@ -457,10 +417,7 @@ fn released_noise_has_std_sigma_c() {
     assert!(d_norm < thr + allowance);
     assert!(m.abs() < 5.3 / (dim as f64).sqrt(), "mean {m}");
     let var_expected = 1.0 + 1.0 / (12.0 * grid.steps * grid.steps);
-    assert!(
-        (v - var_expected).abs() < 5.3 * (2.0 / dim as f64).sqrt(),
-        "var {v}"
-    );
+    assert!((v - var_expected).abs() < 5.3 * (2.0 / dim as f64).sqrt(), "var {v}");
 }
 
 #[test]
@@ -476,10 +433,7 @@ fn output_lies_on_a_data_independent_lattice() {
     assert!(ra.report.grid <= sigma * c / 16.0 && ra.report.grid > sigma * c / 32.0);
     for y in ra.noisy.iter().chain(&rb.noisy) {
         let k = y / ra.report.grid;
-        assert!(
-            (k - k.round()).abs() < 1e-9 * k.abs().max(1.0),
-            "{y} is off the lattice"
-        );
+        assert!((k - k.round()).abs() < 1e-9 * k.abs().max(1.0), "{y} is off the lattice");
     }
 }
 
@@ -499,14 +453,7 @@ fn tiny_sigma_recovers_the_clipped_mean_direction() {
     let rel = release_noisy_sum(&rows, dim, c, 1e-6, 1.0, &NoiseSource::Seeded(42)).unwrap();
     let cos = cosine(&rel.noisy, &exact);
     assert!(cos > 0.999, "cosine {cos}");
-    assert_eq!(
-        rel.private,
-        PrivateCounts {
-            records_in: n,
-            records_used: n,
-            clipped: nclip
-        }
-    );
+    assert_eq!(rel.private, PrivateCounts { records_in: n, records_used: n, clipped: nclip });
     let unit = normalise_layers(&rel.noisy, layers).unwrap();
     assert_eq!(unit.len(), layers);
     for (l, v) in unit.iter().enumerate() {
@@ -520,18 +467,9 @@ fn tiny_sigma_recovers_the_clipped_mean_direction() {
 
 #[test]
 fn normalise_layers_rejects_bad_shapes_and_zero_layers() {
-    assert!(matches!(
-        normalise_layers(&[1.0; 10], 3),
-        Err(EpsvecError::InvalidInput(_))
-    ));
-    assert!(matches!(
-        normalise_layers(&[1.0; 10], 0),
-        Err(EpsvecError::InvalidInput(_))
-    ));
-    assert!(matches!(
-        normalise_layers(&[], 1),
-        Err(EpsvecError::InvalidInput(_))
-    ));
+    assert!(matches!(normalise_layers(&[1.0; 10], 3), Err(EpsvecError::InvalidInput(_))));
+    assert!(matches!(normalise_layers(&[1.0; 10], 0), Err(EpsvecError::InvalidInput(_))));
+    assert!(matches!(normalise_layers(&[], 1), Err(EpsvecError::InvalidInput(_))));
     match normalise_layers(&[1.0, 2.0, 0.0, 0.0, 3.0, 4.0], 3) {
         Err(EpsvecError::InvalidInput(m)) => assert!(m.contains("layer 1"), "{m}"),
         other => panic!("{other:?}"),
@@ -545,17 +483,11 @@ fn normalise_layers_rejects_bad_shapes_and_zero_layers() {
 #[test]
 fn poisson_sampling_keeps_each_record_with_probability_q() {
     let n = 1_000_000;
-    for (i, &q) in [0.3, 0.5, 0.75, 0.01, 2f64.powi(-7), 3e-5, 0.999]
-        .iter()
-        .enumerate()
-    {
+    for (i, &q) in [0.3, 0.5, 0.75, 0.01, 2f64.powi(-7), 3e-5, 0.999].iter().enumerate() {
         let k = poisson_sample(n, q, &mut rng(50 + i as u64)).len() as f64;
         let mean = n as f64 * q;
         let sd = (mean * (1.0 - q)).sqrt();
-        assert!(
-            (k - mean).abs() < 5.3 * sd,
-            "q = {q}: kept {k}, expected {mean} +- {sd}"
-        );
+        assert!((k - mean).abs() < 5.3 * sd, "q = {q}: kept {k}, expected {mean} +- {sd}");
     }
     assert_eq!(poisson_sample(1000, 1.0, &mut rng(0)).len(), 1000);
     // far below 2^-64: exercises the leading-zero words
@@ -623,16 +555,10 @@ fn audit(base: &[f32], c: f64, sigma: f64, q: f64, seed: u64) -> (f64, f64) {
             let all: Vec<usize> = (0..rows.len()).collect();
             let (sum, _) = fixed_point_sum(rows, 1, c, &all).unwrap();
             let grid = OutputGrid::new(c, sigma);
-            (0..AUDIT_RELEASES)
-                .map(|_| grid.add_noise(&sum, &mut r)[0])
-                .collect()
+            (0..AUDIT_RELEASES).map(|_| grid.add_noise(&sum, &mut r)[0]).collect()
         } else {
             (0..AUDIT_RELEASES)
-                .map(|_| {
-                    release_with_rng(rows, 1, c, sigma, q, true, &mut r)
-                        .unwrap()
-                        .noisy[0]
-                })
+                .map(|_| release_with_rng(rows, 1, c, sigma, q, true, &mut r).unwrap().noisy[0])
                 .collect()
         }
     };
@@ -641,9 +567,8 @@ fn audit(base: &[f32], c: f64, sigma: f64, q: f64, seed: u64) -> (f64, f64) {
     // Thresholds fixed in advance from public quantities: the base sum +- 6 noise stds.
     let s0: f64 = base.iter().map(|&x| (x as f64).clamp(-c, c)).sum();
     let (lo, hi) = (s0 - 6.0 * sigma * c, s0 + c + 6.0 * sigma * c);
-    let ts: Vec<f64> = (0..AUDIT_THRESHOLDS)
-        .map(|i| lo + (hi - lo) * i as f64 / (AUDIT_THRESHOLDS - 1) as f64)
-        .collect();
+    let ts: Vec<f64> =
+        (0..AUDIT_THRESHOLDS).map(|i| lo + (hi - lo) * i as f64 / (AUDIT_THRESHOLDS - 1) as f64).collect();
     let (e, t) = eps_lower_bound(&mut y0, &mut y1, &ts, AUDIT_DELTA, AUDIT_ALPHA);
     (e, (t - s0) / c)
 }
@@ -651,20 +576,12 @@ fn audit(base: &[f32], c: f64, sigma: f64, q: f64, seed: u64) -> (f64, f64) {
 fn audit_config(eps: f64, q: f64, base: &[f32], c: f64, seed: u64) {
     let sigma = gaussian_sigma(eps, AUDIT_DELTA, q, Adjacency::AddRemove).unwrap();
     let (lb, t) = audit(base, c, sigma, q, seed);
-    eprintln!(
-        "audit eps = {eps}, q = {q}: sigma = {sigma:.6}, eps_lb = {lb:.3} (threshold {t:.2} C)"
-    );
-    assert!(
-        lb <= eps,
-        "eps_lb {lb} exceeds the claimed eps {eps} (sigma {sigma}, q {q})"
-    );
+    eprintln!("audit eps = {eps}, q = {q}: sigma = {sigma:.6}, eps_lb = {lb:.3} (threshold {t:.2} C)");
+    assert!(lb <= eps, "eps_lb {lb} exceeds the claimed eps {eps} (sigma {sigma}, q {q})");
     // Power: the same audit with a quarter of the noise must catch the violation.
     let (lb_weak, t) = audit(base, c, sigma / 4.0, q, seed + 1);
     eprintln!("audit eps = {eps}, q = {q}: sigma/4 -> eps_lb = {lb_weak:.3} (threshold {t:.2} C)");
-    assert!(
-        lb_weak > eps,
-        "underpowered audit: eps_lb {lb_weak} <= {eps} at sigma/4"
-    );
+    assert!(lb_weak > eps, "underpowered audit: eps_lb {lb_weak} <= {eps} at sigma/4");
 }
 
 #[test]
