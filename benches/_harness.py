@@ -4,6 +4,7 @@ noise hits both), and the table reports medians and the ratio."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -31,6 +32,20 @@ def worker_main(run) -> None:
     results = run(engine, reps)
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(results))
+
+
+def side_by_side(script: str, doc: str, runners: dict, default_reps: int):
+    """In a worker process, run one engine and print its results (returns
+    None); otherwise run every engine's workers, rounds alternating, and
+    return ``(results per engine, args)``."""
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker_main(lambda engine, reps: runners[engine](reps))
+        return None
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=default_reps)
+    args = parser.parse_args()
+    return run_workers(script, list(runners), args.rounds, args.reps), args
 
 
 def run_workers(script: str, engines: list[str], rounds: int, reps: int) -> dict[str, dict[str, list[float]]]:

