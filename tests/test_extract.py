@@ -161,6 +161,7 @@ def test_truncation_is_counted(model):
         (dict(layers=[7]), epsvec.InvalidInputError, "layers"),
         (dict(clip_norm=-2.0), epsvec.InvalidInputError, "clip_norm"),
         (dict(adjacency="swap"), epsvec.PrivacyError, "swap"),
+        (dict(negatives=["only one"], clip_norm="auto"), epsvec.InvalidInputError, "distinct public negatives"),
     ],
 )
 def test_bad_input(model, kwargs, error, needle):

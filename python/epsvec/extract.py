@@ -173,6 +173,8 @@ def _extract_class(model: Model, records: list[str], label, *, eps, delta, negat
         public_states = _pooled(model, public_pairs, layers, pool, batch_size)
         norms = np.linalg.norm((public_states[0::2] - public_states[1::2]).reshape(PUBLIC_PAIRS, -1), axis=1)
         clip = float(np.median(norms))
+        if not clip > 0:
+            raise InvalidInputError("clip_norm='auto' needs several distinct public negatives; pass more, or a clip_norm")
     else:
         clip = float(clip_norm)
         if not (math.isfinite(clip) and clip > 0):
