@@ -1,7 +1,7 @@
 //! Per-layer key/value cache, preallocated for the whole generation and
 //! written in place (no concatenation per step).
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::error::{EpsvecError, Result};
 use crate::model::config::ModelConfig;
@@ -22,14 +22,6 @@ impl KvCache {
             .map(|_| Ok((Tensor::f_zeros(shape, (at.kind, at.device))?, Tensor::f_zeros(shape, (at.kind, at.device))?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { layers, len: 0, capacity })
-    }
-
-    pub fn len(&self) -> i64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Writes `t` new keys/values `[batch, kv_heads, t, head_dim]` of `layer`
@@ -61,9 +53,5 @@ impl KvCache {
             *v = v.f_index_select(0, rows)?;
         }
         Ok(())
-    }
-
-    pub fn kind(&self) -> Kind {
-        self.layers.first().map(|(k, _)| k.kind()).unwrap_or(Kind::Float)
     }
 }

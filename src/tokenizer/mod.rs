@@ -44,10 +44,6 @@ impl Tokenizer {
         Ok(Self::new(inner, template))
     }
 
-    pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
-    }
-
     /// Token ids of each text, with the tokenizer's special tokens (as
     /// transformers' `tokenizer(texts)` does by default).
     pub fn encode_batch(&self, texts: &[String], add_special_tokens: bool) -> Result<Vec<Vec<u32>>> {
@@ -57,10 +53,6 @@ impl Tokenizer {
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.inner.decode(ids, skip_special_tokens).map_err(tok_err)
-    }
-
-    pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
     }
 }
 
