@@ -86,7 +86,7 @@ TINY = dict(
     num_hidden_layers=3,
     num_attention_heads=4,
     num_key_value_heads=2,
-    max_position_embeddings=256,
+    max_position_embeddings=2048,
     rms_norm_eps=1e-5,
 )
 

@@ -157,7 +157,7 @@ def test_bad_capture_arguments(model):
 
 
 def test_texts_longer_than_context_are_truncated_with_a_warning(model):
-    long_text = "the film " * 400  # far beyond the 256-token context
+    long_text = "the film " * 3000  # far beyond the 2048-token context
     with pytest.warns(UserWarning, match="1 of 2 texts"):
         states = model.hidden_states([long_text, "short"])
     assert states.shape[0] == 2 and np.isfinite(states).all()

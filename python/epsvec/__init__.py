@@ -20,8 +20,9 @@ from .errors import (
     UnsupportedArchitectureError,
     VectorModelMismatchError,
 )
-from . import privacy
+from . import corpora, privacy
 from .extract import extract
+from .synthesis import SyntheticData, synthesize
 from .model import Generation, Model, ModelConfig, load_model
 from .vector import DatasetVector
 
@@ -29,6 +30,9 @@ __all__ = [
     "__version__",
     "load_model",
     "extract",
+    "synthesize",
+    "SyntheticData",
+    "corpora",
     "DatasetVector",
     "privacy",
     "Model",

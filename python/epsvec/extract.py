@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from . import _epsvec, prompts
+from .data import records_from
 from .errors import InvalidInputError, PrivacyError
 from .model import Model, _progress, load_model
 from .privacy import gaussian_sigma
@@ -58,6 +59,7 @@ def extract(
     clip_norm: str | float = "auto",
     pool: str = "mean",
     sample_size: int | None = None,
+    sample_rate: float | None = None,
     adjacency: str = "add_remove",
     batch_size: int = 16,
     progress: bool = True,
@@ -65,28 +67,38 @@ def extract(
     max_example_tokens: int = 800,
     negative_temperature: float = 1.0,
     negative_max_new_tokens: int = 96,
+    num_negatives: int = 128,
+    text_column: str = "text",
+    label_column: str | None = "label",
 ) -> DatasetVector | dict[Any, DatasetVector]:
     """Extract an (eps, delta)-DP dataset vector from private texts.
 
     Args:
-        texts: The private records, one string each.
+        texts: The private records: a list of strings, or a
+            ``datasets.Dataset`` (``text_column``, labels from ``label_column``).
         eps: Privacy budget of this release (finite, > 0).
         delta: (0, 1); should be well below 1/len(texts).
         model: A loaded model or a path; the embedded default if None.
         labels: One label per text: one vector per class (classes are
             disjoint, so the budget holds per record: parallel composition).
-        negatives: Public texts paired with the records; by default the
-            model's own samples from the fixed-shot prompt.
+        negatives: Public texts paired with the records (cyclically); by
+            default ``num_negatives`` of the model's own samples from the
+            fixed-shot prompt.
         domain: What the texts are, for the prompt ("movie reviews").
-        fixed_shots: Public example texts placed in every prompt.
+        fixed_shots: Public example texts placed in every prompt, or
+            ``{label: texts}`` for per-class shots.
         layers: Blocks to release, or "auto" (by depth).
         clip_norm: L2 bound C on each record's difference, or "auto" (the
             median norm of differences between public negatives).
         pool: "mean" (every prompt token but the first, an attention sink
             whose huge state would dominate), "example" (the data shot's
             own tokens) or "last".
-        sample_size: Use a Poisson sample of about this many records
-            (rate sample_size / N, drawn inside the mechanism), amplifying privacy.
+        sample_size: Use a Poisson sample of about this many records per
+            class (rate sample_size / N, drawn inside the mechanism),
+            amplifying privacy. The rate, and so each class size N, is part
+            of the release (treated as public, as in DP-SGD).
+        sample_rate: The Poisson rate itself, instead of ``sample_size``:
+            keeps the class sizes out of the release.
         adjacency: "add_remove" or "substitution" (sensitivity 2C).
         batch_size: Prompts per forward pass.
         progress: Show progress bars.
@@ -96,6 +108,9 @@ def extract(
             at a sentence end (the count is reported).
         negative_temperature: Sampling temperature of the default negatives.
         negative_max_new_tokens: Length cap of the default negatives.
+        text_column, label_column: Columns of a ``datasets.Dataset``.
+        num_negatives: How many default negatives to generate per class (a
+            constant, so the work done does not depend on private counts).
 
     Returns:
         A :class:`DatasetVector`, or ``{label: DatasetVector}`` with labels.
@@ -105,6 +120,7 @@ def extract(
         InvalidInputError: empty input, mismatched labels, bad options.
         PrivacyError: impossible eps, delta or sample size.
     """
+    texts, labels = records_from(texts, labels, text_column, label_column)
     texts = _check_texts(texts)
     _check_privacy(eps, delta, adjacency)
     if pool not in POOLS:
@@ -114,8 +130,10 @@ def extract(
     if not isinstance(model, Model):
         model = load_model(model)
     layer_list = _resolve_layers(layers, model.config.num_layers)
-    shots = [s for s in _check_texts(fixed_shots, "fixed_shots", allow_empty=True)] if fixed_shots else []
+    shots_of = _shots_by_label(fixed_shots)
     public = _check_texts(negatives, "negatives") if negatives is not None else None
+    if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 1:
+        raise InvalidInputError(f"num_negatives must be a positive integer, got {num_negatives!r}")
 
     if labels is None:
         groups = {None: texts}
@@ -129,21 +147,39 @@ def extract(
 
     vectors = {}
     for i, (label, records) in enumerate(groups.items()):
-        class_seed = None if seed is None else seed + 1_000_003 * i
         vectors[label] = _extract_class(
-            model, records, label, eps=eps, delta=delta, negatives=public, domain=domain, shots=shots,
-            layers=layer_list, clip_norm=clip_norm, pool=pool, sample_size=sample_size, adjacency=adjacency,
-            batch_size=batch_size, progress=progress, seed=class_seed, max_example_tokens=max_example_tokens,
-            temperature=negative_temperature, max_new_tokens=negative_max_new_tokens,
+            model, records, label, eps=eps, delta=delta, negatives=public, domain=domain, shots=shots_of(label),
+            layers=layer_list, clip_norm=clip_norm, pool=pool, sample_size=sample_size, sample_rate=sample_rate,
+            adjacency=adjacency, batch_size=batch_size, progress=progress, seed=class_seed(seed, i), max_example_tokens=max_example_tokens,
+            temperature=negative_temperature, max_new_tokens=negative_max_new_tokens, num_negatives=num_negatives,
         )
     return vectors[None] if labels is None else vectors
 
 
+def class_seed(seed: int | None, index: int) -> int | None:
+    """A test seed per class, so classes draw independent streams."""
+    return None if seed is None else seed + 1_000_003 * index
+
+
+def _shots_by_label(fixed_shots):
+    """``label -> list of public shots`` from a list (same for every class) or a mapping."""
+    if isinstance(fixed_shots, Mapping):
+        table = {label: _check_texts(shots, f"fixed_shots[{label!r}]", allow_empty=True)
+                 for label, shots in fixed_shots.items()}
+        def lookup(label):
+            if label not in table:
+                raise InvalidInputError(f"fixed_shots has no entry for the class {label!r}")
+            return table[label]
+        return lookup
+    shots = _check_texts(fixed_shots, "fixed_shots", allow_empty=True) if fixed_shots else []
+    return lambda label: shots
+
+
 def _extract_class(model: Model, records: list[str], label, *, eps, delta, negatives, domain, shots, layers, clip_norm,
                    pool, sample_size, adjacency, batch_size, progress, seed, max_example_tokens, temperature,
-                   max_new_tokens) -> DatasetVector:
+                   max_new_tokens, num_negatives, sample_rate=None) -> DatasetVector:
     n = len(records)
-    rate = _sample_rate(sample_size, n)
+    rate = _sample_rate(sample_size, sample_rate, n)
     # Warnings go to the data holder only; nothing here enters the release.
     if delta > 1 / n:
         warnings.warn(f"delta = {delta:g} exceeds 1/N = {1 / n:g} for {n} records: the guarantee is weak", stacklevel=3)
@@ -152,11 +188,14 @@ def _extract_class(model: Model, records: list[str], label, *, eps, delta, negat
     # The Poisson sample is drawn inside the mechanism's secret source; only
     # the sampled records are read.
     chosen = list(range(n)) if rate == 1.0 else _epsvec.poisson_sample(n, rate, seed)
-    needed = len(chosen) + (2 * PUBLIC_PAIRS if clip_norm == "auto" else 0)
     if negatives is None:
-        negatives = _model_negatives(model, prefix_text, label_text, max(needed, 1), temperature, max_new_tokens,
-                                     batch_size, progress, seed)
+        negatives = _model_negatives(model, prefix_text, label_text, max(num_negatives, 2 * PUBLIC_PAIRS), temperature,
+                                     max_new_tokens, batch_size, progress, seed)
     negative_at = lambda j: negatives[j % len(negatives)]
+    public_prompts = [
+        prompts.with_example(model, prefix_text, negative_at(j), label_text, max_example_tokens)[0]
+        for j in range(2 * PUBLIC_PAIRS)
+    ]
 
     pieces, truncated = [], 0
     for k, r in enumerate(chosen):
@@ -165,12 +204,7 @@ def _extract_class(model: Model, records: list[str], label, *, eps, delta, negat
         pieces += [positive, negative]
         truncated += cut
     if clip_norm == "auto":
-        base = len(chosen)
-        public_pairs = [
-            prompts.with_example(model, prefix_text, negative_at(base + j), label_text, max_example_tokens)[0]
-            for j in range(2 * PUBLIC_PAIRS)
-        ]
-        public_states = _pooled(model, public_pairs, layers, pool, batch_size)
+        public_states = _pooled(model, public_prompts, layers, pool, batch_size)
         norms = np.linalg.norm((public_states[0::2] - public_states[1::2]).reshape(PUBLIC_PAIRS, -1), axis=1)
         clip = float(np.median(norms))
         if not clip > 0:
@@ -209,7 +243,15 @@ def _extract_class(model: Model, records: list[str], label, *, eps, delta, negat
         "truncated_examples": truncated,
     }
     return DatasetVector({layer: directions[i] for i, layer in enumerate(layers)}, label_text, model.fingerprint(),
-                         privacy)
+                         privacy, _residual_norms(model, public_prompts[:PUBLIC_PAIRS], layers, batch_size),
+                         {"domain": domain, "fixed_shots": list(shots)})
+
+
+def _residual_norms(model: Model, pieces: list[prompts.PromptIds], layers: list[int], batch_size: int) -> dict[int, float]:
+    """Mean L2 norm of a token's state per layer over public prompts (the first, sink token skipped)."""
+    states = model._engine.token_states([p.ids for p in pieces], layers, batch_size)
+    norms = np.concatenate([np.linalg.norm(s[1:], axis=-1) for s in states])  # [tokens, layers]
+    return {layer: float(norms[:, i].mean()) for i, layer in enumerate(layers)}
 
 
 def _pooled(model: Model, pieces: list[prompts.PromptIds], layers: list[int], pool: str, batch_size: int,
@@ -250,7 +292,13 @@ def _model_negatives(model, prefix_text, label, count, temperature, max_new_toke
     return [t.strip() or "." for t in texts]
 
 
-def _sample_rate(sample_size, n: int) -> float:
+def _sample_rate(sample_size, sample_rate, n: int) -> float:
+    if sample_size is not None and sample_rate is not None:
+        raise PrivacyError("give sample_size or sample_rate, not both")
+    if sample_rate is not None:
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not 0 < sample_rate <= 1:
+            raise PrivacyError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
+        return float(sample_rate)
     if sample_size is None:
         return 1.0
     if isinstance(sample_size, bool) or not isinstance(sample_size, int) or not 0 < sample_size <= n:

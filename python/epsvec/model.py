@@ -191,6 +191,7 @@ class Model:
         chat: bool = False,
         progress: bool | None = None,
         return_ids: bool = False,
+        stream_start: int = 0,
     ) -> str | list[str] | list[Generation]:
         """Continue prompts, optionally steering the residual stream.
 
@@ -220,6 +221,9 @@ class Model:
             progress: Show a progress bar (default: when there are several batches).
             return_ids: Return :class:`Generation` tuples (text, token ids,
                 finish reason) instead of strings.
+            stream_start: Prompt ``i`` draws from the seed's stream
+                ``stream_start + i``: continue an earlier seeded run without
+                repeating its samples.
 
         Returns:
             The continuation of each prompt (a string for a string prompt).
@@ -249,6 +253,8 @@ class Model:
             raise InvalidInputError(f'positions must be "last", "all" or "generated", got {positions!r}')
         steering = steering_matrix(steer, strength, len(ids), self.config.num_layers, self.config.hidden_size)
         batch_size = _check_batch_size(batch_size)
+        if isinstance(stream_start, bool) or not isinstance(stream_start, int) or not 0 <= stream_start < 2**62:
+            raise InvalidInputError(f"stream_start must be a non-negative integer, got {stream_start!r}")
 
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -259,7 +265,8 @@ class Model:
                 if steering is not None:
                     layers, matrix = steering
                     steer_rows = (layers, np.ascontiguousarray(matrix[rows]), positions)
-                out = self._engine.generate([ids[i] for i in rows], rows, params, stop, steer_rows)
+                out = self._engine.generate([ids[i] for i in rows], [stream_start + i for i in rows], params, stop,
+                                            steer_rows)
                 for i, (token_ids, text, finish) in zip(rows, out):
                     results[i] = Generation(text, token_ids, finish)
                 bar.update(len(rows))

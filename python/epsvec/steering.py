@@ -1,7 +1,9 @@
 """Turning user steering specs into the per-row matrix the engine adds.
 
-A *steer* is a mapping ``{layer: vector}`` (vector of length hidden), or
-any object with such a ``directions`` attribute (e.g. a dataset vector).
+A *steer* is a mapping ``{layer: vector}`` (vector of length hidden), an
+object with a ``steering(strength)`` method returning one (a dataset vector,
+whose strength is relative to the residual norm), or any object with such a
+``directions`` attribute.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from .errors import InvalidInputError
 
 
 def _directions(steer: Any) -> Mapping:
-    directions = getattr(steer, "directions", steer)
+    directions = steer.steering(1.0) if hasattr(steer, "steering") else getattr(steer, "directions", steer)
     if not isinstance(directions, Mapping):
         raise TypeError(
             f"a steer must be a {{layer: vector}} mapping or have .directions, got {type(steer).__name__}"

@@ -1,0 +1,322 @@
+"""The ``epsvec`` command: extract, generate, synthesize, info.
+
+Exit codes: 0 success; 2 bad usage or input (file, column, option);
+3 impossible privacy parameters; 4 model, vector or release file problems
+(missing, corrupt, another model, no CUDA); 1 anything else; 130 interrupted
+(``generate`` and ``synthesize`` resume where they stopped when run again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+
+from . import __version__, corpora
+from .errors import (CorruptFileError, DeviceError, EpsvecError, InvalidInputError, ModelLoadError, PrivacyError,
+                     VectorModelMismatchError)
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PRIVACY, EXIT_FILE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except PrivacyError as e:
+        return _fail(e, EXIT_PRIVACY)
+    except (ModelLoadError, CorruptFileError, VectorModelMismatchError, DeviceError) as e:
+        return _fail(e, EXIT_FILE)
+    except (InvalidInputError, TypeError) as e:
+        return _fail(e, EXIT_USAGE)
+    except EpsvecError as e:
+        return _fail(e, EXIT_ERROR)
+
+
+def _fail(error: Exception, code: int) -> int:
+    print(f"epsvec: error: {error}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _synthesize(args) -> int:
+    release_dir = os.path.join(args.out, "release")
+    plans, report = _private_release(args, release_dir)
+    out = os.path.join(args.out, "synthetic.jsonl")
+    _generate_file(args, plans, out)
+    print(f"synthetic data: {out}\nprivacy report: {os.path.join(release_dir, 'privacy_report.json')} "
+          f"(eps = {report['guarantee']['eps']:g}, delta = {report['guarantee']['delta']:g})")
+    return EXIT_OK
+
+
+def _extract(args) -> int:
+    args.method = "epsvec"
+    plans, report = _private_release(args, args.out)
+    print(f"release: {args.out} ({len(plans)} class vectors; eps = {report['guarantee']['eps']:g}, "
+          f"delta = {report['guarantee']['delta']:g}; report in privacy_report.json)")
+    return EXIT_OK
+
+
+def _generate(args) -> int:
+    from . import release
+    from .synthesis import ClassPlan
+    from .vector import DatasetVector
+
+    plans = []
+    for path in args.release:
+        if os.path.isdir(path):
+            plans += release.load(path)[0]
+        else:
+            v = DatasetVector.load(path)
+            plans.append(ClassPlan(v.label, v.prompt.get("domain"), list(v.prompt.get("fixed_shots", [])), v))
+    _generate_file(args, plans, args.out)
+    print(f"synthetic data: {args.out}")
+    return EXIT_OK
+
+
+def _info(args) -> int:
+    from . import release
+    from .vector import DatasetVector
+
+    path = args.path
+    if os.path.isdir(path) and release.exists(path):
+        plans, report, settings = release.load(path)
+        print(json.dumps({"classes": [str(p.label) for p in plans], "settings": settings, "privacy": report}, indent=1))
+    elif path.endswith(".safetensors") and os.path.isfile(path):
+        v = DatasetVector.load(path)
+        print(json.dumps({"label": v.label, "layers": v.layers, "hidden": int(v.array.shape[1]), "model": v.model,
+                          "privacy": v.privacy, "prompt": v.prompt}, indent=1, default=str))
+    else:
+        from .model import load_model
+
+        model = load_model(path, device=args.device)
+        print(json.dumps({k: v for k, v in vars(model.config).items() if k != "chat_template"}, indent=1))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ pieces
+
+
+def _private_release(args, release_dir: str):
+    """Run the private steps once; a later run with the same settings reuses
+    the saved release (no new privacy cost) instead of spending the budget again."""
+    from . import release
+    from .model import load_model
+    from .synthesis import private_steps
+
+    settings = {k: getattr(args, k) for k in ("input", "corpus", "text_column", "label_column", "eps", "delta",
+                                              "domain", "method", "fixed_shots", "num_shots", "shots_eps",
+                                              "layers", "sample_size", "sample_rate", "adjacency", "num_negatives",
+                                              "max_new_tokens", "model")}
+    if release.exists(release_dir):
+        plans, report, saved = release.load(release_dir)
+        if saved != settings:
+            changed = sorted(k for k in settings if saved.get(k) != settings[k])
+            raise InvalidInputError(f"{release_dir} holds a release made with other settings ({', '.join(changed)}); "
+                                    "running again would spend the privacy budget twice: use another --out")
+        print(f"reusing the private release in {release_dir} (no new privacy cost)", file=sys.stderr)
+        return plans, report
+    texts, labels = _read_input(args)
+    model = load_model(args.model, device=args.device)
+    layers = "auto" if args.layers == "auto" else [int(x) for x in args.layers.split(",")]
+    _, plans, report = private_steps(
+        texts, args.eps, labels=labels, delta=args.delta, model=model, domain=args.domain, method=args.method,
+        fixed_shots=_shots_arg(args.fixed_shots), num_shots=args.num_shots, shots_eps=args.shots_eps, layers=layers,
+        sample_size=args.sample_size, sample_rate=args.sample_rate, adjacency=args.adjacency, batch_size=args.batch_size,
+        progress=not args.no_progress, seed=args.seed, max_new_tokens=args.max_new_tokens,
+        num_negatives=args.num_negatives,
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(release_dir)), exist_ok=True)
+    release.save(release_dir, plans, report, settings)
+    args._model = model
+    return plans, report
+
+
+def _shots_arg(value: str):
+    if value in ("synthetic", "private"):
+        return value
+    from .data import read_table
+
+    return read_table(value, "text")[0]  # a file of public shots
+
+
+def _read_input(args):
+    from .data import read_table
+
+    if (args.input is None) == (args.corpus is None):
+        raise InvalidInputError("give an input file or --corpus NAME (one of them)")
+    if args.corpus is not None:
+        return corpora.load(args.corpus)
+    return read_table(args.input, args.text_column, args.label_column)
+
+
+def _generate_file(args, plans, out: str) -> None:
+    """Stream ``n`` samples per class to JSONL; resume an interrupted run.
+
+    Sample ``k`` (class ``k // n``, index ``k % n``) depends only on the seed
+    and ``k``, so a resumed file is the same as an uninterrupted one. The
+    run's settings (and its seed, drawn once when not given) sit beside the
+    output in ``OUT.state.json``.
+    """
+    from .extract import class_seed
+    from .model import _progress, load_model
+    from .synthesis import generate_for_class
+
+    sampling = {"strength": args.strength, "temperature": args.temperature, "top_p": args.top_p,
+                "max_new_tokens": args.max_new_tokens}
+    state = {"n": args.n, "classes": [str(p.label) for p in plans], **sampling,
+             "prompts": [p.prompt for p in plans],
+             "vectors": [None if p.vector is None else p.vector.privacy.get("noise") for p in plans]}
+    state_path = out + ".state.json"
+    done = 0
+    if os.path.exists(out) and not args.overwrite:
+        saved = _read_state(state_path, out)
+        seed = saved.pop("seed")
+        if args.seed is not None and args.seed != seed or saved != state:
+            raise InvalidInputError(f"{out} was written by a run with other settings; pass --overwrite to replace it")
+        done = _complete_lines(out)
+    else:
+        seed = args.seed if args.seed is not None else secrets.randbits(62)
+        _atomic_json(state_path, {**state, "seed": seed})
+        open(out, "w").close()
+    total = args.n * len(plans)
+    if done:
+        print(f"resuming {out} at sample {done} of {total}", file=sys.stderr)
+    model = getattr(args, "_model", None) or load_model(args.model, device=args.device)
+    for plan in plans:
+        if plan.vector is not None:
+            plan.vector.check_model(model)
+    with open(out, "a", encoding="utf-8") as f, _progress(total, not args.no_progress, "generating") as bar:
+        bar.unit = "sample"
+        bar.update(done)
+        k = done
+        while k < total:
+            c, j = divmod(k, args.n)
+            stop = min(j + args.batch_size, args.n)
+            texts = generate_for_class(model, plans[c], range(j, stop), seed=class_seed(seed, c),
+                                       batch_size=args.batch_size, **sampling)
+            for i, text in zip(range(j, stop), texts):
+                f.write(json.dumps({"text": text, "label": plans[c].label, "index": i}, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            bar.update(stop - j)
+            k += stop - j
+
+
+def _read_state(state_path: str, out: str) -> dict:
+    try:
+        with open(state_path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        raise InvalidInputError(f"{out} exists but was not written by epsvec generate; pass --overwrite") from None
+
+
+def _complete_lines(path: str) -> int:
+    """Count complete JSON lines; cut a torn last line left by an interruption."""
+    with open(path, "rb") as f:
+        data = f.read()
+    keep = data.rfind(b"\n") + 1
+    lines = data[:keep].splitlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            json.loads(line)
+        except ValueError:
+            raise CorruptFileError(f"{path}, line {number}: not valid JSON; pass --overwrite to start again") from None
+    if keep < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+    return len(lines)
+
+
+def _atomic_json(path: str, value) -> None:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=1, default=str)
+    os.replace(path + ".tmp", path)
+
+
+# ------------------------------------------------------------------ parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="epsvec", description="Differentially private synthetic text with "
+                                     "dataset vectors (EPSVec).", epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"epsvec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p):
+        p.add_argument("--model", default=None, help="HF model directory or .gguf file (default: embedded SmolLM2-135M)")
+        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--seed", type=int, default=None, help="reproducible sampling (and, for private steps, "
+                       "reproducible noise: tests only)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    def private(p):
+        p.add_argument("input", nargs="?", help="private records: .jsonl, .csv, .tsv or .parquet")
+        p.add_argument("--corpus", choices=corpora.NAMES, help="a bundled public corpus instead of a file (demos)")
+        p.add_argument("--text-column", default="text")
+        p.add_argument("--label-column", default=None, help="one synthetic class per label")
+        p.add_argument("--eps", type=float, required=True, help="total privacy budget")
+        p.add_argument("--delta", type=float, default=1e-5)
+        p.add_argument("--domain", default=None, help='what the texts are, e.g. "movie reviews"')
+        p.add_argument("--fixed-shots", default="synthetic", help='"synthetic" (free), "private" (DP vote) or a '
+                       "file of public texts")
+        p.add_argument("--num-shots", type=int, default=2)
+        p.add_argument("--shots-eps", type=float, default=None, help="budget of the private shot vote (0.1)")
+        p.add_argument("--layers", default="auto", help='"auto" or comma-separated block indices')
+        p.add_argument("--sample-size", type=int, default=None, help="Poisson-sample about this many records per "
+                       "class (the rate reveals the class sizes)")
+        p.add_argument("--sample-rate", type=float, default=None, help="Poisson-sample at this rate (keeps the "
+                       "class sizes private)")
+        p.add_argument("--adjacency", choices=("add_remove", "substitution"), default="add_remove")
+        p.add_argument("--num-negatives", type=int, default=64, help="public negatives generated per class")
+        p.add_argument("--max-new-tokens", type=int, default=64, help="length cap of the model's samples (shots, "
+                       "negatives, synthetic texts)")
+
+    def sampling(p, length=True):
+        p.add_argument("--n", type=int, required=True, help="samples per class")
+        p.add_argument("--strength", type=float, default=0.06, help="steering strength (fraction of residual norm)")
+        p.add_argument("--temperature", type=float, default=1.0)
+        p.add_argument("--top-p", type=float, default=1.0)
+        if length:
+            p.add_argument("--max-new-tokens", type=int, default=64, help="length cap of each sample")
+        p.add_argument("--overwrite", action="store_true", help="replace the output instead of resuming it")
+
+    p = sub.add_parser("synthesize", help="private records in; synthetic JSONL and a privacy report out")
+    private(p), sampling(p, length=False), common(p)
+    p.add_argument("--method", choices=("epsvec", "fixed_shot", "zero_shot"), default="epsvec")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(run=_synthesize)
+
+    p = sub.add_parser("extract", help="private records in; a release directory of DP dataset vectors out")
+    private(p), common(p)
+    p.add_argument("--out", required=True, help="release directory to create")
+    p.set_defaults(run=_extract)
+
+    p = sub.add_parser("generate", help="steered samples from a release (or vector files) to JSONL; resumable")
+    p.add_argument("release", nargs="+", help="release directories or vector .safetensors files")
+    sampling(p), common(p)
+    p.add_argument("--out", required=True, help="output .jsonl")
+    p.set_defaults(run=_generate)
+
+    p = sub.add_parser("info", help="describe a release, a vector file or a model")
+    p.add_argument("path")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_info)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The `epsvec` command: synthesize, extract, generate (interrupted and
+resumed), info, and exit codes scripts can trust."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from epsvec import cli
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*the vector will be mostly noise")
+
+WORDS = "good bad film plot actor scene boring great dull fun".split()
+
+
+@pytest.fixture(scope="module")
+def private_jsonl(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "private.jsonl"
+    with open(path, "w") as f:
+        for i in range(24):
+            text = " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(6))
+            f.write(json.dumps({"review": text, "stars": "pos" if i % 3 else "neg"}) + "\n")
+    return path
+
+
+def epsvec(*args, check_rc: int | None = 0, timeout: float = 600):
+    """Run the command in a fresh process, as a user's script would."""
+    proc = subprocess.run([sys.executable, "-m", "epsvec.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr
+    return proc
+
+
+def lines(path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_synthesize_writes_samples_and_a_report_and_never_spends_twice(private_jsonl, tiny_models, tmp_path):
+    out = tmp_path / "run"
+    args = ["synthesize", private_jsonl, "--text-column", "review", "--label-column", "stars", "--eps", 4, "--n", 3,
+            "--out", out, "--model", tiny_models["llama"], "--max-new-tokens", 6, "--seed", 1, "--no-progress"]
+    first = epsvec(*args)
+    assert "privacy report" in first.stdout
+    rows = lines(out / "synthetic.jsonl")
+    assert [r["label"] for r in rows] == ["neg"] * 3 + ["pos"] * 3 and [r["index"] for r in rows] == [0, 1, 2] * 2
+    report = json.loads((out / "release" / "privacy_report.json").read_text())
+    assert report["guarantee"]["eps"] == 4.0 and report["steps"][0]["step"] == "dataset vector"
+    stamp = os.path.getmtime(out / "release" / "plan.json")
+
+    again = epsvec(*args)
+    assert "reusing the private release" in again.stderr and "no new privacy cost" in again.stderr
+    assert os.path.getmtime(out / "release" / "plan.json") == stamp and lines(out / "synthetic.jsonl") == rows
+
+    changed = epsvec(*[5 if a == 4 else a for a in args], check_rc=cli.EXIT_USAGE)
+    assert "spend the privacy budget twice" in changed.stderr and "eps" in changed.stderr
+
+
+def test_generate_resumes_after_interrupts_without_losing_or_duplicating(private_jsonl, tiny_models, tmp_path):
+    release = tmp_path / "release"
+    epsvec("extract", private_jsonl, "--text-column", "review", "--eps", 4, "--out", release,
+           "--model", tiny_models["llama"], "--max-new-tokens", 6, "--no-progress")
+    gen = ["generate", release, "--n", 400, "--seed", 5, "--max-new-tokens", 6, "--batch-size", 4,
+           "--model", tiny_models["llama"], "--no-progress"]
+    resumed = tmp_path / "resumed.jsonl"
+
+    def start_and_stop(sig, min_lines):
+        proc = subprocess.Popen([sys.executable, "-m", "epsvec.cli", *map(str, gen), "--out", resumed],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if resumed.exists() and resumed.read_bytes().count(b"\n") >= min_lines:
+                break
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        return proc.returncode, err
+
+    rc, err = start_and_stop(signal.SIGINT, 20)
+    assert rc == cli.EXIT_INTERRUPTED and "resume" in err
+    rc, _ = start_and_stop(signal.SIGKILL, resumed.read_bytes().count(b"\n") + 20)
+    assert rc == -signal.SIGKILL
+    partial = resumed.read_bytes().count(b"\n")
+    assert 40 <= partial < 400
+    finish = epsvec(*gen, "--out", resumed)
+    assert "resuming" in finish.stderr
+
+    straight = tmp_path / "straight.jsonl"
+    epsvec(*gen, "--out", straight)
+    assert resumed.read_text() == straight.read_text(), "resumed output equals one uninterrupted run"
+    assert len(lines(straight)) == 400 and [r["index"] for r in lines(straight)] == list(range(400))
+
+    other = epsvec(*gen, "--out", resumed, "--temperature", 0.5, check_rc=cli.EXIT_USAGE)
+    assert "other settings" in other.stderr and "--overwrite" in other.stderr
+
+
+def test_exit_codes_and_messages(private_jsonl, tiny_models, tmp_path):
+    model = ["--model", tiny_models["llama"], "--no-progress"]
+    base = ["synthesize", "--n", 2, "--out", tmp_path / "x", *model]
+    r = epsvec(*base, tmp_path / "missing.jsonl", "--eps", 4, check_rc=cli.EXIT_USAGE)
+    assert "no such file" in r.stderr
+    r = epsvec(*base, private_jsonl, "--eps", 4, check_rc=cli.EXIT_USAGE)
+    assert "no column 'text'" in r.stderr and "review" in r.stderr
+    r = epsvec(*base, private_jsonl, "--text-column", "review", "--eps", -1, check_rc=cli.EXIT_PRIVACY)
+    assert "eps" in r.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": \n')
+    r = epsvec(*base, bad, "--eps", 4, check_rc=cli.EXIT_USAGE)
+    assert "line 2" in r.stderr
+    r = epsvec("info", tmp_path / "nowhere", check_rc=cli.EXIT_FILE)
+    assert "epsvec: error" in r.stderr
+    corrupt = tmp_path / "v.safetensors"
+    corrupt.write_bytes(b"garbage")
+    r = epsvec("generate", corrupt, "--n", 1, "--out", tmp_path / "o.jsonl", *model, check_rc=cli.EXIT_FILE)
+    assert "Traceback" not in r.stderr
+    assert epsvec(check_rc=cli.EXIT_USAGE).stdout.startswith("usage")
+
+
+def test_info_describes_releases_vectors_and_models(private_jsonl, tiny_models, tmp_path):
+    release = tmp_path / "release"
+    epsvec("extract", private_jsonl, "--text-column", "review", "--label-column", "stars", "--eps", 2,
+           "--out", release, "--model", tiny_models["llama"], "--max-new-tokens", 6, "--no-progress")
+    about = json.loads(epsvec("info", release).stdout)
+    assert about["classes"] == ["neg", "pos"] and about["privacy"]["guarantee"]["eps"] == 2.0
+    vector = next((release / "vectors").iterdir())
+    about = json.loads(epsvec("info", vector).stdout)
+    assert about["layers"] == [1, 2] and about["privacy"]["eps"] == 2.0 and about["prompt"]["fixed_shots"]
+    about = json.loads(epsvec("info", tiny_models["llama"]).stdout)
+    assert about["num_layers"] == 3 and about["architecture"] == "LlamaForCausalLM"
