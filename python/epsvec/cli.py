@@ -55,8 +55,13 @@ def _synthesize(args) -> int:
     plans, report = _private_release(args, release_dir)
     out = os.path.join(args.out, "synthetic.jsonl")
     _generate_file(args, plans, out)
-    print(f"synthetic data: {out}\nprivacy report: {os.path.join(release_dir, 'privacy_report.json')} "
-          f"(eps = {report['guarantee']['eps']:g}, delta = {report['guarantee']['delta']:g})")
+    rows = [json.loads(line) for line in open(out, encoding="utf-8")]
+    for plan in plans:
+        for row in [r for r in rows if r["label"] == plan.label][:2]:
+            print(f"[{row['label']}] {' '.join(row['text'].split())[:160]}")
+    print(f"\nsynthetic data: {out} ({len(rows)} samples)\nprivacy report: "
+          f"{os.path.join(release_dir, 'privacy_report.json')} (eps = {report['guarantee']['eps']:g}, "
+          f"delta = {report['guarantee']['delta']:g})")
     return EXIT_OK
 
 
@@ -128,6 +133,8 @@ def _private_release(args, release_dir: str):
         print(f"reusing the private release in {release_dir} (no new privacy cost)", file=sys.stderr)
         return plans, report
     texts, labels = _read_input(args)
+    if args.domain is None and args.corpus is not None:
+        args.domain = corpora.DOMAINS[args.corpus]
     model = load_model(args.model, device=args.device)
     layers = "auto" if args.layers == "auto" else [int(x) for x in args.layers.split(",")]
     _, plans, report = private_steps(
@@ -197,8 +204,7 @@ def _generate_file(args, plans, out: str) -> None:
     for plan in plans:
         if plan.vector is not None:
             plan.vector.check_model(model)
-    with open(out, "a", encoding="utf-8") as f, _progress(total, not args.no_progress, "generating") as bar:
-        bar.unit = "sample"
+    with open(out, "a", encoding="utf-8") as f, _progress(total, not args.no_progress, "generating", "sample") as bar:
         bar.update(done)
         k = done
         while k < total:

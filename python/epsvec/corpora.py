@@ -10,9 +10,10 @@ import os
 from .data import _csv_rows
 from .errors import InvalidInputError
 
-__all__ = ["load", "NAMES"]
+__all__ = ["load", "NAMES", "DOMAINS"]
 
 NAMES = ("rotten_tomatoes", "bbc_news")
+DOMAINS = {"rotten_tomatoes": "short movie reviews by critics", "bbc_news": "BBC news articles"}
 
 
 def _package_dir(package: str) -> str:

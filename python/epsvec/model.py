@@ -300,10 +300,10 @@ def _flatten_steers(steer: Any) -> list[Any]:
     return [] if steer is None else [steer]
 
 
-def _progress(total: int, enabled: bool, desc: str):
+def _progress(total: int, enabled: bool, desc: str, unit: str = "prompt"):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="prompt", dynamic_ncols=True)
+    return tqdm(total=total, disable=not enabled, desc=desc, unit=unit, dynamic_ncols=True)
 
 
 def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto") -> Model:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-STOP = ["</end>", "<begin>", "Label:", "Text:"]
+# METHOD.md's stops, plus the tag misspellings small models write.
+STOP = ["</end>", "<begin>", "Label:", "Text:", "<end>", "</begin>"]
 
 
 def header(domain: str | None, label: str | None) -> str:
