@@ -10,6 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
 use crate::hooks::{BlockHook, Capture, Pool};
+use crate::model::kv_cache::KvCache;
 use crate::model::llama::{Batch, Llama, Placement};
 use crate::model::load::load_checkpoint;
 use crate::tokenizer::Tokenizer;
@@ -133,8 +134,20 @@ impl Engine {
     /// Runs `batch` up to the deepest of `layers`, capturing each of them;
     /// mean pooling weighs tokens by `mask` (the attention mask by default).
     fn capture(&self, batch: &Batch, layers: &[usize], pool: Pool, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        self.capture_cached(batch, None, layers, pool, mask)
+    }
+
+    /// `capture` continuing (and extending) what `cache` holds.
+    fn capture_cached(
+        &self,
+        batch: &Batch,
+        cache: Option<&mut KvCache>,
+        layers: &[usize],
+        pool: Pool,
+        mask: Option<&Tensor>,
+    ) -> Result<Vec<Tensor>> {
         let mut capture = Capture::new(layers.to_vec(), pool, mask.unwrap_or(&batch.attention_mask))?;
-        let _ = self.model.forward(batch, None, &mut [&mut capture as &mut dyn BlockHook], false)?;
+        let _ = self.model.forward(batch, cache, &mut [&mut capture as &mut dyn BlockHook], false)?;
         Ok(capture.into_states())
     }
 
@@ -154,6 +167,11 @@ impl Engine {
         }
         let hidden = self.model.config.hidden_size as usize;
         let mut out = Array3::<f32>::zeros((ids.len(), layers.len(), hidden));
+        let shared = shared_prefix_len(ids);
+        if shared >= MIN_SHARED_PREFIX && self.model.config.sliding_window.iter().all(Option::is_none) {
+            self.pooled_after_prefix(ids, shared, layers, pool, weights, batch_size, &mut out)?;
+            return Ok(out);
+        }
         self.for_each_batch(ids, batch_size, |batch, rows| {
             let mask = match weights {
                 Some(w) => Some(left_padded_weights(w, rows, batch.input_ids.size()[1], self.device())?),
@@ -170,6 +188,63 @@ impl Engine {
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// `pooled_states` for texts that share their first `prefix` tokens
+    /// (fixed-shot prompts): the prefix runs once, its keys and values are
+    /// reused by every text, and its (weighted) token sum is added to each
+    /// text's own before dividing. Same result, far fewer tokens.
+    #[allow(clippy::too_many_arguments)]
+    fn pooled_after_prefix(
+        &self,
+        ids: &[Vec<u32>],
+        prefix: usize,
+        layers: &[usize],
+        pool: Pool,
+        weights: Option<&[Vec<f32>]>,
+        batch_size: usize,
+        out: &mut Array3<f32>,
+    ) -> Result<()> {
+        let device = self.device();
+        let hidden = self.model.config.hidden_size as usize;
+        let head = Batch::left_padded(&[&ids[0][..prefix]], 0, device)?;
+        let mut prefix_cache = KvCache::new(&self.model.config, 1, prefix as i64, self.model.placement)?;
+        let head_states = self.capture_cached(&head, Some(&mut prefix_cache), layers, Pool::None, None)?;
+        let head_states = Tensor::f_stack(&head_states, 0)?.f_squeeze_dim(1)?; // [n_layers, prefix, hidden]
+        let all_weights: Vec<Vec<f32>> = match weights {
+            Some(w) => w.to_vec(),
+            None => ids.iter().map(|t| vec![1.0; t.len()]).collect(),
+        };
+        let tails: Vec<Vec<u32>> = ids.iter().map(|t| t[prefix..].to_vec()).collect();
+        let tail_weights: Vec<Vec<f32>> = all_weights.iter().map(|w| w[prefix..].to_vec()).collect();
+        self.for_each_batch(&tails, batch_size, |batch, rows| {
+            let width = batch.input_ids.size()[1];
+            let mut cache = KvCache::repeat_prefix(&prefix_cache, rows.len() as i64, prefix as i64 + width)?;
+            let batch = batch.after_prefix(prefix as i64)?;
+            let states = if pool == Pool::Last {
+                Tensor::f_stack(&self.capture_cached(&batch, Some(&mut cache), layers, Pool::Last, None)?, 1)?
+            } else {
+                let mask = left_padded_weights(&tail_weights, rows, width, device)?;
+                let tail_sum = self.capture_cached(&batch, Some(&mut cache), layers, Pool::Sum, Some(&mask))?;
+                let tail_sum = Tensor::f_stack(&tail_sum, 1)?; // [rows, n_layers, hidden]
+                let head_w: Vec<f32> = rows.iter().flat_map(|&r| all_weights[r][..prefix].to_vec()).collect();
+                let head_w = Tensor::f_from_slice(&head_w)?
+                    .f_reshape([rows.len() as i64, prefix as i64])?
+                    .f_to_device(device)?;
+                // [rows, prefix] x [n_layers, prefix, hidden] -> [rows, n_layers, hidden]
+                let head_sum = Tensor::f_einsum("rp,lph->rlh", &[&head_w, &head_states], None::<&[i64]>)?;
+                let total: Vec<f32> = rows.iter().map(|&r| all_weights[r].iter().sum::<f32>().max(1.0)).collect();
+                let total = Tensor::f_from_slice(&total)?.f_to_device(device)?.f_view([-1, 1, 1])?;
+                tail_sum.f_add(&head_sum)?.f_div(&total)?
+            };
+            let values = to_host_f32(&states)?;
+            for (r, &row) in rows.iter().enumerate() {
+                let chunk = &values[r * layers.len() * hidden..(r + 1) * layers.len() * hidden];
+                out.slice_mut(ndarray::s![row, .., ..])
+                    .assign(&ndarray::ArrayView2::from_shape((layers.len(), hidden), chunk).expect("sized above"));
+            }
+            Ok(())
+        })
     }
 
     /// Unpooled residual stream: one `[n_tokens, n_layers, hidden]` per text.
@@ -209,6 +284,22 @@ impl Engine {
         })?;
         Ok(out)
     }
+}
+
+/// Shared prefixes shorter than this are not worth a separate pass.
+const MIN_SHARED_PREFIX: usize = 16;
+
+/// Tokens every text starts with, leaving each text at least one of its own.
+fn shared_prefix_len(ids: &[Vec<u32>]) -> usize {
+    if ids.len() < 2 {
+        return 0;
+    }
+    let first = &ids[0];
+    let mut n = ids.iter().map(|t| t.len().saturating_sub(1)).min().unwrap_or(0);
+    for t in &ids[1..] {
+        n = first.iter().zip(t).take(n).take_while(|(a, b)| a == b).count();
+    }
+    n
 }
 
 fn check_weights(ids: &[Vec<u32>], weights: &[Vec<f32>]) -> Result<()> {

@@ -24,6 +24,9 @@ pub trait BlockHook {
 pub enum Pool {
     /// Mean over the non-pad tokens.
     Mean,
+    /// Sum over the non-pad tokens (weighted by the mask): partial means
+    /// that are combined later.
+    Sum,
     /// The last token (with left padding, the last position of every row).
     Last,
     /// Every token, unreduced.
@@ -55,6 +58,7 @@ impl Capture {
                 let total = hidden.f_mul(&mask)?.f_sum_dim_intlist(1, false, Kind::Float)?;
                 total.f_div(&mask.f_sum_dim_intlist(1, false, Kind::Float)?.f_clamp_min(1.0)?)?
             }
+            Pool::Sum => hidden.f_mul(&self.mask.f_unsqueeze(-1)?)?.f_sum_dim_intlist(1, false, Kind::Float)?,
             Pool::Last => hidden.f_select(1, -1)?,
             Pool::None => hidden,
         })

@@ -180,3 +180,21 @@ def test_large_delta_warns(model):
 def test_too_few_records_warns(model):
     with pytest.warns(UserWarning, match="mostly noise"):
         epsvec.extract(PRIVATE, eps=1.0, model=model, negatives=PUBLIC, layers=[1], clip_norm=1.0, progress=False)
+
+
+@pytest.mark.parametrize("variant", ["llama", "qwen2", "mistral"])
+def test_shared_prompt_prefix_runs_once_with_the_same_result(tiny_models, variant):
+    """Fixed-shot prompts share a long prefix; the engine runs it once and
+    reuses its keys/values. Pooled states must equal one-text-at-a-time runs."""
+    model = epsvec.load_model(tiny_models[variant], device="cpu")
+    prefix = prompts.prefix("reviews", "pos", PUBLIC)
+    pieces = [prompts.with_example(model, prefix, t, "pos", 800)[0] for t in PRIVATE]
+    ids = [p.ids for p in pieces]
+    assert len(ids[0]) > 40
+    for pool, weights in (("mean", None), ("mean", [[0.0] + [1.0] * (len(i) - 1) for i in ids]),
+                          ("mean", [[1.0 if j in range(len(i))[p.example] else 0.0 for j in range(len(i))]
+                                    for i, p in zip(ids, pieces)]), ("last", None)):
+        shared = model._engine.pooled_states(ids, [0, 2], pool, 4, weights)
+        alone = np.concatenate([model._engine.pooled_states([i], [0, 2], pool, 1, None if weights is None else [w])
+                                for i, w in zip(ids, weights or [None] * len(ids))])
+        np.testing.assert_allclose(shared, alone, rtol=1e-4, atol=1e-4)

@@ -24,6 +24,28 @@ impl KvCache {
         Ok(Self { layers, len: 0, capacity })
     }
 
+    /// A cache of `batch` rows that all start with the one-row `prefix`
+    /// cache's contents, with room for `capacity` positions.
+    pub fn repeat_prefix(prefix: &KvCache, batch: i64, capacity: i64) -> Result<Self> {
+        let layers = prefix
+            .layers
+            .iter()
+            .map(|(k, v)| {
+                let grow = |t: &Tensor| -> Result<Tensor> {
+                    let mut shape = t.size();
+                    shape[0] = batch;
+                    shape[2] = capacity;
+                    let out = Tensor::f_zeros(shape.as_slice(), (t.kind(), t.device()))?;
+                    out.f_narrow(2, 0, prefix.len)?
+                        .f_copy_(&t.f_narrow(2, 0, prefix.len)?.f_expand([batch, -1, -1, -1], false)?)?;
+                    Ok(out)
+                };
+                Ok((grow(k)?, grow(v)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers, len: prefix.len, capacity })
+    }
+
     /// Writes `t` new keys/values `[batch, kv_heads, t, head_dim]` of `layer`
     /// after the cached ones and returns views over everything cached.
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {

@@ -286,6 +286,20 @@ impl Batch {
             |v: &[i64]| -> Result<Tensor> { Ok(Tensor::f_from_slice(v)?.f_reshape(shape)?.f_to_device(device)?) };
         Ok(Self { input_ids: tensor(&ids)?, attention_mask: tensor(&mask)?, positions: tensor(&positions)? })
     }
+
+    /// The same rows as the continuation of a `prefix`-token sequence held in
+    /// a KV cache: positions shifted by `prefix`, the cached keys unmasked.
+    /// (Padding then sits between the prefix and the row, which a sliding
+    /// window, counted in key slots, would misread.)
+    pub fn after_prefix(&self, prefix: i64) -> Result<Self> {
+        let rows = self.input_ids.size()[0];
+        let cached = Tensor::f_ones([rows, prefix], (Kind::Int64, self.input_ids.device()))?;
+        Ok(Self {
+            input_ids: self.input_ids.shallow_clone(),
+            attention_mask: Tensor::f_cat(&[&cached, &self.attention_mask], 1)?,
+            positions: self.positions.f_add_scalar(prefix)?,
+        })
+    }
 }
 
 /// Boolean attention mask `[batch, 1, queries, keys]` for the last
@@ -361,7 +375,7 @@ impl Llama {
         let _guard = tch::no_grad_guard();
         let n_layers = self.layers.len();
         let last = match hooks.iter().filter_map(|h| h.last_layer()).max() {
-            Some(deepest) if !logits && cache.is_none() => deepest,
+            Some(deepest) if !logits => deepest,
             _ => n_layers - 1,
         };
         if last >= n_layers {
