@@ -35,7 +35,7 @@ def test_n_per_class_labels_and_report(model):
     assert [s["step"] for s in report["steps"]] == ["dataset vector"]
     assert report["guarantee"]["eps"] == 4.0 and report["guarantee"]["delta"] == 1e-5
     step = report["steps"][0]
-    assert step["sigma"] == pytest.approx(epsvec.privacy.gaussian_sigma(4.0, 1e-5))
+    assert step["sigma"] == {c: pytest.approx(epsvec.privacy.gaussian_sigma(4.0, 1e-5)) for c in ("neg", "pos")}
     assert set(step["clip_norm"]) == {"neg", "pos"} and step["layers"] == [1, 2]
     assert report["generation"]["per_class"] == 3 and "free" in report["generation"]["rule"]
     json.dumps(report)  # the report is plain JSON
@@ -74,7 +74,7 @@ def test_private_shots_compose_to_the_budget(model):
     assert shots["delta"] + vector["delta"] == pytest.approx(1e-6)
     assert out.report["guarantee"]["eps"] == pytest.approx(3.0)
     assert shots["sigma"] == pytest.approx(epsvec.privacy.gaussian_sigma(0.1, 1e-7))
-    assert vector["sigma"] == pytest.approx(epsvec.privacy.gaussian_sigma(2.9, 9e-7))
+    assert vector["sigma"]["pos"] == pytest.approx(epsvec.privacy.gaussian_sigma(2.9, 9e-7))
     with pytest.raises(epsvec.PrivacyError, match="shots_eps"):
         epsvec.synthesize(RECORDS, 2, eps=1.0, labels=LABELS, model=model, fixed_shots="private", shots_eps=1.0)
 
@@ -162,3 +162,15 @@ def test_bad_input(model):
         epsvec.synthesize([1, 2], 2, eps=4.0, model=model)
     with pytest.raises(epsvec.InvalidInputError, match="fixed_shots"):
         epsvec.synthesize(RECORDS, 2, eps=4.0, model=model, fixed_shots="public")
+
+
+def test_poisson_sampling_per_class_has_its_own_rate_and_sigma(model):
+    out = epsvec.synthesize(RECORDS * 3, 1, eps=2.0, labels=LABELS * 3, model=model, sample_size=4, **FAST)
+    step = out.report["steps"][0]
+    rates = {"pos": 4 / 15, "neg": 4 / 9}
+    for c, q in rates.items():
+        assert step["sample_rate"][c] == pytest.approx(q)
+        assert step["sigma"][c] == pytest.approx(epsvec.privacy.gaussian_sigma(2.0, 1e-5, sample_rate=q))
+    assert any("size" in item for item in out.report["public"]), "the report says the rate reveals N"
+    kept_private = epsvec.synthesize(RECORDS * 3, 1, eps=2.0, labels=LABELS * 3, model=model, sample_rate=0.3, **FAST)
+    assert kept_private.report["steps"][0]["sample_rate"] == {"neg": 0.3, "pos": 0.3}

@@ -252,12 +252,15 @@ def private_steps(texts, eps, *, labels=None, delta=1e-5, model=None, domain=Non
         plans.append(ClassPlan(label, domain, shots, vector))
     if method == "epsvec":
         v = plans[0].vector.privacy
-        steps.append({"step": "dataset vector", "eps": v["eps"], "delta": v["delta"], "sigma": v["sigma"],
+        per_class = lambda key: {str(p.label): p.vector.privacy[key] for p in plans}
+        steps.append({"step": "dataset vector", "eps": v["eps"], "delta": v["delta"], "sigma": per_class("sigma"),
                       "mechanism": v["mechanism"], "accountant": v["accountant"], "adjacency": adjacency,
-                      "sample_rate": {str(p.label): p.vector.privacy["sample_rate"] for p in plans},
-                      "clip_norm": {str(p.label): p.vector.privacy["clip_norm"] for p in plans},
+                      "sample_rate": per_class("sample_rate"), "clip_norm": per_class("clip_norm"),
                       "clip_norm_source": v["clip_norm_source"], "layers": plans[0].vector.layers, "pool": pool})
-    return model, plans, _report(eps, delta, method, fixed_shots, steps, classes, seed)
+    report = _report(eps, delta, method, fixed_shots, steps, classes, seed)
+    if sample_size is not None and method == "epsvec":
+        report["public"].append("each class's size N, through its sample rate sample_size / N")
+    return model, plans, report
 
 
 def _report(eps, delta, method, fixed_shots, steps, classes, seed) -> dict:
