@@ -179,13 +179,7 @@ impl Engine {
             };
             // [batch, n_layers, hidden] on the host.
             let stacked = Tensor::f_stack(&self.capture(batch, layers, pool, mask.as_ref())?, 1)?;
-            let values = to_host_f32(&stacked)?;
-            for (r, &row) in rows.iter().enumerate() {
-                let chunk = &values[r * layers.len() * hidden..(r + 1) * layers.len() * hidden];
-                out.slice_mut(ndarray::s![row, .., ..])
-                    .assign(&ndarray::ArrayView2::from_shape((layers.len(), hidden), chunk).expect("sized above"));
-            }
-            Ok(())
+            scatter_rows(&stacked, rows, &mut out)
         })?;
         Ok(out)
     }
@@ -206,7 +200,6 @@ impl Engine {
         out: &mut Array3<f32>,
     ) -> Result<()> {
         let device = self.device();
-        let hidden = self.model.config.hidden_size as usize;
         let head = Batch::left_padded(&[&ids[0][..prefix]], 0, device)?;
         let mut prefix_cache = KvCache::new(&self.model.config, 1, prefix as i64, self.model.placement)?;
         let head_states = self.capture_cached(&head, Some(&mut prefix_cache), layers, Pool::None, None)?;
@@ -237,13 +230,7 @@ impl Engine {
                 let total = Tensor::f_from_slice(&total)?.f_to_device(device)?.f_view([-1, 1, 1])?;
                 tail_sum.f_add(&head_sum)?.f_div(&total)?
             };
-            let values = to_host_f32(&states)?;
-            for (r, &row) in rows.iter().enumerate() {
-                let chunk = &values[r * layers.len() * hidden..(r + 1) * layers.len() * hidden];
-                out.slice_mut(ndarray::s![row, .., ..])
-                    .assign(&ndarray::ArrayView2::from_shape((layers.len(), hidden), chunk).expect("sized above"));
-            }
-            Ok(())
+            scatter_rows(&states, rows, out)
         })
     }
 
@@ -326,6 +313,18 @@ fn left_padded_weights(weights: &[Vec<f32>], rows: &[usize], width: i64, device:
         flat[r * width + width - w.len()..(r + 1) * width].copy_from_slice(w);
     }
     Ok(Tensor::f_from_slice(&flat)?.f_reshape([rows.len() as i64, width as i64])?.f_to_device(device)?)
+}
+
+/// Copies batch `states` `[rows, n_layers, hidden]` to `out[rows[r]]`.
+fn scatter_rows(states: &Tensor, rows: &[usize], out: &mut Array3<f32>) -> Result<()> {
+    let (_, n_layers, hidden) = out.dim();
+    let values = to_host_f32(states)?;
+    for (r, &row) in rows.iter().enumerate() {
+        let chunk = &values[r * n_layers * hidden..(r + 1) * n_layers * hidden];
+        out.slice_mut(ndarray::s![row, .., ..])
+            .assign(&ndarray::ArrayView2::from_shape((n_layers, hidden), chunk).expect("sized by the caller"));
+    }
+    Ok(())
 }
 
 /// Copies a tensor to the host as a flat float32 vector.
