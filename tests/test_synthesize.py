@@ -174,3 +174,11 @@ def test_poisson_sampling_per_class_has_its_own_rate_and_sigma(model):
     assert any("size" in item for item in out.report["public"]), "the report says the rate reveals N"
     kept_private = epsvec.synthesize(RECORDS * 3, 1, eps=2.0, labels=LABELS * 3, model=model, sample_rate=0.3, **FAST)
     assert kept_private.report["steps"][0]["sample_rate"] == {"neg": 0.3, "pos": 0.3}
+
+
+def test_bad_sampling_settings_fail_before_any_budget_is_spent(model, monkeypatch):
+    monkeypatch.setattr(synth, "private_steps", lambda *a, **k: pytest.fail("private steps ran"))
+    with pytest.raises(ValueError, match="temperature"):
+        epsvec.synthesize(RECORDS, 2, eps=4.0, model=model, temperature=-1.0)
+    with pytest.raises(epsvec.InvalidInputError, match="n must be"):
+        epsvec.synthesize(RECORDS, 0, eps=4.0, model=model)

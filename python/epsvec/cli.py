@@ -1,8 +1,9 @@
 """The ``epsvec`` command: extract, generate, synthesize, info.
 
 Exit codes: 0 success; 2 bad usage or input (file, column, option);
-3 impossible privacy parameters; 4 model, vector or release file problems
-(missing, corrupt, another model, no CUDA); 1 anything else; 130 interrupted
+3 impossible privacy parameters; 4 model, vector, release or output file
+problems (missing, corrupt, another model, no CUDA, cannot write); 1 anything
+else; 130 interrupted
 (``generate`` and ``synthesize`` resume where they stopped when run again).
 """
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except PrivacyError as e:
         return _fail(e, EXIT_PRIVACY)
-    except (ModelLoadError, CorruptFileError, VectorModelMismatchError, DeviceError) as e:
+    except (ModelLoadError, CorruptFileError, VectorModelMismatchError, DeviceError, OSError) as e:
         return _fail(e, EXIT_FILE)
     except (InvalidInputError, TypeError) as e:
         return _fail(e, EXIT_USAGE)
@@ -51,6 +52,7 @@ def _fail(error: Exception, code: int) -> int:
 
 
 def _synthesize(args) -> int:
+    _check_sampling(args)  # before any budget is spent
     release_dir = os.path.join(args.out, "release")
     plans, report = _private_release(args, release_dir)
     out = os.path.join(args.out, "synthetic.jsonl")
@@ -74,6 +76,7 @@ def _extract(args) -> int:
 
 
 def _generate(args) -> int:
+    _check_sampling(args)
     from . import release
     from .synthesis import ClassPlan
     from .vector import DatasetVector
@@ -136,7 +139,10 @@ def _private_release(args, release_dir: str):
     if args.domain is None and args.corpus is not None:
         args.domain = corpora.DOMAINS[args.corpus]
     model = load_model(args.model, device=args.device)
-    layers = "auto" if args.layers == "auto" else [int(x) for x in args.layers.split(",")]
+    try:
+        layers = "auto" if args.layers == "auto" else [int(x) for x in args.layers.split(",")]
+    except ValueError:
+        raise InvalidInputError(f'--layers must be "auto" or comma-separated integers, got {args.layers!r}') from None
     _, plans, report = private_steps(
         texts, args.eps, labels=labels, delta=args.delta, model=model, domain=args.domain, method=args.method,
         fixed_shots=_shots_arg(args.fixed_shots), num_shots=args.num_shots, shots_eps=args.shots_eps, layers=layers,
@@ -148,6 +154,14 @@ def _private_release(args, release_dir: str):
     release.save(release_dir, plans, report, settings)
     args._model = model
     return plans, report
+
+
+def _check_sampling(args) -> None:
+    from ._epsvec import SamplingParams
+
+    if args.n < 1:
+        raise InvalidInputError(f"--n must be a positive integer, got {args.n}")
+    SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
 
 
 def _shots_arg(value: str):

@@ -67,7 +67,7 @@ def extract(
     max_example_tokens: int = 800,
     negative_temperature: float = 1.0,
     negative_max_new_tokens: int = 96,
-    num_negatives: int = 128,
+    num_negatives: int = 64,
     text_column: str = "text",
     label_column: str | None = "label",
 ) -> DatasetVector | dict[Any, DatasetVector]:
@@ -150,8 +150,9 @@ def extract(
         vectors[label] = _extract_class(
             model, records, label, eps=eps, delta=delta, negatives=public, domain=domain, shots=shots_of(label),
             layers=layer_list, clip_norm=clip_norm, pool=pool, sample_size=sample_size, sample_rate=sample_rate,
-            adjacency=adjacency, batch_size=batch_size, progress=progress, seed=class_seed(seed, i), max_example_tokens=max_example_tokens,
-            temperature=negative_temperature, max_new_tokens=negative_max_new_tokens, num_negatives=num_negatives,
+            adjacency=adjacency, batch_size=batch_size, progress=progress, seed=class_seed(seed, i),
+            max_example_tokens=max_example_tokens, temperature=negative_temperature,
+            max_new_tokens=negative_max_new_tokens, num_negatives=num_negatives,
         )
     return vectors[None] if labels is None else vectors
 
@@ -181,7 +182,7 @@ def _extract_class(model: Model, records: list[str], label, *, eps, delta, negat
     n = len(records)
     rate = _sample_rate(sample_size, sample_rate, n)
     # Warnings go to the data holder only; nothing here enters the release.
-    if delta > 1 / n:
+    if delta > 1 / max(n, 1):
         warnings.warn(f"delta = {delta:g} exceeds 1/N = {1 / n:g} for {n} records: the guarantee is weak", stacklevel=3)
     label_text = None if label is None else str(label)
     prefix_text = prompts.prefix(domain, label_text, shots)

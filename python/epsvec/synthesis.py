@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _epsvec, prompts
+from ._epsvec import SamplingParams
 from .data import records_from
 from .errors import InvalidInputError, PrivacyError
 from .extract import _check_privacy, _check_texts, _extract_class, _resolve_layers, _shots_by_label, auto_layers, class_seed
@@ -145,6 +146,9 @@ def synthesize(
         :class:`SyntheticData` (texts, labels, report, plans), or a
         ``datasets.Dataset`` with ``return_dataset=True``.
     """
+    # Check what generation needs before any budget is spent.
+    _check_count(n, "n")
+    SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     model, plans, report = private_steps(
         texts, eps, labels=labels, delta=delta, model=model, domain=domain, method=method, fixed_shots=fixed_shots,
         num_shots=num_shots, shots_eps=shots_eps, classes=classes, layers=layers, clip_norm=clip_norm, pool=pool,
@@ -152,7 +156,6 @@ def synthesize(
         label_column=label_column, batch_size=batch_size, progress=progress, seed=seed, max_new_tokens=max_new_tokens,
         num_negatives=num_negatives,
     )
-    _check_count(n, "n")
     sampling = dict(strength=strength, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     report["generation"] = {"per_class": n, "rule": "n samples for every class (not read from the data: free)",
                             **sampling}
@@ -204,9 +207,9 @@ def _contiguous(indices: list[int], rows: list[int]):
 
 def private_steps(texts, eps, *, labels=None, delta=1e-5, model=None, domain=None, method="epsvec",
                   fixed_shots="synthetic", num_shots=2, shots_eps=None, classes=None, layers="auto",
-                  clip_norm="auto", pool="mean", sample_size=None, sample_rate=None, adjacency="add_remove", text_column="text",
-                  label_column="label", batch_size=16, progress=True, seed=None, max_new_tokens=64,
-                  num_negatives=64) -> tuple[Model, list[ClassPlan], dict]:
+                  clip_norm="auto", pool="mean", sample_size=None, sample_rate=None, adjacency="add_remove",
+                  text_column="text", label_column="label", batch_size=16, progress=True, seed=None,
+                  max_new_tokens=64, num_negatives=64) -> tuple[Model, list[ClassPlan], dict]:
     """Steps 1-2 of :func:`synthesize` (the only ones that read private data):
     the model, one :class:`ClassPlan` per class and the privacy report.
     Shot candidates and negatives are the model's samples under the same
