@@ -29,7 +29,8 @@ from . import _epsvec, prompts
 from ._epsvec import SamplingParams
 from .data import records_from
 from .errors import InvalidInputError, PrivacyError
-from .extract import _check_privacy, _check_texts, _extract_class, _resolve_layers, _shots_by_label, auto_layers, class_seed
+from .extract import (_check_privacy, _check_texts, _extract_class, _resolve_layers, _shots_by_label, auto_layers,
+                      class_seed)
 from .model import Model, load_model
 from .privacy import gaussian_sigma
 from .vector import DatasetVector
