@@ -39,13 +39,10 @@ def embed(texts: Sequence[str], featurizer: Any = None, batch_size: int = 64) ->
         raise InvalidInputError("embed needs a non-empty list of strings")
     if featurizer is None:
         featurizer = _minilm()
-    from .model import Model
+    from .model import Model, mean_states_without_sink
 
     if isinstance(featurizer, Model):
-        layer = featurizer.config.num_layers // 2
-        ids = [t[:512] for t in featurizer.tokenize(texts)]
-        weights = [[0.0] + [1.0] * (len(t) - 1) if len(t) > 1 else [1.0] for t in ids]
-        return featurizer._engine.pooled_states(ids, [layer], "mean", batch_size, weights)[:, 0]
+        return mean_states_without_sink(featurizer, texts, featurizer.config.num_layers // 2, batch_size, max_tokens=512)
     if hasattr(featurizer, "encode"):
         return np.asarray(featurizer.encode(texts, batch_size=batch_size, show_progress_bar=False), dtype=np.float32)
     if callable(featurizer):

@@ -294,6 +294,15 @@ class Model:
         return chat_render(self.config.chat_template, message, specials)
 
 
+def mean_states_without_sink(model: "Model", texts: list[str], layer: int, batch_size: int,
+                             max_tokens: int) -> np.ndarray:
+    """``[n, hidden]`` mean residual state of each text (its first ``max_tokens``
+    tokens) at block ``layer``, skipping the first token, an attention sink."""
+    ids = [t[:max_tokens] for t in model.tokenize(texts)]
+    weights = [[0.0] + [1.0] * (len(t) - 1) if len(t) > 1 else [1.0] for t in ids]
+    return model._engine.pooled_states(ids, [layer], "mean", batch_size, weights)[:, 0]
+
+
 def _flatten_steers(steer: Any) -> list[Any]:
     if isinstance(steer, (list, tuple)):
         return [x for s in steer for x in _flatten_steers(s)]

@@ -31,7 +31,7 @@ from .data import records_from
 from .errors import InvalidInputError, PrivacyError
 from .extract import (_check_privacy, _check_texts, _extract_class, _resolve_layers, _shots_by_label, auto_layers,
                       class_seed)
-from .model import Model, load_model
+from .model import Model, load_model, mean_states_without_sink
 from .privacy import gaussian_sigma
 from .vector import DatasetVector
 
@@ -353,9 +353,7 @@ def _vote_shots(model, records, domain, label_text, k, sigma, batch_size, progre
 
 def _embed(model, texts, layer, batch_size) -> np.ndarray:
     """Unit-normalised mean residual state of each text at ``layer`` (first token skipped)."""
-    ids = [t[:800] for t in model.tokenize(texts)]
-    weights = [[0.0] + [1.0] * (len(t) - 1) if len(t) > 1 else [1.0] for t in ids]
-    states = model._engine.pooled_states(ids, [layer], "mean", batch_size, weights)[:, 0]
+    states = mean_states_without_sink(model, texts, layer, batch_size, max_tokens=800)
     return states / np.maximum(np.linalg.norm(states, axis=1, keepdims=True), 1e-12)
 
 
