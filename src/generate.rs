@@ -19,6 +19,19 @@ pub struct SteerBatch {
     pub positions: Positions,
 }
 
+impl SteerBatch {
+    /// Whether every row is steered the same (so rows can share a prefill).
+    fn rows_equal(&self, hidden: usize) -> bool {
+        let row = (self.layers.len() * hidden).max(1);
+        self.vectors.chunks(row).all(|r| r == &self.vectors[..row.min(self.vectors.len())])
+    }
+
+    fn first_row(&self, hidden: usize) -> SteerBatch {
+        let row = (self.layers.len() * hidden).min(self.vectors.len());
+        SteerBatch { layers: self.layers.clone(), vectors: self.vectors[..row].to_vec(), positions: self.positions }
+    }
+}
+
 /// Why a row stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Finish {
@@ -83,7 +96,8 @@ impl Engine {
         let seqs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
         let pad = config.pad_token_id.or(config.eos_token_ids.first().copied()).unwrap_or(0);
         let prefill = Batch::left_padded(&seqs, pad, device)?;
-        let mut cache = KvCache::new(config, n as i64, (width + params.max_new_tokens) as i64, self.model.placement)?;
+        let capacity = (width + params.max_new_tokens) as i64;
+        let hidden_size = config.hidden_size as usize;
         let mut sampler = Sampler::new(params, streams)?;
         let mut steering = match steer {
             Some(s) => Some(self.steering(s, n)?),
@@ -100,7 +114,13 @@ impl Engine {
         let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); n];
         let mut finish: Vec<Option<Finish>> = vec![None; n];
 
-        let mut hidden = self.forward_step(&prefill, &mut cache, steering.as_mut())?;
+        let (mut hidden, mut cache) =
+            if n > 1 && prompts.iter().all(|p| p == &prompts[0]) && steer.is_none_or(|s| s.rows_equal(hidden_size)) {
+                self.prefill_once(&prompts[0], n, capacity, steer)?
+            } else {
+                let mut cache = KvCache::new(config, n as i64, capacity, self.model.placement)?;
+                (self.forward_step(&prefill, &mut cache, steering.as_mut())?, cache)
+            };
         for step in 0..params.max_new_tokens {
             let mut logits = self.model.logits(&hidden)?.f_to_kind(Kind::Float)?;
             if step < params.min_new_tokens && !eos.is_empty() {
@@ -171,6 +191,26 @@ impl Engine {
                 Ok(Generation { ids, text, finish: finish.unwrap_or(Finish::Length) })
             })
             .collect()
+    }
+
+    /// The prefill of `rows` copies of one prompt: run once, then its last
+    /// state and KV cache are copied to every row.
+    fn prefill_once(
+        &self,
+        prompt: &[u32],
+        rows: usize,
+        capacity: i64,
+        steer: Option<&SteerBatch>,
+    ) -> Result<(Tensor, KvCache)> {
+        let one = Batch::left_padded(&[prompt], 0, self.device())?;
+        let mut cache = KvCache::new(&self.model.config, 1, prompt.len() as i64, self.model.placement)?;
+        let mut steering = match steer {
+            Some(s) => Some(self.steering(&s.first_row(self.model.config.hidden_size as usize), 1)?),
+            None => None,
+        };
+        let hidden = self.forward_step(&one, &mut cache, steering.as_mut())?;
+        let hidden = hidden.f_expand([rows as i64, -1], false)?.f_contiguous()?;
+        Ok((hidden, KvCache::repeat_prefix(&cache, rows as i64, capacity)?))
     }
 
     /// One forward over new tokens; returns the last position's final-normed state.

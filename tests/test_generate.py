@@ -100,6 +100,23 @@ def test_steered_greedy_matches_transformers_hook(default_model, hf_default, pos
     assert got != ours(default_model, PROMPTS, 16), "the steering should change the text"
 
 
+@pytest.mark.parametrize("positions", ["last", "all", "generated"])
+def test_repeated_prompt_shares_its_prefill(default_model, hf_default, positions):
+    """Copies of one prompt run its prefill once (then copy the KV cache);
+    the tokens must equal transformers' and the one-row-at-a-time path."""
+    vector = np.random.default_rng(2).standard_normal(default_model.config.hidden_size).astype(np.float32)
+    vector *= 8.0 / np.linalg.norm(vector)
+    prompts = [PROMPTS[1]] * 3
+    got = ours(default_model, prompts, 12, steer={14: vector}, positions=positions, batch_size=3)
+    want = hf_greedy(hf_default, default_model, prompts[:1], 12, hook=(14, adding_hook(torch.from_numpy(vector),
+                                                                                       positions)))
+    assert got == want * 3
+    kw = dict(max_new_tokens=12, temperature=1.0, top_p=0.9, seed=5, steer={14: vector}, positions=positions)
+    sampled = default_model.generate(prompts, batch_size=3, **kw)
+    assert sampled == default_model.generate(prompts, batch_size=1, **kw)
+    assert len(set(sampled)) > 1, "each row keeps its own random stream"
+
+
 def test_steering_identities(tiny):
     model, _ = tiny
     v = {1: np.random.default_rng(1).standard_normal(64).astype(np.float32)}

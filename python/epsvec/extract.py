@@ -28,7 +28,7 @@ import numpy as np
 from . import _epsvec, prompts
 from .data import records_from
 from .errors import InvalidInputError, PrivacyError
-from .model import Model, _progress, load_model
+from .model import REPEATED_PROMPT_ROWS, Model, _progress, load_model
 from .privacy import gaussian_sigma
 from .vector import DatasetVector
 
@@ -289,7 +289,8 @@ def _model_negatives(model, prefix_text, label, count, temperature, max_new_toke
     """The public prior: the unsteered model's own samples from the fixed-shot prompt."""
     prompt = prefix_text + prompts.opening(label)
     texts = model.generate([prompt] * count, max_new_tokens=max_new_tokens, temperature=temperature,
-                           stop=prompts.STOP, seed=seed, batch_size=batch_size, progress=progress)
+                           stop=prompts.STOP, seed=seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
+                           progress=progress)
     return [t.strip() or "." for t in texts]
 
 

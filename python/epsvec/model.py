@@ -13,6 +13,10 @@ from . import _cuda
 from .chat import render as chat_render
 from ._default_model import default_model_path
 from ._epsvec import Engine, SamplingParams
+
+# Copies of one prompt share a single prefill, so each extra row costs one
+# token per decoding step: batches of them can be this many times larger.
+REPEATED_PROMPT_ROWS = 4
 from .errors import InvalidInputError
 from .steering import steering_matrix
 

@@ -31,7 +31,7 @@ from .data import records_from
 from .errors import InvalidInputError, PrivacyError
 from .extract import (_check_privacy, _check_texts, _extract_class, _resolve_layers, _shots_by_label, auto_layers,
                       class_seed)
-from .model import Model, load_model, mean_states_without_sink
+from .model import REPEATED_PROMPT_ROWS, Model, load_model, mean_states_without_sink
 from .privacy import gaussian_sigma
 from .vector import DatasetVector
 
@@ -138,7 +138,7 @@ def synthesize(
             :func:`epsvec.extract`.
         text_column, label_column: Columns of a ``datasets.Dataset``.
         return_dataset: Return a ``datasets.Dataset`` (report in ``info.description``).
-        batch_size: Prompts per forward pass.
+        batch_size: Prompts per forward pass (copies of one prompt, when generating, run 4x as many).
         progress: Show progress bars.
         seed: For tests and reproducible sampling only; it also makes the
             privacy noise reproducible, which voids the guarantee.
@@ -163,8 +163,8 @@ def synthesize(
     out_texts, out_labels = [], []
     sample_seed = secrets.randbits(62) if seed is None else seed
     for i, plan in enumerate(plans):
-        texts_c = generate_for_class(model, plan, range(n), seed=class_seed(sample_seed, i), batch_size=batch_size,
-                                     progress=progress, **sampling)
+        texts_c = generate_for_class(model, plan, range(n), seed=class_seed(sample_seed, i),
+                                     batch_size=REPEATED_PROMPT_ROWS * batch_size, progress=progress, **sampling)
         out_texts += texts_c
         out_labels += [plan.label] * n
     result = SyntheticData(out_texts, out_labels, report, plans)
@@ -317,7 +317,7 @@ def _zero_shot(model, domain, label_text, count, batch_size, seed, progress=Fals
     complete ones (ended by a stop string or end of text) first."""
     prompt = prompts.prefix(domain, label_text, []) + prompts.opening(label_text)
     out = model.generate([prompt] * count, max_new_tokens=max_new_tokens, temperature=1.0, stop=prompts.STOP, seed=seed,
-                         batch_size=batch_size, progress=progress, return_ids=True)
+                         batch_size=REPEATED_PROMPT_ROWS * batch_size, progress=progress, return_ids=True)
     return [g.text.strip() for g in sorted(out, key=lambda g: g.finish_reason == "length")]
 
 
