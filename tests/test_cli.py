@@ -126,7 +126,8 @@ def test_exit_codes_and_messages(private_jsonl, tiny_models, tmp_path):
 def test_info_describes_releases_vectors_and_models(private_jsonl, tiny_models, tmp_path):
     release = tmp_path / "release"
     epsvec("extract", private_jsonl, "--text-column", "review", "--label-column", "stars", "--eps", 2,
-           "--out", release, "--model", tiny_models["llama"], "--max-new-tokens", 6, "--no-progress")
+           "--out", release, "--model", tiny_models["llama"], "--max-new-tokens", 6, "--fixed-shots", "synthetic",
+           "--no-progress")
     about = json.loads(epsvec("info", release).stdout)
     assert about["classes"] == ["neg", "pos"] and about["privacy"]["guarantee"]["eps"] == 2.0
     vector = next((release / "vectors").iterdir())

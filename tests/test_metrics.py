@@ -66,3 +66,11 @@ def test_downstream_matches_sklearn_and_learns_a_real_signal():
     assert got["accuracy"] == pytest.approx(accuracy_score(y[200:].astype(str), pred))
     assert got["macro_f1"] == pytest.approx(f1_score(y[200:].astype(str), pred, average="macro"))
     assert got["accuracy"] > 0.85
+
+
+def test_truncate_keeps_the_first_tokens(default_model):
+    long_text = "The quiet harbour town wakes slowly. Fishing boats return before dawn, and the market opens at six."
+    short, cut = metrics.truncate(["  A short one.  ", long_text], default_model, 8)
+    assert short == "A short one."
+    assert len(default_model.tokenize(cut, add_special_tokens=False)[0]) == 8
+    assert long_text.startswith(cut) and cut != long_text

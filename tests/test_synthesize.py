@@ -40,7 +40,7 @@ def test_n_per_class_labels_and_report(model):
     assert report["generation"]["per_class"] == 3 and "free" in report["generation"]["rule"]
     json.dumps(report)  # the report is plain JSON
     for plan in out.plans:
-        assert len(plan.shots) == 2 and plan.vector.label == plan.label
+        assert plan.shots == [] and plan.vector.label == plan.label, "no shots by default"
         assert plan.vector.prompt == {"domain": "reviews", "fixed_shots": plan.shots}
         assert set(plan.vector.residual_norms) == {1, 2} and min(plan.vector.residual_norms.values()) > 0
     again = epsvec.synthesize(RECORDS, 3, eps=4.0, labels=LABELS, model=model, domain="reviews", **FAST)
@@ -48,11 +48,39 @@ def test_n_per_class_labels_and_report(model):
 
 
 def test_steering_changes_the_samples(model):
-    kw = dict(labels=LABELS, model=model, **FAST)
+    kw = dict(labels=LABELS, model=model, fixed_shots="synthetic", **FAST)
     steered = epsvec.synthesize(RECORDS, 4, eps=4.0, strength=0.5, **kw)
     plain = epsvec.synthesize(RECORDS, 4, eps=4.0, method="fixed_shot", **kw)
     assert [p.shots for p in steered.plans] == [p.shots for p in plain.plans], "same prompts, same shots"
     assert steered.texts != plain.texts
+
+
+def test_eps_sweep_reads_the_records_once(model, monkeypatch):
+    import importlib
+
+    extract_module = importlib.import_module("epsvec.extract")
+
+    reads = []
+    pooled = extract_module._pooled
+    monkeypatch.setattr(extract_module, "_pooled", lambda *a, **k: reads.append(len(a[1])) or pooled(*a, **k))
+    sweep = epsvec.synthesize(RECORDS, 2, eps=[1.0, 8.0], labels=LABELS, model=model, **FAST)
+    sweep_reads = list(reads)
+    single = epsvec.synthesize(RECORDS, 2, eps=1.0, labels=LABELS, model=model, **FAST)
+    assert reads[len(sweep_reads):] == sweep_reads, "two budgets cost one read"
+    assert sweep[1.0].texts == single.texts and sweep[1.0].report["guarantee"] == single.report["guarantee"]
+    for a, b in zip(sweep[1.0].plans, single.plans):
+        np.testing.assert_array_equal(a.vector.array, b.vector.array)
+    eight = sweep[8.0].report
+    assert eight["guarantee"]["eps"] == 8.0 and "sum of their eps" in eight["sweep"]
+    assert eight["steps"][0]["sigma"]["pos"] == pytest.approx(epsvec.privacy.gaussian_sigma(8.0, 1e-5))
+    # Each budget draws its own noise (shared noise would reveal the noiseless sum).
+    twins = epsvec.synthesize(RECORDS, 1, eps=[2.0, 2.000001], labels=LABELS, model=model, **FAST)
+    a, b = (twins[e].plans[1].vector.array for e in (2.0, 2.000001))
+    assert not np.allclose(a, b, atol=0.05)
+    with pytest.raises(epsvec.InvalidInputError, match="sweep"):
+        epsvec.synthesize(RECORDS, 2, eps=[1.0, 2.0], labels=LABELS, model=model, sample_size=3, **FAST)
+    with pytest.raises(epsvec.PrivacyError, match="distinct"):
+        epsvec.synthesize(RECORDS, 2, eps=[1.0, 1.0], labels=LABELS, model=model, **FAST)
 
 
 def test_baselines_spend_only_what_they_run(model):
@@ -81,7 +109,7 @@ def test_private_shots_compose_to_the_budget(model):
 
 def test_private_vote_picks_the_most_voted_candidates(model):
     """With little noise, records that copy candidates 5 and 9 elect them."""
-    candidates = [t or "." for t in synth._zero_shot(model, None, None, synth.SHOT_CANDIDATES, 16, 7)]
+    candidates = [g.text.strip() or "." for g in synth._zero_shot(model, None, None, synth.SHOT_CANDIDATES, 16, 7)]
     emb = synth._embed(model, candidates, 1, 16)
     distinct = [i for i in range(len(candidates)) if (emb @ emb[i] > 0.9999).sum() == 1]
     a, b = distinct[0], distinct[1]

@@ -165,6 +165,8 @@ def _check_sampling(args) -> None:
 
 
 def _shots_arg(value: str):
+    if value == "none":
+        return None
     if value in ("synthetic", "private"):
         return value
     from .data import read_table
@@ -291,8 +293,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--eps", type=float, required=True, help="total privacy budget")
         p.add_argument("--delta", type=float, default=1e-5)
         p.add_argument("--domain", default=None, help='what the texts are, e.g. "movie reviews"')
-        p.add_argument("--fixed-shots", default="synthetic", help='"synthetic" (free), "private" (DP vote) or a '
-                       "file of public texts")
+        p.add_argument("--fixed-shots", default="none", help='"none" (the zero-shot prompt), "synthetic" (free), '
+                       '"private" (DP vote) or a file of public texts')
         p.add_argument("--num-shots", type=int, default=2)
         p.add_argument("--shots-eps", type=float, default=None, help="budget of the private shot vote (0.1)")
         p.add_argument("--layers", default="auto", help='"auto" or comma-separated block indices')

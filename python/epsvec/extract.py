@@ -147,8 +147,8 @@ def extract(
 
     vectors = {}
     for i, (label, records) in enumerate(groups.items()):
-        vectors[label] = _extract_class(
-            model, records, label, eps=eps, delta=delta, negatives=public, domain=domain, shots=shots_of(label),
+        [vectors[label]] = _extract_class(
+            model, records, label, eps=[eps], delta=delta, negatives=public, domain=domain, shots=shots_of(label),
             layers=layer_list, clip_norm=clip_norm, pool=pool, sample_size=sample_size, sample_rate=sample_rate,
             adjacency=adjacency, batch_size=batch_size, progress=progress, seed=class_seed(seed, i),
             max_example_tokens=max_example_tokens, temperature=negative_temperature,
@@ -178,7 +178,9 @@ def _shots_by_label(fixed_shots):
 
 def _extract_class(model: Model, records: list[str], label, *, eps, delta, negatives, domain, shots, layers, clip_norm,
                    pool, sample_size, adjacency, batch_size, progress, seed, max_example_tokens, temperature,
-                   max_new_tokens, num_negatives, sample_rate=None) -> DatasetVector:
+                   max_new_tokens, num_negatives, sample_rate=None) -> list[DatasetVector]:
+    """One class's vectors, one per budget in ``eps`` (a list): the records
+    are read once, and each budget gets its own independent noise draw."""
     n = len(records)
     rate = _sample_rate(sample_size, sample_rate, n)
     # Warnings go to the data holder only; nothing here enters the release.
@@ -192,20 +194,12 @@ def _extract_class(model: Model, records: list[str], label, *, eps, delta, negat
     if negatives is None:
         negatives = _model_negatives(model, prefix_text, label_text, max(num_negatives, 2 * PUBLIC_PAIRS), temperature,
                                      max_new_tokens, batch_size, progress, seed)
-    negative_at = lambda j: negatives[j % len(negatives)]
-    public_prompts = [
-        prompts.with_example(model, prefix_text, negative_at(j), label_text, max_example_tokens)[0]
-        for j in range(2 * PUBLIC_PAIRS)
-    ]
-
-    pieces, truncated = [], 0
-    for k, r in enumerate(chosen):
-        positive, cut = prompts.with_example(model, prefix_text, records[r], label_text, max_example_tokens)
-        negative, _ = prompts.with_example(model, prefix_text, negative_at(k), label_text, max_example_tokens)
-        pieces += [positive, negative]
-        truncated += cut
+    # Each public negative is read once; private example k is paired with negative k mod count.
+    negative_prompts = [prompts.with_example(model, prefix_text, t, label_text, max_example_tokens)[0] for t in negatives]
+    negative_states = _pooled(model, negative_prompts, layers, pool, batch_size)
+    public_pairs = [j % len(negatives) for j in range(2 * PUBLIC_PAIRS)]
     if clip_norm == "auto":
-        public_states = _pooled(model, public_prompts, layers, pool, batch_size)
+        public_states = negative_states[public_pairs]
         norms = np.linalg.norm((public_states[0::2] - public_states[1::2]).reshape(PUBLIC_PAIRS, -1), axis=1)
         clip = float(np.median(norms))
         if not clip > 0:
@@ -215,37 +209,48 @@ def _extract_class(model: Model, records: list[str], label, *, eps, delta, negat
         if not (math.isfinite(clip) and clip > 0):
             raise InvalidInputError(f"clip_norm must be a finite number > 0 or 'auto', got {clip_norm!r}")
 
+    pieces, truncated = [], 0
+    for r in chosen:
+        positive, cut = prompts.with_example(model, prefix_text, records[r], label_text, max_example_tokens)
+        pieces.append(positive)
+        truncated += cut
     hidden = model.config.hidden_size
     if pieces:
         states = _pooled(model, pieces, layers, pool, batch_size, progress)
-        rows = (states[0::2] - states[1::2]).reshape(len(chosen), len(layers) * hidden)
+        paired = negative_states[np.arange(len(chosen)) % len(negatives)]
+        rows = (states - paired).reshape(len(chosen), len(layers) * hidden)
     else:
         rows = np.zeros((0, len(layers) * hidden), dtype=np.float32)
     if not np.isfinite(rows).all():
         raise InvalidInputError("the model produced NaN or infinite activations; try dtype='float32'")
-    sigma = gaussian_sigma(eps, delta, sample_rate=rate, adjacency=adjacency)
-    # The noise's norm is about sigma*C*sqrt(dim); the sum of n clipped
-    # records is at most n*C. Below that the vector is mostly noise.
-    if n < sigma * math.sqrt(rows.shape[1]):
-        warnings.warn(f"class {label_text!r}: {n} records against noise of norm ~{sigma * math.sqrt(rows.shape[1]):.0f} C; "
-                      "the vector will be mostly noise (use more records, a larger eps, or fewer layers)", stacklevel=3)
-    directions, report = _epsvec.release_vector(np.ascontiguousarray(rows, dtype=np.float32), len(layers), clip,
-                                                sigma, seed)
-    privacy = {
-        "eps": eps, "delta": delta, "sigma": sigma, "clip_norm": clip, "sample_rate": rate,
-        "adjacency": adjacency, "unit": "one record", "pool": pool,
-        "mechanism": "Gaussian mechanism on the sum of per-record differences clipped jointly in L2, "
-                     + ("over a Poisson sample" if rate < 1 else "over every record")
-                     + "; per-layer normalisation is post-processing",
-        "accountant": "analytic Gaussian (Balle & Wang 2018)" if rate == 1
-        else "exact privacy profile of the Poisson-subsampled Gaussian",
-        "noise": report["noise"], "seeded": seed is not None,
-        "clip_norm_source": "median norm of public negative-vs-negative differences" if clip_norm == "auto" else "given",
-        "truncated_examples": truncated,
-    }
-    return DatasetVector({layer: directions[i] for i, layer in enumerate(layers)}, label_text, model.fingerprint(),
-                         privacy, _residual_norms(model, public_prompts[:PUBLIC_PAIRS], layers, batch_size),
-                         {"domain": domain, "fixed_shots": list(shots)})
+    residual_norms = _residual_norms(model, [negative_prompts[j] for j in public_pairs[:PUBLIC_PAIRS]], layers, batch_size)
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    vectors = []
+    for j, e in enumerate(eps):
+        sigma = gaussian_sigma(e, delta, sample_rate=rate, adjacency=adjacency)
+        # The noise's norm is about sigma*C*sqrt(dim); the sum of n clipped
+        # records is at most n*C. Below that the vector is mostly noise.
+        if n < sigma * math.sqrt(rows.shape[1]):
+            warnings.warn(f"class {label_text!r}: {n} records against noise of norm ~{sigma * math.sqrt(rows.shape[1]):.0f} C; "
+                          "the vector will be mostly noise (use more records, a larger eps, or fewer layers)", stacklevel=3)
+        # Each budget its own noise: releases sharing one draw would reveal the sum.
+        directions, report = _epsvec.release_vector(rows, len(layers), clip, sigma, seed if j == 0 else class_seed(seed, j))
+        privacy = {
+            "eps": e, "delta": delta, "sigma": sigma, "clip_norm": clip, "sample_rate": rate,
+            "adjacency": adjacency, "unit": "one record", "pool": pool,
+            "mechanism": "Gaussian mechanism on the sum of per-record differences clipped jointly in L2, "
+                         + ("over a Poisson sample" if rate < 1 else "over every record")
+                         + "; per-layer normalisation is post-processing",
+            "accountant": "analytic Gaussian (Balle & Wang 2018)" if rate == 1
+            else "exact privacy profile of the Poisson-subsampled Gaussian",
+            "noise": report["noise"], "seeded": seed is not None,
+            "clip_norm_source": "median norm of public negative-vs-negative differences" if clip_norm == "auto" else "given",
+            "truncated_examples": truncated,
+        }
+        vectors.append(DatasetVector({layer: directions[i] for i, layer in enumerate(layers)}, label_text,
+                                     model.fingerprint(), privacy, residual_norms,
+                                     {"domain": domain, "fixed_shots": list(shots)}))
+    return vectors
 
 
 def _residual_norms(model: Model, pieces: list[prompts.PromptIds], layers: list[int], batch_size: int) -> dict[int, float]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 
-__all__ = ["mauve", "diversity", "downstream", "embed", "MauveResult"]
+__all__ = ["mauve", "diversity", "downstream", "embed", "truncate", "MauveResult"]
 
 
 class MauveResult(NamedTuple):
@@ -94,6 +94,14 @@ def mauve(p_texts, q_texts, *, featurizer: Any = None, seeds: Sequence[int] = (0
     scores = [float(reference.compute_mauve(p_features=p, q_features=q, seed=s, verbose=False, **options).mauve)
               for s in seeds]
     return MauveResult(float(np.mean(scores)), float(np.std(scores)), scores)
+
+
+def truncate(texts: Sequence[str], model, max_tokens: int) -> list[str]:
+    """Each text cut to its first ``max_tokens`` tokens of ``model``: real
+    texts cut to the synthetic texts' ``max_new_tokens``, so that MAUVE
+    compares texts written under the same length budget."""
+    ids = model.tokenize([t.strip() for t in texts], add_special_tokens=False)
+    return [model.decode(i[:max_tokens]).strip() for i in ids]
 
 
 def diversity(texts: Sequence[str]) -> dict[str, float]:

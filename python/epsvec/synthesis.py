@@ -38,7 +38,11 @@ from .vector import DatasetVector
 __all__ = ["synthesize", "SyntheticData", "ClassPlan", "METHODS"]
 
 METHODS = ("epsvec", "fixed_shot", "zero_shot")
-SHOT_CANDIDATES = 32  # zero-shot candidates the private vote chooses from
+SHOT_CANDIDATES = 32  # zero-shot candidates the shots are chosen from
+# Candidates are sampled cooler than the synthetic texts: at 1.0 the small
+# default model's zero-shot samples are often incoherent, and shots set the style.
+SHOT_TEMPERATURE = 0.7
+MIN_SHOT_WORDS = 5  # free shots: the first complete samples of at least this many words
 EMPTY_RETRIES = 3  # fresh draws for a sample that came out empty
 
 
@@ -81,14 +85,14 @@ class SyntheticData:
 def synthesize(
     texts: Any,
     n: int,
-    eps: float,
+    eps: float | Sequence[float],
     *,
     labels: Sequence[Any] | None = None,
     delta: float = 1e-5,
     model: Model | str | None = None,
     domain: str | None = None,
     method: str = "epsvec",
-    fixed_shots: str | Sequence[str] | Mapping[Any, Sequence[str]] = "synthetic",
+    fixed_shots: str | Sequence[str] | Mapping[Any, Sequence[str]] | None = None,
     num_shots: int = 2,
     shots_eps: float | None = None,
     classes: Sequence[Any] | None = None,
@@ -97,6 +101,7 @@ def synthesize(
     top_p: float = 1.0,
     max_new_tokens: int = 64,
     num_negatives: int = 64,
+    max_example_tokens: int = 800,
     layers: str | Sequence[int] = "auto",
     clip_norm: str | float = "auto",
     pool: str = "mean",
@@ -115,7 +120,12 @@ def synthesize(
     Args:
         texts: Private records: a list of strings or a ``datasets.Dataset``.
         n: Samples generated per class (the same for every class).
-        eps: Total privacy budget of every private step together (> 0).
+        eps: Total privacy budget of every private step together (> 0);
+            or a list of budgets, for a privacy-utility sweep: the records
+            are read once, each budget gets its own release (own noise) and
+            samples, returned as ``{eps: result}``. Each release is
+            (eps, delta)-DP alone; publishing several spends the sum. A sweep
+            needs public shots and no Poisson sampling.
         labels: One label per text (or ``label_column`` of a Dataset).
         delta: Total delta, (0, 1).
         model: A loaded model or a path; the embedded default if None.
@@ -123,8 +133,11 @@ def synthesize(
         method: ``"epsvec"`` (steered), ``"fixed_shot"`` (the same prompt,
             unsteered) or ``"zero_shot"`` (no shots, unsteered): baselines
             run only their own private steps.
-        fixed_shots: ``"synthetic"`` (the model's own zero-shot samples:
-            free), ``"private"`` (chosen by a DP vote of the records: costs
+        fixed_shots: None (no shots: the default, which did best with the
+            embedded model on public tuning data), ``"synthetic"`` (complete
+            zero-shot samples of the model's own: free; what
+            ``method="fixed_shot"`` uses when None), ``"private"`` (chosen
+            by a DP vote of the records: costs
             ``shots_eps``), or public texts (a list, or ``{label: list}``).
         num_shots: Shots per prompt (k) for "synthetic" and "private".
         shots_eps: Budget of the private shot vote (default 0.1, with a
@@ -134,8 +147,8 @@ def synthesize(
         strength: Steering strength as a fraction of the residual norm.
         temperature, top_p, max_new_tokens: Sampling of the synthetic texts.
         num_negatives: Public negatives generated per class (see :func:`epsvec.extract`).
-        layers, clip_norm, pool, sample_size, sample_rate, adjacency: As in
-            :func:`epsvec.extract`.
+        max_example_tokens, layers, clip_norm, pool, sample_size,
+            sample_rate, adjacency: As in :func:`epsvec.extract`.
         text_column, label_column: Columns of a ``datasets.Dataset``.
         return_dataset: Return a ``datasets.Dataset`` (report in ``info.description``).
         batch_size: Prompts per forward pass (copies of one prompt, when generating, run 4x as many).
@@ -145,30 +158,40 @@ def synthesize(
 
     Returns:
         :class:`SyntheticData` (texts, labels, report, plans), or a
-        ``datasets.Dataset`` with ``return_dataset=True``.
+        ``datasets.Dataset`` with ``return_dataset=True``; one per budget,
+        ``{eps: ...}``, for a list of budgets.
     """
     # Check what generation needs before any budget is spent.
     _check_count(n, "n")
     SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-    model, plans, report = private_steps(
-        texts, eps, labels=labels, delta=delta, model=model, domain=domain, method=method, fixed_shots=fixed_shots,
-        num_shots=num_shots, shots_eps=shots_eps, classes=classes, layers=layers, clip_norm=clip_norm, pool=pool,
-        sample_size=sample_size, sample_rate=sample_rate, adjacency=adjacency, text_column=text_column,
-        label_column=label_column, batch_size=batch_size, progress=progress, seed=seed, max_new_tokens=max_new_tokens,
-        num_negatives=num_negatives,
+    sweep = isinstance(eps, (list, tuple))
+    eps_grid = list(eps) if sweep else [eps]
+    if not eps_grid or len(set(eps_grid)) != len(eps_grid):
+        raise PrivacyError(f"eps must be a number or a list of distinct numbers, got {eps!r}")
+    model, releases = _private_steps_grid(
+        texts, eps_grid, labels=labels, delta=delta, model=model, domain=domain, method=method,
+        fixed_shots=fixed_shots, num_shots=num_shots, shots_eps=shots_eps, classes=classes, layers=layers,
+        clip_norm=clip_norm, pool=pool, sample_size=sample_size, sample_rate=sample_rate, adjacency=adjacency,
+        text_column=text_column, label_column=label_column, batch_size=batch_size, progress=progress, seed=seed,
+        max_new_tokens=max_new_tokens, num_negatives=num_negatives, max_example_tokens=max_example_tokens,
     )
     sampling = dict(strength=strength, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-    report["generation"] = {"per_class": n, "rule": "n samples for every class (not read from the data: free)",
-                            **sampling}
-    out_texts, out_labels = [], []
     sample_seed = secrets.randbits(62) if seed is None else seed
-    for i, plan in enumerate(plans):
-        texts_c = generate_for_class(model, plan, range(n), seed=class_seed(sample_seed, i),
-                                     batch_size=REPEATED_PROMPT_ROWS * batch_size, progress=progress, **sampling)
-        out_texts += texts_c
-        out_labels += [plan.label] * n
-    result = SyntheticData(out_texts, out_labels, report, plans)
-    return result.to_dataset() if return_dataset else result
+    results = {}
+    for e, (plans, report) in zip(eps_grid, releases):
+        report["generation"] = {"per_class": n, "rule": "n samples for every class (not read from the data: free)",
+                                **sampling}
+        if sweep:
+            report["sweep"] = (f"one of {len(eps_grid)} releases (eps {eps_grid}) from one read of the data, each "
+                               "with its own noise; publishing several spends the sum of their eps and delta")
+        out_texts, out_labels = [], []
+        for i, plan in enumerate(plans):
+            out_texts += generate_for_class(model, plan, range(n), seed=class_seed(sample_seed, i),
+                                            batch_size=REPEATED_PROMPT_ROWS * batch_size, progress=progress, **sampling)
+            out_labels += [plan.label] * n
+        result = SyntheticData(out_texts, out_labels, report, plans)
+        results[e] = result.to_dataset() if return_dataset else result
+    return results if sweep else results[eps]
 
 
 def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *, seed: int, strength: float,
@@ -206,71 +229,94 @@ def _contiguous(indices: list[int], rows: list[int]):
     return runs
 
 
-def private_steps(texts, eps, *, labels=None, delta=1e-5, model=None, domain=None, method="epsvec",
-                  fixed_shots="synthetic", num_shots=2, shots_eps=None, classes=None, layers="auto",
-                  clip_norm="auto", pool="mean", sample_size=None, sample_rate=None, adjacency="add_remove",
-                  text_column="text", label_column="label", batch_size=16, progress=True, seed=None,
-                  max_new_tokens=64, num_negatives=64) -> tuple[Model, list[ClassPlan], dict]:
+def private_steps(texts, eps, **options) -> tuple[Model, list[ClassPlan], dict]:
     """Steps 1-2 of :func:`synthesize` (the only ones that read private data):
     the model, one :class:`ClassPlan` per class and the privacy report.
     Shot candidates and negatives are the model's samples under the same
     length cap as the synthetic texts (``max_new_tokens``)."""
+    model, [(plans, report)] = _private_steps_grid(texts, [eps], **options)
+    return model, plans, report
+
+
+def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None, domain=None, method="epsvec",
+                        fixed_shots=None, num_shots=2, shots_eps=None, classes=None, layers="auto",
+                        clip_norm="auto", pool="mean", sample_size=None, sample_rate=None, adjacency="add_remove",
+                        text_column="text", label_column="label", batch_size=16, progress=True, seed=None,
+                        max_new_tokens=64, num_negatives=64,
+                        max_example_tokens=800) -> tuple[Model, list[tuple[list[ClassPlan], dict]]]:
+    """Private steps for each budget in ``eps_grid``, reading the records once:
+    ``(model, [(plans, report) per budget])``."""
     texts, labels = records_from(texts, labels, text_column, label_column)
     texts = _check_texts(texts)
-    _check_privacy(eps, delta, adjacency)
+    for eps in eps_grid:
+        _check_privacy(eps, delta, adjacency)
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
     _check_count(num_shots, "num_shots")
+    if fixed_shots is None and method == "fixed_shot":
+        fixed_shots = "synthetic"
+    private_shots = isinstance(fixed_shots, str) and fixed_shots == "private" and method != "zero_shot"
+    if len(eps_grid) > 1 and (private_shots or sample_size is not None or sample_rate is not None):
+        # Shared shots or a shared Poisson sample would couple the releases.
+        raise InvalidInputError("an eps sweep needs public shots and no sample_size/sample_rate")
     if not isinstance(model, Model):
         model = load_model(model)
     groups = _groups(texts, labels, classes)
-    private_shots = isinstance(fixed_shots, str) and fixed_shots == "private" and method != "zero_shot"
-    budget = _split_budget(eps, delta, shots_eps, private_shots, vector=method == "epsvec")
-    steps = []
-    if private_shots:
-        steps.append(_shot_vote_step(budget["shots"], adjacency))
+    budgets = [_split_budget(eps, delta, shots_eps, private_shots, vector=method == "epsvec") for eps in eps_grid]
+    vote_steps = [_shot_vote_step(budgets[0]["shots"], adjacency)] if private_shots else []
     if method == "epsvec":
         layer_list = _resolve_layers(layers, model.config.num_layers)
 
-    plans = []
+    plans = [[] for _ in eps_grid]
     for i, (label, records) in enumerate(groups.items()):
         label_text = None if label is None else str(label)
         cseed = class_seed(seed, i)
-        if method == "zero_shot":
+        if method == "zero_shot" or fixed_shots is None:
             shots = []
         elif private_shots:
-            shots = _vote_shots(model, records, domain, label_text, num_shots, steps[0]["sigma"], batch_size, progress,
-                                cseed, max_new_tokens)
+            shots = _vote_shots(model, records, domain, label_text, num_shots, vote_steps[0]["sigma"], batch_size,
+                                progress, cseed, max_new_tokens)
         else:
             shots = _public_shots(model, fixed_shots, label, domain, label_text, num_shots, batch_size, cseed,
                                   max_new_tokens)
-        vector = None
+        vectors = [None] * len(eps_grid)
         if method == "epsvec":
-            e, d = budget["vector"]
-            vector = _extract_class(
-                model, records, label_text, eps=e, delta=d, negatives=None, domain=domain, shots=shots,
-                layers=layer_list, clip_norm=clip_norm, pool=pool, sample_size=sample_size, sample_rate=sample_rate,
-                adjacency=adjacency, batch_size=batch_size, progress=progress, seed=cseed, max_example_tokens=800,
-                temperature=1.0, max_new_tokens=max_new_tokens, num_negatives=num_negatives,
+            vectors = _extract_class(
+                model, records, label_text, eps=[b["vector"][0] for b in budgets], delta=budgets[0]["vector"][1],
+                negatives=None,
+                domain=domain, shots=shots, layers=layer_list, clip_norm=clip_norm, pool=pool,
+                sample_size=sample_size, sample_rate=sample_rate, adjacency=adjacency, batch_size=batch_size,
+                progress=progress, seed=cseed, max_example_tokens=max_example_tokens, temperature=1.0,
+                max_new_tokens=max_new_tokens, num_negatives=num_negatives,
             )
-        plans.append(ClassPlan(label, domain, shots, vector))
-    if method == "epsvec":
-        v = plans[0].vector.privacy
-        per_class = lambda key: {str(p.label): p.vector.privacy[key] for p in plans}
-        steps.append({"step": "dataset vector", "eps": v["eps"], "delta": v["delta"], "sigma": per_class("sigma"),
-                      "mechanism": v["mechanism"], "accountant": v["accountant"], "adjacency": adjacency,
-                      "sample_rate": per_class("sample_rate"), "clip_norm": per_class("clip_norm"),
-                      "clip_norm_source": v["clip_norm_source"], "layers": plans[0].vector.layers, "pool": pool})
-    report = _report(eps, delta, method, fixed_shots, steps, classes, seed)
-    if sample_size is not None and method == "epsvec":
-        report["public"].append("each class's size N, through its sample rate sample_size / N")
-    return model, plans, report
+        for j, vector in enumerate(vectors):
+            plans[j].append(ClassPlan(label, domain, shots, vector))
+    out = []
+    for eps, class_plans in zip(eps_grid, plans):
+        steps = list(vote_steps)
+        if method == "epsvec":
+            steps.append(_vector_step(class_plans, adjacency, pool))
+        report = _report(eps, delta, method, fixed_shots, steps, classes, seed)
+        if sample_size is not None and method == "epsvec":
+            report["public"].append("each class's size N, through its sample rate sample_size / N")
+        out.append((class_plans, report))
+    return model, out
+
+
+def _vector_step(plans: list[ClassPlan], adjacency: str, pool: str) -> dict:
+    v = plans[0].vector.privacy
+    per_class = lambda key: {str(p.label): p.vector.privacy[key] for p in plans}
+    return {"step": "dataset vector", "eps": v["eps"], "delta": v["delta"], "sigma": per_class("sigma"),
+            "mechanism": v["mechanism"], "accountant": v["accountant"], "adjacency": adjacency,
+            "sample_rate": per_class("sample_rate"), "clip_norm": per_class("clip_norm"),
+            "clip_norm_source": v["clip_norm_source"], "layers": plans[0].vector.layers, "pool": pool}
 
 
 def _report(eps, delta, method, fixed_shots, steps, classes, seed) -> dict:
     spent_eps = sum(s["eps"] for s in steps)
     spent_delta = sum(s["delta"] for s in steps)
-    shots = fixed_shots if isinstance(fixed_shots, str) else "public texts given by the user"
+    shots = (fixed_shots if isinstance(fixed_shots, str) else "none" if fixed_shots is None or method == "zero_shot"
+             else "public texts given by the user")
     return {
         "guarantee": {"eps": spent_eps, "delta": spent_delta, "budget_eps": eps, "budget_delta": delta,
                       "unit": "one private record", "adjacency": steps[0]["adjacency"] if steps else None},
@@ -312,32 +358,33 @@ def _shot_vote_step(budget: tuple[float, float], adjacency: str) -> dict:
             "accountant": "analytic Gaussian (Balle & Wang 2018)", "adjacency": adjacency}
 
 
-def _zero_shot(model, domain, label_text, count, batch_size, seed, progress=False, max_new_tokens=64) -> list[str]:
-    """The model's own samples from the prompt without shots (public);
-    complete ones (ended by a stop string or end of text) first."""
+def _zero_shot(model, domain, label_text, count, batch_size, seed, progress=False, max_new_tokens=64) -> list:
+    """The model's own samples from the prompt without shots (public), at
+    SHOT_TEMPERATURE: shot candidates for both the free and the voted shots."""
     prompt = prompts.prefix(domain, label_text, []) + prompts.opening(label_text)
-    out = model.generate([prompt] * count, max_new_tokens=max_new_tokens, temperature=1.0, stop=prompts.STOP, seed=seed,
-                         batch_size=REPEATED_PROMPT_ROWS * batch_size, progress=progress, return_ids=True)
-    return [g.text.strip() for g in sorted(out, key=lambda g: g.finish_reason == "length")]
+    return model.generate([prompt] * count, max_new_tokens=max_new_tokens, temperature=SHOT_TEMPERATURE,
+                          stop=prompts.STOP, seed=seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
+                          progress=progress, return_ids=True)
 
 
 def _public_shots(model, fixed_shots, label, domain, label_text, k, batch_size, seed, max_new_tokens) -> list[str]:
-    if isinstance(fixed_shots, str):
-        if fixed_shots != "synthetic":
-            raise InvalidInputError(f'fixed_shots must be "synthetic", "private" or a list of texts, got {fixed_shots!r}')
-        candidates = [t for t in _zero_shot(model, domain, label_text, 4 * k, batch_size, seed,
-                                                     max_new_tokens=max_new_tokens) if t]
-        if len(candidates) < k:
-            raise InvalidInputError(f"the model wrote only {len(candidates)} non-empty zero-shot samples for class "
-                                    f"{label_text!r}; pass fixed_shots as a list of public texts")
-        return candidates[:k]
-    return _shots_by_label(fixed_shots)(label)
+    if not isinstance(fixed_shots, str):
+        return _shots_by_label(fixed_shots)(label)
+    if fixed_shots != "synthetic":
+        raise InvalidInputError(f'fixed_shots must be "synthetic", "private" or a list of texts, got {fixed_shots!r}')
+    samples = _zero_shot(model, domain, label_text, SHOT_CANDIDATES, batch_size, seed, max_new_tokens=max_new_tokens)
+    candidates = [g.text.strip() for g in samples if g.finish_reason != "length"
+                  and len(g.text.split()) >= MIN_SHOT_WORDS] or [g.text.strip() for g in samples if g.text.strip()]
+    if len(candidates) < k:
+        raise InvalidInputError(f"the model wrote only {len(candidates)} non-empty zero-shot samples for class "
+                                f"{label_text!r}; pass fixed_shots as a list of public texts")
+    return candidates[:k]
 
 
 def _vote_shots(model, records, domain, label_text, k, sigma, batch_size, progress, seed, max_new_tokens=64) -> list[str]:
     """k zero-shot candidates chosen by the records' noisy nearest-candidate vote."""
-    candidates = [t or "." for t in _zero_shot(model, domain, label_text, SHOT_CANDIDATES, batch_size, seed, progress,
-                                               max_new_tokens)]
+    candidates = [g.text.strip() or "." for g in _zero_shot(model, domain, label_text, SHOT_CANDIDATES, batch_size,
+                                                            seed, progress, max_new_tokens)]
     layer = auto_layers(model.config.num_layers)[0]
     c = _embed(model, candidates, layer, batch_size)
     r = _embed(model, records, layer, batch_size)
