@@ -283,8 +283,7 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
         if method == "epsvec":
             vectors = _extract_class(
                 model, records, label_text, eps=[b["vector"][0] for b in budgets], delta=budgets[0]["vector"][1],
-                negatives=None,
-                domain=domain, shots=shots, layers=layer_list, clip_norm=clip_norm, pool=pool,
+                negatives=None, domain=domain, shots=shots, layers=layer_list, clip_norm=clip_norm, pool=pool,
                 sample_size=sample_size, sample_rate=sample_rate, adjacency=adjacency, batch_size=batch_size,
                 progress=progress, seed=cseed, max_example_tokens=max_example_tokens, temperature=1.0,
                 max_new_tokens=max_new_tokens, num_negatives=num_negatives,
