@@ -233,8 +233,10 @@ def _extract_class(model: Model, records: list[str], label, *, eps, delta, negat
         if n < sigma * math.sqrt(rows.shape[1]):
             warnings.warn(f"class {label_text!r}: {n} records against noise of norm ~{sigma * math.sqrt(rows.shape[1]):.0f} C; "
                           "the vector will be mostly noise (use more records, a larger eps, or fewer layers)", stacklevel=3)
-        # Each budget its own noise: releases sharing one draw would reveal the sum.
-        directions, report = _epsvec.release_vector(rows, len(layers), clip, sigma, seed if j == 0 else class_seed(seed, j))
+        # Each budget its own noise: releases sharing one draw would reveal the sum. (A test seed
+        # per budget, offset beyond class_seed's strides so no class's draw is reused.)
+        noise_seed = None if seed is None else seed + (j << 40)
+        directions, report = _epsvec.release_vector(rows, len(layers), clip, sigma, noise_seed)
         privacy = {
             "eps": e, "delta": delta, "sigma": sigma, "clip_norm": clip, "sample_rate": rate,
             "adjacency": adjacency, "unit": "one record", "pool": pool,
