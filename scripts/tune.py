@@ -62,7 +62,8 @@ def run(model, options: dict, data: dict) -> dict:
         labels = None if None in private else [c for c in private for _ in private[c]]
         per_seed = []
         for seed in SEEDS:
-            out = epsvec.synthesize(texts, N, labels=labels, model=model, domain=domain, seed=seed, progress=False,
+            out = epsvec.synthesize(texts, N, labels=labels, classes=None if labels is None else list(private),
+                                    model=model, domain=domain, seed=seed, progress=False,
                                     **{"eps": 4, **options})
             cap = options.get("max_new_tokens", 64)
             per_class = [metrics.mauve(metrics.truncate(held_out[c], model, cap),

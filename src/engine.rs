@@ -24,6 +24,15 @@ pub struct Engine {
     fingerprint: OnceLock<String>,
 }
 
+/// A public prompt prefix after one run: its KV cache and token states.
+struct Prefix {
+    cache: KvCache,
+    /// `[n_layers, len, hidden]`.
+    states: Tensor,
+    len: usize,
+    layers: Vec<usize>,
+}
+
 /// Token ids for a batch of texts, ready to run.
 pub struct Encoded {
     pub ids: Vec<Vec<u32>>,
@@ -199,39 +208,121 @@ impl Engine {
         batch_size: usize,
         out: &mut Array3<f32>,
     ) -> Result<()> {
-        let device = self.device();
-        let head = Batch::left_padded(&[&ids[0][..prefix]], 0, device)?;
-        let mut prefix_cache = KvCache::new(&self.model.config, 1, prefix as i64, self.model.placement)?;
-        let head_states = self.capture_cached(&head, Some(&mut prefix_cache), layers, Pool::None, None)?;
-        let head_states = Tensor::f_stack(&head_states, 0)?.f_squeeze_dim(1)?; // [n_layers, prefix, hidden]
+        let head = self.run_prefix(&ids[0][..prefix], layers)?;
         let all_weights: Vec<Vec<f32>> = match weights {
             Some(w) => w.to_vec(),
             None => ids.iter().map(|t| vec![1.0; t.len()]).collect(),
         };
         let tails: Vec<Vec<u32>> = ids.iter().map(|t| t[prefix..].to_vec()).collect();
-        let tail_weights: Vec<Vec<f32>> = all_weights.iter().map(|w| w[prefix..].to_vec()).collect();
         self.for_each_batch(&tails, batch_size, |batch, rows| {
-            let width = batch.input_ids.size()[1];
-            let mut cache = KvCache::repeat_prefix(&prefix_cache, rows.len() as i64, prefix as i64 + width)?;
-            let batch = batch.after_prefix(prefix as i64)?;
-            let states = if pool == Pool::Last {
-                Tensor::f_stack(&self.capture_cached(&batch, Some(&mut cache), layers, Pool::Last, None)?, 1)?
-            } else {
-                let mask = left_padded_weights(&tail_weights, rows, width, device)?;
-                let tail_sum = self.capture_cached(&batch, Some(&mut cache), layers, Pool::Sum, Some(&mask))?;
-                let tail_sum = Tensor::f_stack(&tail_sum, 1)?; // [rows, n_layers, hidden]
-                let head_w: Vec<f32> = rows.iter().flat_map(|&r| all_weights[r][..prefix].to_vec()).collect();
-                let head_w = Tensor::f_from_slice(&head_w)?
-                    .f_reshape([rows.len() as i64, prefix as i64])?
-                    .f_to_device(device)?;
-                // [rows, prefix] x [n_layers, prefix, hidden] -> [rows, n_layers, hidden]
-                let head_sum = Tensor::f_einsum("rp,lph->rlh", &[&head_w, &head_states], None::<&[i64]>)?;
-                let total: Vec<f32> = rows.iter().map(|&r| all_weights[r].iter().sum::<f32>().max(1.0)).collect();
-                let total = Tensor::f_from_slice(&total)?.f_to_device(device)?.f_view([-1, 1, 1])?;
-                tail_sum.f_add(&head_sum)?.f_div(&total)?
-            };
+            let states = self.pooled_tails(&head, batch, rows, &all_weights, pool)?;
             scatter_rows(&states, rows, out)
         })
+    }
+
+    /// Runs a prompt prefix once: its KV cache and token states at `layers`.
+    fn run_prefix(&self, ids: &[u32], layers: &[usize]) -> Result<Prefix> {
+        let head = Batch::left_padded(&[ids], 0, self.device())?;
+        let mut cache = KvCache::new(&self.model.config, 1, ids.len() as i64, self.model.placement)?;
+        let states = self.capture_cached(&head, Some(&mut cache), layers, Pool::None, None)?;
+        let states = Tensor::f_stack(&states, 0)?.f_squeeze_dim(1)?; // [n_layers, prefix, hidden]
+        Ok(Prefix { cache, states, len: ids.len(), layers: layers.to_vec() })
+    }
+
+    /// Pooled states `[rows, n_layers, hidden]` of `batch` (the texts' tails
+    /// after `head`); `weights[r]` covers text `r`'s whole prompt.
+    fn pooled_tails(&self, head: &Prefix, batch: &Batch, rows: &[usize], weights: &[Vec<f32>], pool: Pool) -> Result<Tensor> {
+        let (device, prefix, layers) = (self.device(), head.len, &head.layers);
+        let width = batch.input_ids.size()[1];
+        let mut cache = KvCache::repeat_prefix(&head.cache, rows.len() as i64, prefix as i64 + width)?;
+        let batch = batch.after_prefix(prefix as i64)?;
+        if pool == Pool::Last {
+            return Ok(Tensor::f_stack(&self.capture_cached(&batch, Some(&mut cache), layers, Pool::Last, None)?, 1)?);
+        }
+        let tail_weights: Vec<Vec<f32>> = rows.iter().map(|&r| weights[r][prefix..].to_vec()).collect();
+        let local: Vec<usize> = (0..rows.len()).collect();
+        let mask = left_padded_weights(&tail_weights, &local, width, device)?;
+        let tail_sum = self.capture_cached(&batch, Some(&mut cache), layers, Pool::Sum, Some(&mask))?;
+        let tail_sum = Tensor::f_stack(&tail_sum, 1)?; // [rows, n_layers, hidden]
+        let head_w: Vec<f32> = rows.iter().flat_map(|&r| weights[r][..prefix].to_vec()).collect();
+        let head_w = Tensor::f_from_slice(&head_w)?.f_reshape([rows.len() as i64, prefix as i64])?.f_to_device(device)?;
+        // [rows, prefix] x [n_layers, prefix, hidden] -> [rows, n_layers, hidden]
+        let head_sum = Tensor::f_einsum("rp,lph->rlh", &[&head_w, &head.states], None::<&[i64]>)?;
+        let total: Vec<f32> = rows.iter().map(|&r| weights[r].iter().sum::<f32>().max(1.0)).collect();
+        let total = Tensor::f_from_slice(&total)?.f_to_device(device)?.f_view([-1, 1, 1])?;
+        Ok(tail_sum.f_add(&head_sum)?.f_div(&total)?)
+    }
+
+    /// The prompts `prefix + tails[i]`, checked for what running them needs:
+    /// non-empty parts, ids in the vocabulary, the context length, and
+    /// `weights` that fit. Run over every record before any is sampled, so
+    /// whether a release fails never depends on the secret sample.
+    pub fn check_prompts(&self, prefix: &[u32], tails: &[&[u32]], weights: Option<&[Vec<f32>]>) -> Result<Vec<Vec<u32>>> {
+        if prefix.is_empty() || tails.iter().any(|t| t.is_empty()) {
+            return Err(EpsvecError::InvalidInput("a private prompt needs a non-empty prefix and tail".into()));
+        }
+        let prompts: Vec<Vec<u32>> = tails.iter().map(|t| [prefix, t].concat()).collect();
+        if let Some(weights) = weights {
+            check_weights(&prompts, weights)?;
+        }
+        let (vocab, context) = (self.model.config.vocab_size as u32, self.model.config.max_position_embeddings as usize);
+        for (i, p) in prompts.iter().enumerate() {
+            if p.len() > context.max(1) {
+                return Err(EpsvecError::InvalidInput(format!(
+                    "record {i}'s prompt has {} tokens, more than the model's context of {context}; \
+                     lower max_example_tokens or use fewer/shorter fixed_shots",
+                    p.len()
+                )));
+            }
+            if let Some(id) = p.iter().find(|&&t| t >= vocab) {
+                return Err(EpsvecError::Tokenizer(format!("record {i} has token id {id}, outside the vocabulary of {vocab}")));
+            }
+        }
+        Ok(prompts)
+    }
+
+    /// Pooled states of private records' prompts, each `prefix + tails[i]`,
+    /// one record per forward pass: a record's state depends on nothing but
+    /// its own tokens and the public prefix (no batch neighbours, no padding,
+    /// no data-dependent prefix sharing). Returns `[tails, n_layers * hidden]`
+    /// row-major. `weights[i]` covers the whole prompt of record `i`.
+    pub fn pooled_alone(
+        &self,
+        prefix: &[u32],
+        tails: &[&[u32]],
+        weights: Option<&[Vec<f32>]>,
+        layers: &[usize],
+        pool: Pool,
+    ) -> Result<Vec<f32>> {
+        let prompts = self.check_prompts(prefix, tails, weights)?;
+        let all_weights: Vec<Vec<f32>> = match weights {
+            Some(w) => w.to_vec(),
+            None => prompts.iter().map(|t| vec![1.0; t.len()]).collect(),
+        };
+        let hidden = self.model.config.hidden_size as usize;
+        let mut out = Array3::<f32>::zeros((tails.len(), layers.len(), hidden));
+        // Sliding windows: no prefix cache, so no question of how it meets the window.
+        let head = match self.model.config.sliding_window.iter().all(Option::is_none) {
+            true => Some(self.run_prefix(prefix, layers)?),
+            false => None,
+        };
+        let pad = 0;
+        for (i, prompt) in prompts.iter().enumerate() {
+            let states = match &head {
+                Some(head) => {
+                    let batch = Batch::left_padded(&[&prompt[prefix.len()..]], pad, self.device())?;
+                    self.pooled_tails(head, &batch, &[i], &all_weights, pool)?
+                }
+                None => {
+                    let batch = Batch::left_padded(&[prompt.as_slice()], pad, self.device())?;
+                    let mask = left_padded_weights(&all_weights, &[i], prompt.len() as i64, self.device())?;
+                    let mask = if pool == Pool::Last { None } else { Some(&mask) };
+                    Tensor::f_stack(&self.capture(&batch, layers, pool, mask)?, 1)?
+                }
+            };
+            scatter_rows(&states, &[i], &mut out)?;
+        }
+        Ok(out.into_raw_vec_and_offset().0)
     }
 
     /// Unpooled residual stream: one `[n_tokens, n_layers, hidden]` per text.

@@ -45,14 +45,16 @@ def lines(path) -> list[dict]:
 
 def test_synthesize_writes_samples_and_a_report_and_never_spends_twice(private_jsonl, tiny_models, tmp_path):
     out = tmp_path / "run"
-    args = ["synthesize", private_jsonl, "--text-column", "review", "--label-column", "stars", "--eps", 4, "--n", 3,
+    args = ["synthesize", private_jsonl, "--text-column", "review", "--label-column", "stars", "--classes", "neg,pos",
+            "--eps", 4, "--n", 3,
             "--out", out, "--model", tiny_models["llama"], "--max-new-tokens", 6, "--seed", 1, "--no-progress"]
     first = epsvec(*args)
     assert "privacy report" in first.stdout
     rows = lines(out / "synthetic.jsonl")
     assert [r["label"] for r in rows] == ["neg"] * 3 + ["pos"] * 3 and [r["index"] for r in rows] == [0, 1, 2] * 2
     report = json.loads((out / "release" / "privacy_report.json").read_text())
-    assert report["guarantee"]["eps"] == 4.0 and report["steps"][0]["step"] == "dataset vector"
+    assert report["guarantee"]["eps"] == 4.0 and report["steps"][0]["name"] == "dataset vector"
+    assert report["classes"] == ["neg", "pos"]
     stamp = os.path.getmtime(out / "release" / "plan.json")
 
     again = epsvec(*args)
@@ -61,6 +63,13 @@ def test_synthesize_writes_samples_and_a_report_and_never_spends_twice(private_j
 
     changed = epsvec(*[5 if a == 4 else a for a in args], check_rc=cli.EXIT_USAGE)
     assert "spend the privacy budget twice" in changed.stderr and "eps" in changed.stderr
+
+    undeclared = epsvec(*[tmp_path / "other" if a == out else a for a in args if a not in ("--classes", "neg,pos")],
+                        check_rc=cli.EXIT_USAGE)
+    assert "--classes" in undeclared.stderr
+    outside = epsvec(*["pos" if a == "neg,pos" else tmp_path / "other" if a == out else a for a in args],
+                     check_rc=cli.EXIT_USAGE)
+    assert "not in classes" in outside.stderr and not (tmp_path / "other").exists(), "refused before any work"
 
 
 def test_generate_resumes_after_interrupts_without_losing_or_duplicating(private_jsonl, tiny_models, tmp_path):
@@ -125,7 +134,8 @@ def test_exit_codes_and_messages(private_jsonl, tiny_models, tmp_path):
 
 def test_info_describes_releases_vectors_and_models(private_jsonl, tiny_models, tmp_path):
     release = tmp_path / "release"
-    epsvec("extract", private_jsonl, "--text-column", "review", "--label-column", "stars", "--eps", 2,
+    epsvec("extract", private_jsonl, "--text-column", "review", "--label-column", "stars", "--classes", "neg,pos",
+           "--eps", 2,
            "--out", release, "--model", tiny_models["llama"], "--max-new-tokens", 6, "--fixed-shots", "synthetic",
            "--no-progress")
     about = json.loads(epsvec("info", release).stdout)

@@ -19,7 +19,8 @@ RECORDS = [
     "Flat and lifeless.", "A triumph of style.",
 ]
 LABELS = ["pos", "pos", "neg", "pos", "neg", "pos", "neg", "pos"]
-FAST = dict(max_new_tokens=6, progress=False, seed=3)
+CLASSES = ["neg", "pos"]
+FAST = dict(max_new_tokens=6, progress=False, seed=3, noise_seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -28,83 +29,110 @@ def model(tiny_models):
 
 
 def test_n_per_class_labels_and_report(model):
-    out = epsvec.synthesize(RECORDS, 3, eps=4.0, labels=LABELS, model=model, domain="reviews", **FAST)
+    out = epsvec.synthesize(RECORDS, 3, eps=4.0, labels=LABELS, classes=CLASSES, model=model, domain="reviews", **FAST)
     assert len(out) == 6 and out.labels == ["neg"] * 3 + ["pos"] * 3
     assert all(isinstance(t, str) and t for t in out.texts)
     report = out.report
-    assert [s["step"] for s in report["steps"]] == ["dataset vector"]
-    assert report["guarantee"]["eps"] == 4.0 and report["guarantee"]["delta"] == 1e-5
-    step = report["steps"][0]
-    assert step["sigma"] == {c: pytest.approx(epsvec.privacy.gaussian_sigma(4.0, 1e-5)) for c in ("neg", "pos")}
-    assert set(step["clip_norm"]) == {"neg", "pos"} and step["layers"] == [1, 2]
-    assert report["generation"]["per_class"] == 3 and "free" in report["generation"]["rule"]
-    json.dumps(report)  # the report is plain JSON
+    assert [s.name for s in report.steps] == ["dataset vector"]
+    assert (report.eps, report.delta, report.classes) == (4.0, 1e-5, ["neg", "pos"])
+    step = report.steps[0]
+    assert step.sigma == pytest.approx(epsvec.privacy.gaussian_sigma(4.0, 1e-5))
+    assert set(step.clip_norm) == {"neg", "pos"} and step.layers == [1, 2]
+    assert report.generation["per_class"] == 3 and "free" in report.generation["rule"]
+    assert epsvec.PrivacyReport.from_dict(json.loads(report.to_json())) == report, "the JSON round-trips"
     for plan in out.plans:
         assert plan.shots == [] and plan.vector.label == plan.label, "no shots by default"
         assert plan.vector.prompt == {"domain": "reviews", "fixed_shots": plan.shots}
         assert set(plan.vector.residual_norms) == {1, 2} and min(plan.vector.residual_norms.values()) > 0
-    again = epsvec.synthesize(RECORDS, 3, eps=4.0, labels=LABELS, model=model, domain="reviews", **FAST)
+    again = epsvec.synthesize(RECORDS, 3, eps=4.0, labels=LABELS, classes=CLASSES, model=model, domain="reviews", **FAST)
     assert again.texts == out.texts, "a seed reproduces the run"
 
 
 def test_steering_changes_the_samples(model):
-    kw = dict(labels=LABELS, model=model, fixed_shots="synthetic", **FAST)
+    kw = dict(labels=LABELS, classes=CLASSES, model=model, fixed_shots="synthetic", **FAST)
     steered = epsvec.synthesize(RECORDS, 4, eps=4.0, strength=0.5, **kw)
     plain = epsvec.synthesize(RECORDS, 4, eps=4.0, method="fixed_shot", **kw)
     assert [p.shots for p in steered.plans] == [p.shots for p in plain.plans], "same prompts, same shots"
     assert steered.texts != plain.texts
 
 
+class CountingRelease:
+    """epsvec._epsvec with a PrivateRelease that logs how many records each release reads."""
+
+    def __init__(self, real, reads):
+        self._real, self._reads = real, reads
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def PrivateRelease(self, *args):
+        release, reads = self._real.PrivateRelease(*args), self._reads
+
+        class Logged:
+            def offer_prompts(self, engine, prefix, tails, *rest):
+                reads.append(len(tails))
+                return release.offer_prompts(engine, prefix, tails, *rest)
+
+            def __getattr__(self, name):
+                return getattr(release, name)
+
+        return Logged()
+
+
 def test_eps_sweep_reads_the_records_once(model, monkeypatch):
     import importlib
 
     extract_module = importlib.import_module("epsvec.extract")
-
     reads = []
-    pooled = extract_module._pooled
-    monkeypatch.setattr(extract_module, "_pooled", lambda *a, **k: reads.append(len(a[1])) or pooled(*a, **k))
-    sweep = epsvec.synthesize(RECORDS, 2, eps=[1.0, 8.0], labels=LABELS, model=model, **FAST)
+    monkeypatch.setattr(extract_module, "_epsvec", CountingRelease(extract_module._epsvec, reads))
+    sweep = epsvec.synthesize(RECORDS, 2, eps=[1.0, 8.0], labels=LABELS, classes=CLASSES, model=model, **FAST)
     sweep_reads = list(reads)
-    single = epsvec.synthesize(RECORDS, 2, eps=1.0, labels=LABELS, model=model, **FAST)
+    single = epsvec.synthesize(RECORDS, 2, eps=1.0, labels=LABELS, classes=CLASSES, model=model, **FAST)
     assert reads[len(sweep_reads):] == sweep_reads, "two budgets cost one read"
-    assert sweep[1.0].texts == single.texts and sweep[1.0].report["guarantee"] == single.report["guarantee"]
+    assert sweep_reads == [3, 5], "one read of each class"
+    assert sweep[1.0].texts == single.texts and sweep[1.0].report.steps == single.report.steps
     for a, b in zip(sweep[1.0].plans, single.plans):
         np.testing.assert_array_equal(a.vector.array, b.vector.array)
     eight = sweep[8.0].report
-    assert eight["guarantee"]["eps"] == 8.0 and "sum of their eps" in eight["sweep"]
-    assert eight["steps"][0]["sigma"]["pos"] == pytest.approx(epsvec.privacy.gaussian_sigma(8.0, 1e-5))
+    assert eight.eps == 8.0 and eight.sweep["sum_eps"] == 9.0
+    assert eight.steps[0].sigma == pytest.approx(epsvec.privacy.gaussian_sigma(8.0, 1e-5))
+    # Publishing both: one Gaussian release with sigma_eff = (s1^-2 + s8^-2)^-1/2, tighter than 1 + 8.
+    s1, s8 = (epsvec.privacy.gaussian_sigma(e, 1e-5) for e in (1.0, 8.0))
+    assert eight.sweep["joint_eps"] == pytest.approx(epsvec.privacy.gaussian_epsilon((s1**-2 + s8**-2) ** -0.5, 1e-5))
+    assert 8.0 < eight.sweep["joint_eps"] < 9.0
     # Each budget draws its own noise (shared noise would reveal the noiseless sum).
-    twins = epsvec.synthesize(RECORDS, 1, eps=[2.0, 2.000001], labels=LABELS, model=model, **FAST)
+    twins = epsvec.synthesize(RECORDS, 1, eps=[2.0, 2.000001], labels=LABELS, classes=CLASSES, model=model, **FAST)
     a, b = (twins[e].plans[1].vector.array for e in (2.0, 2.000001))
     assert not np.allclose(a, b, atol=0.05)
     with pytest.raises(epsvec.InvalidInputError, match="sweep"):
-        epsvec.synthesize(RECORDS, 2, eps=[1.0, 2.0], labels=LABELS, model=model, sample_size=3, **FAST)
+        epsvec.synthesize(RECORDS, 2, eps=[1.0, 2.0], labels=LABELS, classes=CLASSES, model=model, sample_rate=0.5, **FAST)
     with pytest.raises(epsvec.PrivacyError, match="distinct"):
-        epsvec.synthesize(RECORDS, 2, eps=[1.0, 1.0], labels=LABELS, model=model, **FAST)
+        epsvec.synthesize(RECORDS, 2, eps=[1.0, 1.0], labels=LABELS, classes=CLASSES, model=model, **FAST)
 
 
 def test_baselines_spend_only_what_they_run(model):
-    zero = epsvec.synthesize(RECORDS, 2, eps=4.0, labels=LABELS, model=model, method="zero_shot", **FAST)
-    assert zero.report["steps"] == [] and zero.report["guarantee"]["eps"] == 0
+    zero = epsvec.synthesize(RECORDS, 2, eps=4.0, labels=LABELS, classes=CLASSES, model=model, method="zero_shot", **FAST)
+    assert zero.report.steps == [] and zero.report.eps == 0
     assert all(p.shots == [] and p.vector is None for p in zero.plans)
-    fixed = epsvec.synthesize(RECORDS, 2, eps=4.0, labels=LABELS, model=model, method="fixed_shot",
+    fixed = epsvec.synthesize(RECORDS, 2, eps=4.0, labels=LABELS, classes=CLASSES, model=model, method="fixed_shot",
                               fixed_shots="private", **FAST)
-    assert [s["step"] for s in fixed.report["steps"]] == ["fixed-shot selection"]
-    assert fixed.report["guarantee"]["eps"] == pytest.approx(0.1)
+    assert [s.name for s in fixed.report.steps] == ["fixed-shot selection"]
+    assert fixed.report.eps == pytest.approx(0.1)
     with pytest.raises(epsvec.InvalidInputError, match="method"):
         epsvec.synthesize(RECORDS, 2, eps=4.0, model=model, method="dp-sgd")
 
 
 def test_private_shots_compose_to_the_budget(model):
-    out = epsvec.synthesize(RECORDS, 2, eps=3.0, delta=1e-6, labels=LABELS, model=model, fixed_shots="private", **FAST)
-    shots, vector = out.report["steps"]
-    assert (shots["eps"], vector["eps"]) == (pytest.approx(0.1), pytest.approx(2.9))
-    assert shots["delta"] + vector["delta"] == pytest.approx(1e-6)
-    assert out.report["guarantee"]["eps"] == pytest.approx(3.0)
-    assert shots["sigma"] == pytest.approx(epsvec.privacy.gaussian_sigma(0.1, 1e-7))
-    assert vector["sigma"]["pos"] == pytest.approx(epsvec.privacy.gaussian_sigma(2.9, 9e-7))
+    out = epsvec.synthesize(RECORDS, 2, eps=3.0, delta=1e-6, labels=LABELS, classes=CLASSES, model=model, fixed_shots="private", **FAST)
+    shots, vector = out.report.steps
+    assert (shots.eps, vector.eps) == (pytest.approx(0.1), pytest.approx(2.9))
+    assert shots.delta + vector.delta == pytest.approx(1e-6)
+    assert out.report.eps == pytest.approx(3.0) and epsvec.report.compose_sequential([shots, vector]) == (
+        pytest.approx(3.0), pytest.approx(1e-6))
+    assert shots.sigma == pytest.approx(epsvec.privacy.gaussian_sigma(0.1, 1e-7))
+    assert vector.sigma == pytest.approx(epsvec.privacy.gaussian_sigma(2.9, 9e-7))
     with pytest.raises(epsvec.PrivacyError, match="shots_eps"):
-        epsvec.synthesize(RECORDS, 2, eps=1.0, labels=LABELS, model=model, fixed_shots="private", shots_eps=1.0)
+        epsvec.synthesize(RECORDS, 2, eps=1.0, labels=LABELS, classes=CLASSES, model=model, fixed_shots="private", shots_eps=1.0)
 
 
 def test_private_vote_picks_the_most_voted_candidates(model):
@@ -114,9 +142,9 @@ def test_private_vote_picks_the_most_voted_candidates(model):
     distinct = [i for i in range(len(candidates)) if (emb @ emb[i] > 0.9999).sum() == 1]
     a, b = distinct[0], distinct[1]
     records = [candidates[a]] * 30 + [candidates[b]] * 20 + [candidates[distinct[2]]] * 5
-    sigma = epsvec.privacy.gaussian_sigma(50.0, 1e-6)
-    shots = synth._vote_shots(model, records, None, None, 2, sigma, 16, False, 7)
+    shots, step = synth._vote_shots(model, records, None, None, 2, (50.0, 1e-6), "add_remove", 16, False, 7, None)
     assert shots == [candidates[a], candidates[b]]
+    assert step.sigma == pytest.approx(epsvec.privacy.gaussian_sigma(50.0, 1e-6)) and not step.seeded
 
 
 def test_datasets_in_and_out(model):
@@ -130,7 +158,7 @@ def test_datasets_in_and_out(model):
     assert isinstance(out, datasets.Dataset) and out.column_names == ["text", "label"]
     assert sorted(set(out["label"])) == ["neg", "pos"], "ClassLabel ids become their names"
     report = json.loads(out.info.description)
-    assert report["guarantee"]["eps"] == 4.0
+    assert report["guarantee"]["eps"] == 4.0 and report["classes"] == ["neg", "pos"], "ClassLabel declares classes"
     vectors = epsvec.extract(ds, eps=4.0, model=model, text_column="review", label_column="stars", seed=1,
                              progress=False, negative_max_new_tokens=6)
     assert set(vectors) == {"neg", "pos"}
@@ -192,16 +220,14 @@ def test_bad_input(model):
         epsvec.synthesize(RECORDS, 2, eps=4.0, model=model, fixed_shots="public")
 
 
-def test_poisson_sampling_per_class_has_its_own_rate_and_sigma(model):
-    out = epsvec.synthesize(RECORDS * 3, 1, eps=2.0, labels=LABELS * 3, model=model, sample_size=4, **FAST)
-    step = out.report["steps"][0]
-    rates = {"pos": 4 / 15, "neg": 4 / 9}
-    for c, q in rates.items():
-        assert step["sample_rate"][c] == pytest.approx(q)
-        assert step["sigma"][c] == pytest.approx(epsvec.privacy.gaussian_sigma(2.0, 1e-5, sample_rate=q))
-    assert any("size" in item for item in out.report["public"]), "the report says the rate reveals N"
-    kept_private = epsvec.synthesize(RECORDS * 3, 1, eps=2.0, labels=LABELS * 3, model=model, sample_rate=0.3, **FAST)
-    assert kept_private.report["steps"][0]["sample_rate"] == {"neg": 0.3, "pos": 0.3}
+def test_poisson_sampling_at_a_public_rate(model):
+    out = epsvec.synthesize(RECORDS * 3, 1, eps=2.0, labels=LABELS * 3, classes=CLASSES, model=model, sample_rate=0.3,
+                            **FAST)
+    step = out.report.steps[0]
+    assert step.sample_rate == 0.3 and step.sigma == pytest.approx(epsvec.privacy.gaussian_sigma(2.0, 1e-5, sample_rate=0.3))
+    assert "size" not in out.report.to_json(), "no class size, exact or implied, is in the report"
+    with pytest.raises(TypeError, match="sample_size"):
+        epsvec.synthesize(RECORDS, 1, eps=2.0, model=model, sample_size=4)
 
 
 def test_bad_sampling_settings_fail_before_any_budget_is_spent(model, monkeypatch):
@@ -210,3 +236,21 @@ def test_bad_sampling_settings_fail_before_any_budget_is_spent(model, monkeypatc
         epsvec.synthesize(RECORDS, 2, eps=4.0, model=model, temperature=-1.0)
     with pytest.raises(epsvec.InvalidInputError, match="n must be"):
         epsvec.synthesize(RECORDS, 0, eps=4.0, model=model)
+
+
+def test_one_seed_rule_gives_every_purpose_its_own_stream():
+    from epsvec.seeds import derive_seed
+
+    assert derive_seed(None, "samples", "pos") is None, "no seed: OS entropy"
+    streams = {derive_seed(7, purpose, label) for purpose in ("negatives", "samples", "shot candidates")
+               for label in ("pos", "neg")}
+    assert len(streams) == 6 and all(0 <= s < 2**63 for s in streams)
+    assert derive_seed(7, "samples", "pos") == derive_seed(7, "samples", "pos") != derive_seed(8, "samples", "pos")
+
+
+def test_a_seed_does_not_fix_the_privacy_noise(model):
+    kw = dict(labels=LABELS, classes=CLASSES, model=model, max_new_tokens=6, progress=False, seed=3)
+    a, b = (epsvec.synthesize(RECORDS, 1, eps=4.0, **kw) for _ in range(2))
+    assert not np.allclose(a.plans[0].vector.array, b.plans[0].vector.array) and not a.report.seeded
+    c = epsvec.synthesize(RECORDS, 1, eps=4.0, noise_seed=1, **kw)
+    assert c.report.seeded and all(s.seeded for s in c.report.steps)

@@ -20,8 +20,9 @@ from .errors import (
     UnsupportedArchitectureError,
     VectorModelMismatchError,
 )
-from . import corpora, privacy
+from . import corpora, privacy, report
 from .extract import extract
+from .report import PrivacyReport, PrivacyStep
 from .synthesis import SyntheticData, synthesize
 from .model import Generation, Model, ModelConfig, load_model
 from .vector import DatasetVector
@@ -35,6 +36,9 @@ __all__ = [
     "corpora",
     "DatasetVector",
     "privacy",
+    "report",
+    "PrivacyReport",
+    "PrivacyStep",
     "Model",
     "ModelConfig",
     "Generation",

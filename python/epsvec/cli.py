@@ -62,16 +62,15 @@ def _synthesize(args) -> int:
         for row in [r for r in rows if r["label"] == plan.label][:2]:
             print(f"[{row['label']}] {' '.join(row['text'].split())[:160]}")
     print(f"\nsynthetic data: {out} ({len(rows)} samples)\nprivacy report: "
-          f"{os.path.join(release_dir, 'privacy_report.json')} (eps = {report['guarantee']['eps']:g}, "
-          f"delta = {report['guarantee']['delta']:g})")
+          f"{os.path.join(release_dir, 'privacy_report.json')} (eps = {report.eps:g}, delta = {report.delta:g})")
     return EXIT_OK
 
 
 def _extract(args) -> int:
     args.method = "epsvec"
     plans, report = _private_release(args, args.out)
-    print(f"release: {args.out} ({len(plans)} class vectors; eps = {report['guarantee']['eps']:g}, "
-          f"delta = {report['guarantee']['delta']:g}; report in privacy_report.json)")
+    print(f"release: {args.out} ({len(plans)} class vectors; eps = {report.eps:g}, delta = {report.delta:g}; "
+          "report in privacy_report.json)")
     return EXIT_OK
 
 
@@ -100,7 +99,8 @@ def _info(args) -> int:
     path = args.path
     if os.path.isdir(path) and release.exists(path):
         plans, report, settings = release.load(path)
-        print(json.dumps({"classes": [str(p.label) for p in plans], "settings": settings, "privacy": report}, indent=1))
+        print(json.dumps({"classes": [str(p.label) for p in plans], "settings": settings, "privacy": report.to_dict()},
+                         indent=1))
     elif path.endswith(".safetensors") and os.path.isfile(path):
         v = DatasetVector.load(path)
         print(json.dumps({"label": v.label, "layers": v.layers, "hidden": int(v.array.shape[1]), "model": v.model,
@@ -125,7 +125,7 @@ def _private_release(args, release_dir: str):
 
     settings = {k: getattr(args, k) for k in ("input", "corpus", "text_column", "label_column", "eps", "delta",
                                               "domain", "method", "fixed_shots", "num_shots", "shots_eps",
-                                              "layers", "sample_size", "sample_rate", "adjacency", "num_negatives",
+                                              "layers", "classes", "sample_rate", "adjacency", "num_negatives", "noise_seed",
                                               "max_new_tokens", "model")}
     if release.exists(release_dir):
         plans, report, saved = release.load(release_dir)
@@ -135,7 +135,7 @@ def _private_release(args, release_dir: str):
                                     "running again would spend the privacy budget twice: use another --out")
         print(f"reusing the private release in {release_dir} (no new privacy cost)", file=sys.stderr)
         return plans, report
-    texts, labels = _read_input(args)
+    texts, labels, classes = _read_input(args)
     if args.domain is None and args.corpus is not None:
         args.domain = corpora.DOMAINS[args.corpus]
     model = load_model(args.model, device=args.device)
@@ -144,11 +144,11 @@ def _private_release(args, release_dir: str):
     except ValueError:
         raise InvalidInputError(f'--layers must be "auto" or comma-separated integers, got {args.layers!r}') from None
     _, plans, report = private_steps(
-        texts, args.eps, labels=labels, delta=args.delta, model=model, domain=args.domain, method=args.method,
-        fixed_shots=_shots_arg(args.fixed_shots), num_shots=args.num_shots, shots_eps=args.shots_eps, layers=layers,
-        sample_size=args.sample_size, sample_rate=args.sample_rate, adjacency=args.adjacency, batch_size=args.batch_size,
-        progress=not args.no_progress, seed=args.seed, max_new_tokens=args.max_new_tokens,
-        num_negatives=args.num_negatives,
+        texts, args.eps, labels=labels, classes=classes, delta=args.delta, model=model, domain=args.domain,
+        method=args.method, fixed_shots=_shots_arg(args.fixed_shots), num_shots=args.num_shots,
+        shots_eps=args.shots_eps, layers=layers, sample_rate=args.sample_rate, adjacency=args.adjacency,
+        batch_size=args.batch_size, progress=not args.no_progress, seed=args.seed, noise_seed=args.noise_seed,
+        max_new_tokens=args.max_new_tokens, num_negatives=args.num_negatives,
     )
     os.makedirs(os.path.dirname(os.path.abspath(release_dir)), exist_ok=True)
     release.save(release_dir, plans, report, settings)
@@ -175,13 +175,21 @@ def _shots_arg(value: str):
 
 
 def _read_input(args):
+    """``(texts, labels, classes)``. A bundled corpus declares its classes;
+    a file's labels need ``--classes`` (compared as text)."""
     from .data import read_table
 
     if (args.input is None) == (args.corpus is None):
         raise InvalidInputError("give an input file or --corpus NAME (one of them)")
+    classes = None if args.classes is None else [c.strip() for c in args.classes.split(",")]
     if args.corpus is not None:
-        return corpora.load(args.corpus)
-    return read_table(args.input, args.text_column, args.label_column)
+        texts, labels = corpora.load(args.corpus)
+        return texts, labels, classes or list(corpora.CLASSES[args.corpus])
+    texts, labels = read_table(args.input, args.text_column, args.label_column)
+    if labels is not None and classes is None:
+        raise InvalidInputError("--label-column needs --classes a,b,...: the set of classes must be declared, not "
+                                "read from the private records")
+    return texts, None if labels is None else [None if l is None else str(l) for l in labels], classes
 
 
 def _generate_file(args, plans, out: str) -> None:
@@ -192,8 +200,8 @@ def _generate_file(args, plans, out: str) -> None:
     run's settings (and its seed, drawn once when not given) sit beside the
     output in ``OUT.state.json``.
     """
-    from .extract import class_seed
     from .model import _progress, load_model
+    from .seeds import derive_seed
     from .synthesis import generate_for_class
 
     sampling = {"strength": args.strength, "temperature": args.temperature, "top_p": args.top_p,
@@ -226,7 +234,7 @@ def _generate_file(args, plans, out: str) -> None:
         while k < total:
             c, j = divmod(k, args.n)
             stop = min(j + args.batch_size, args.n)
-            texts = generate_for_class(model, plans[c], range(j, stop), seed=class_seed(seed, c),
+            texts = generate_for_class(model, plans[c], range(j, stop), seed=derive_seed(seed, "samples", plans[c].label),
                                        batch_size=args.batch_size, **sampling)
             for i, text in zip(range(j, stop), texts):
                 f.write(json.dumps({"text": text, "label": plans[c].label, "index": i}, ensure_ascii=False) + "\n")
@@ -281,15 +289,16 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default=None, help="HF model directory or .gguf file (default: embedded SmolLM2-135M)")
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
         p.add_argument("--batch-size", type=int, default=16)
-        p.add_argument("--seed", type=int, default=None, help="reproducible sampling (and, for private steps, "
-                       "reproducible noise: tests only)")
+        p.add_argument("--seed", type=int, default=None, help="reproducible sampling (the privacy noise stays secret)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     def private(p):
         p.add_argument("input", nargs="?", help="private records: .jsonl, .csv, .tsv or .parquet")
         p.add_argument("--corpus", choices=corpora.NAMES, help="a bundled public corpus instead of a file (demos)")
         p.add_argument("--text-column", default="text")
-        p.add_argument("--label-column", default=None, help="one synthetic class per label")
+        p.add_argument("--label-column", default=None, help="one synthetic class per label (needs --classes)")
+        p.add_argument("--classes", default=None, help="the public set of classes, comma-separated; every class "
+                       "gets a vector, records labelled outside it are refused (a --corpus declares its own)")
         p.add_argument("--eps", type=float, required=True, help="total privacy budget")
         p.add_argument("--delta", type=float, default=1e-5)
         p.add_argument("--domain", default=None, help='what the texts are, e.g. "movie reviews"')
@@ -298,10 +307,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--num-shots", type=int, default=2)
         p.add_argument("--shots-eps", type=float, default=None, help="budget of the private shot vote (0.1)")
         p.add_argument("--layers", default="auto", help='"auto" or comma-separated block indices')
-        p.add_argument("--sample-size", type=int, default=None, help="Poisson-sample about this many records per "
-                       "class (the rate reveals the class sizes)")
-        p.add_argument("--sample-rate", type=float, default=None, help="Poisson-sample at this rate (keeps the "
-                       "class sizes private)")
+        p.add_argument("--sample-rate", type=float, default=None, help="Poisson-sample each record at this public "
+                       "rate (amplifies privacy, reads fewer records)")
+        p.add_argument("--noise-seed", type=int, default=None, help=argparse.SUPPRESS)  # tests only: voids the DP
         p.add_argument("--adjacency", choices=("add_remove", "substitution"), default="add_remove")
         p.add_argument("--num-negatives", type=int, default=64, help="public negatives generated per class")
         p.add_argument("--max-new-tokens", type=int, default=64, help="length cap of the model's samples (shots, "

@@ -10,10 +10,13 @@ import os
 from .data import _csv_rows
 from .errors import InvalidInputError
 
-__all__ = ["load", "NAMES", "DOMAINS"]
+__all__ = ["load", "NAMES", "DOMAINS", "CLASSES"]
 
 NAMES = ("rotten_tomatoes", "bbc_news")
 DOMAINS = {"rotten_tomatoes": "short movie reviews by critics", "bbc_news": "BBC news articles"}
+# Each corpus's published label set: public, so it may name the classes.
+CLASSES = {"rotten_tomatoes": ("fresh", "rotten"),
+           "bbc_news": ("business", "entertainment", "politics", "sports", "tech")}
 
 
 def _package_dir(package: str) -> str:

@@ -13,13 +13,18 @@ from .errors import InvalidInputError
 __all__ = ["records_from", "read_table"]
 
 
-def records_from(texts: Any, labels: Any = None, text_column: str = "text",
-                 label_column: str | None = "label") -> tuple[Any, list | None]:
-    """``(texts, labels)`` from a list of strings (with optional labels) or a
-    ``datasets.Dataset`` (its ``text_column``; ``label_column`` when the
-    dataset has it; ``ClassLabel`` ids become their names)."""
+def records_from(texts: Any, labels: Any = None, text_column: str = "text", label_column: str | None = "label",
+                 classes: Any = None) -> tuple[Any, list | None, list | None]:
+    """``(texts, labels, classes)`` from a list of strings (with optional
+    labels) or a ``datasets.Dataset`` (its ``text_column``; ``label_column``
+    when the dataset has it). A ``ClassLabel`` column's ids become their
+    names, and its declared names are the classes unless ``classes`` is given:
+    the feature is the dataset's public schema, not a reading of its rows."""
+    if isinstance(classes, str) or not (classes is None or isinstance(classes, (list, tuple, set, frozenset))):
+        raise TypeError(f"classes must be a list of labels, got {type(classes).__name__}")
+    classes = None if classes is None else list(classes)
     if not hasattr(texts, "column_names"):
-        return texts, None if labels is None else list(labels)
+        return texts, None if labels is None else list(labels), classes
     dataset = texts
     columns = dataset.column_names
     if text_column not in columns:
@@ -29,7 +34,8 @@ def records_from(texts: Any, labels: Any = None, text_column: str = "text",
         names = getattr(dataset.features[label_column], "names", None)
         if names is not None:  # a ClassLabel: ids -> names, as users read them
             labels = [names[i] for i in labels]
-    return dataset[text_column], None if labels is None else list(labels)
+            classes = list(names) if classes is None else classes
+    return dataset[text_column], None if labels is None else list(labels), classes
 
 
 def read_table(path: str | os.PathLike, text_column: str = "text", label_column: str | None = None

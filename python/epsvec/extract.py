@@ -1,19 +1,22 @@
 """`epsvec.extract`: the one step that reads private data (METHOD.md §3-4).
 
-For each private record the model reads two prompts that differ only in
-their data shot: the record (positive) and a public negative (the model's
-own sample from the same prompt). The difference of their pooled residual
-streams at the chosen layers, clipped jointly in L2 to ``clip_norm``, is
-summed over the records; Gaussian noise calibrated to (eps, delta) by the
-exact accountant is added; each layer is normalised to a unit vector.
+Each private record's term is the pooled residual state, at the released
+layers, of the fixed-shot prompt with the record as its data shot, minus
+the mean pooled state of the same prompt with public negatives (the
+model's own samples) in its place. The term depends on that record and on
+public data only: not on the other records, their order or their batch
+(each record's prompt runs alone after the public prefix). The terms are
+clipped jointly in L2 to ``clip_norm``, summed exactly, and Gaussian noise
+calibrated to (eps, delta) by the exact accountant is added; each layer is
+then normalised to a unit vector. Under add/remove adjacency one record
+moves the sum by at most C (2C under substitution).
 
 Nothing chosen from private data leaves un-noised: layers, clip norm and
-pooling come from the model's depth and from public (model-generated)
-text; the Poisson sample, when asked for, is drawn inside the mechanism
-from a secret source; the per-class record counts are not stored in the
-vector (they are private). The set of class labels is treated as public.
-Warnings and errors (e.g. delta > 1/N) go to the data holder who runs
-this function, not into the released vector.
+pooling come from the model's depth and public text; the class set is
+declared by the caller (``classes``); the Poisson sample is drawn, and the
+sampled records read, inside the Rust release (`epsvec._epsvec.PrivateRelease`),
+whose sample and size never come out; counts (records, truncated, clipped)
+go to the data holder as warnings at most, never into a vector file.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from .data import records_from
 from .errors import InvalidInputError, PrivacyError
 from .model import REPEATED_PROMPT_ROWS, Model, _progress, load_model
 from .privacy import gaussian_sigma
+from .report import PrivacyStep
+from .seeds import derive_seed
 from .vector import DatasetVector
 
 __all__ = ["extract", "auto_layers"]
 
 POOLS = ("mean", "example", "last")
-PUBLIC_PAIRS = 16  # negative-vs-negative pairs that set clip_norm="auto"
+RECORDS_PER_CALL = 64  # records handed to the release per call (progress granularity)
 
 
 def auto_layers(num_layers: int) -> list[int]:
@@ -52,18 +57,19 @@ def extract(
     delta: float = 1e-5,
     model: Model | str | None = None,
     labels: Sequence[Any] | None = None,
+    classes: Sequence[Any] | None = None,
     negatives: Sequence[str] | None = None,
     domain: str | None = None,
-    fixed_shots: Sequence[str] | None = None,
+    fixed_shots: Sequence[str] | Mapping[Any, Sequence[str]] | None = None,
     layers: str | Sequence[int] = "auto",
     clip_norm: str | float = "auto",
     pool: str = "mean",
-    sample_size: int | None = None,
     sample_rate: float | None = None,
     adjacency: str = "add_remove",
     batch_size: int = 16,
     progress: bool = True,
     seed: int | None = None,
+    noise_seed: int | None = None,
     max_example_tokens: int = 800,
     negative_temperature: float = 1.0,
     negative_max_new_tokens: int = 96,
@@ -81,178 +87,162 @@ def extract(
         model: A loaded model or a path; the embedded default if None.
         labels: One label per text: one vector per class (classes are
             disjoint, so the budget holds per record: parallel composition).
-        negatives: Public texts paired with the records (cyclically); by
-            default ``num_negatives`` of the model's own samples from the
-            fixed-shot prompt.
+        classes: The public set of classes, required with ``labels`` (a
+            ``datasets.ClassLabel`` column declares its own names). Every
+            declared class gets a vector, even one without records (pure
+            noise); a record labelled outside it is an error, before any work.
+        negatives: Public texts whose mean pooled state is subtracted from
+            each record's; by default ``num_negatives`` of the model's own
+            samples from the fixed-shot prompt.
         domain: What the texts are, for the prompt ("movie reviews").
         fixed_shots: Public example texts placed in every prompt, or
             ``{label: texts}`` for per-class shots.
         layers: Blocks to release, or "auto" (by depth).
-        clip_norm: L2 bound C on each record's difference, or "auto" (the
-            median norm of differences between public negatives).
+        clip_norm: L2 bound C on each record's term, or "auto" (the median
+            distance of a public negative's state from the others' mean).
         pool: "mean" (every prompt token but the first, an attention sink
             whose huge state would dominate), "example" (the data shot's
             own tokens) or "last".
-        sample_size: Use a Poisson sample of about this many records per
-            class (rate sample_size / N, drawn inside the mechanism),
-            amplifying privacy. The rate, and so each class size N, is part
-            of the release (treated as public, as in DP-SGD).
-        sample_rate: The Poisson rate itself, instead of ``sample_size``:
-            keeps the class sizes out of the release.
+        sample_rate: Poisson-sample each record with this public rate,
+            drawn inside the release (privacy amplification). None: every record.
         adjacency: "add_remove" or "substitution" (sensitivity 2C).
-        batch_size: Prompts per forward pass.
+        batch_size: Prompts per forward pass for public text (private records run one at a time).
         progress: Show progress bars.
-        seed: For tests only: makes sampling and noise reproducible; the
-            vector records that it was seeded. None uses OS entropy.
+        seed: Makes the public randomness (negatives) reproducible; the noise stays secret.
+        noise_seed: For tests only: makes the privacy noise and sample
+            reproducible, which voids the guarantee (the vector says ``seeded``).
         max_example_tokens: Private examples are cut to this many tokens,
-            at a sentence end (the count is reported).
+            at a sentence end (the data holder is warned; nothing is stored).
         negative_temperature: Sampling temperature of the default negatives.
         negative_max_new_tokens: Length cap of the default negatives.
-        text_column, label_column: Columns of a ``datasets.Dataset``.
         num_negatives: How many default negatives to generate per class (a
             constant, so the work done does not depend on private counts).
+        text_column, label_column: Columns of a ``datasets.Dataset``.
 
     Returns:
         A :class:`DatasetVector`, or ``{label: DatasetVector}`` with labels.
 
     Raises:
         TypeError: texts are not strings.
-        InvalidInputError: empty input, mismatched labels, bad options.
-        PrivacyError: impossible eps, delta or sample size.
+        InvalidInputError: empty input, labels without classes or outside
+            them, bad options.
+        PrivacyError: impossible eps, delta or sample rate.
     """
-    texts, labels = records_from(texts, labels, text_column, label_column)
-    texts = _check_texts(texts)
-    _check_privacy(eps, delta, adjacency)
-    if pool not in POOLS:
-        raise InvalidInputError(f"pool must be one of {POOLS}, got {pool!r}")
-    if isinstance(max_example_tokens, bool) or not isinstance(max_example_tokens, int) or max_example_tokens < 1:
-        raise InvalidInputError(f"max_example_tokens must be a positive integer, got {max_example_tokens!r}")
+    texts, labels, classes = records_from(texts, labels, text_column, label_column, classes)
+    texts = check_texts(texts)
+    check_privacy(eps, delta, adjacency)
+    rate = check_sample_rate(sample_rate)
+    check_options(pool=pool, max_example_tokens=max_example_tokens, num_negatives=num_negatives,
+                            clip_norm=clip_norm, seed=seed, noise_seed=noise_seed)
+    groups = group_by_class(texts, labels, classes)
+    shots_of = shots_by_label(fixed_shots)
+    public = check_texts(negatives, "negatives") if negatives is not None else None
     if not isinstance(model, Model):
         model = load_model(model)
-    layer_list = _resolve_layers(layers, model.config.num_layers)
-    shots_of = _shots_by_label(fixed_shots)
-    public = _check_texts(negatives, "negatives") if negatives is not None else None
-    if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 1:
-        raise InvalidInputError(f"num_negatives must be a positive integer, got {num_negatives!r}")
-
-    if labels is None:
-        groups = {None: texts}
-    else:
-        labels = list(labels)
-        if len(labels) != len(texts):
-            raise InvalidInputError(f"labels has {len(labels)} entries for {len(texts)} texts")
-        groups = {}
-        for text, label in zip(texts, labels):
-            groups.setdefault(label, []).append(text)
-
+    layer_list = resolve_layers(layers, model.config.num_layers)
+    plans = {label: ClassPrompts.build(model, label, domain, shots_of(label), records, max_example_tokens)
+             for label, records in groups.items()}
     vectors = {}
-    for i, (label, records) in enumerate(groups.items()):
-        [vectors[label]] = _extract_class(
-            model, records, label, eps=[eps], delta=delta, negatives=public, domain=domain, shots=shots_of(label),
-            layers=layer_list, clip_norm=clip_norm, pool=pool, sample_size=sample_size, sample_rate=sample_rate,
-            adjacency=adjacency, batch_size=batch_size, progress=progress, seed=class_seed(seed, i),
-            max_example_tokens=max_example_tokens, temperature=negative_temperature,
-            max_new_tokens=negative_max_new_tokens, num_negatives=num_negatives,
+    for label, plan in plans.items():
+        [vectors[label]] = extract_class(
+            model, plan, eps=[eps], delta=delta, negatives=public, layers=layer_list, clip_norm=clip_norm, pool=pool,
+            sample_rate=rate, adjacency=adjacency, batch_size=batch_size, progress=progress, seed=seed,
+            noise_seed=noise_seed, temperature=negative_temperature, max_new_tokens=negative_max_new_tokens,
+            num_negatives=num_negatives,
         )
     return vectors[None] if labels is None else vectors
 
 
-def class_seed(seed: int | None, index: int) -> int | None:
-    """A test seed per class, so classes draw independent streams."""
-    return None if seed is None else seed + 1_000_003 * index
+class ClassPrompts:
+    """One class's private prompts, tokenized and checked before any model work."""
+
+    def __init__(self, label, domain, shots, head, pieces, context, max_example_tokens):
+        self.label, self.domain, self.shots, self.head, self.pieces = label, domain, shots, head, pieces
+        self.max_example_tokens = max_example_tokens
+        self.label_text = None if label is None else str(label)
+        self.prefix_text = prompts.prefix(domain, self.label_text, shots)
+        too_long = sum(len(p.ids) > context for p in pieces)
+        if too_long:
+            raise InvalidInputError(f"{too_long} private prompt(s) of class {self.label_text!r} exceed the model's "
+                                    f"context of {context} tokens; lower max_example_tokens or use fewer/shorter "
+                                    "fixed_shots")
+
+    @classmethod
+    def build(cls, model: Model, label, domain, shots: list[str], records: list[str], max_example_tokens: int):
+        label_text = None if label is None else str(label)
+        head, pieces, truncated = prompts.with_examples(model, prompts.prefix(domain, label_text, shots), records,
+                                                        label_text, max_example_tokens)
+        if truncated:  # to the data holder only; nothing of it is stored
+            warnings.warn(f"class {label_text!r}: {truncated} record(s) were cut to max_example_tokens = "
+                          f"{max_example_tokens} tokens", stacklevel=4)
+        return cls(label, domain, shots, head, pieces, model.config.context_length, max_example_tokens)
 
 
-def _shots_by_label(fixed_shots):
-    """``label -> list of public shots`` from a list (same for every class) or a mapping."""
-    if isinstance(fixed_shots, Mapping):
-        table = {label: _check_texts(shots, f"fixed_shots[{label!r}]", allow_empty=True)
-                 for label, shots in fixed_shots.items()}
-        def lookup(label):
-            if label not in table:
-                raise InvalidInputError(f"fixed_shots has no entry for the class {label!r}")
-            return table[label]
-        return lookup
-    shots = _check_texts(fixed_shots, "fixed_shots", allow_empty=True) if fixed_shots else []
-    return lambda label: shots
-
-
-def _extract_class(model: Model, records: list[str], label, *, eps, delta, negatives, domain, shots, layers, clip_norm,
-                   pool, sample_size, adjacency, batch_size, progress, seed, max_example_tokens, temperature,
-                   max_new_tokens, num_negatives, sample_rate=None) -> list[DatasetVector]:
+def extract_class(model: Model, plan: ClassPrompts, *, eps, delta, negatives, layers, clip_norm, pool, sample_rate,
+                  adjacency, batch_size, progress, seed, noise_seed, temperature, max_new_tokens,
+                  num_negatives) -> list[DatasetVector]:
     """One class's vectors, one per budget in ``eps`` (a list): the records
     are read once, and each budget gets its own independent noise draw."""
-    n = len(records)
-    rate = _sample_rate(sample_size, sample_rate, n)
+    n, label = len(plan.pieces), plan.label_text
     # Warnings go to the data holder only; nothing here enters the release.
-    if delta > 1 / max(n, 1):
+    if n and delta > 1 / n:
         warnings.warn(f"delta = {delta:g} exceeds 1/N = {1 / n:g} for {n} records: the guarantee is weak", stacklevel=3)
-    label_text = None if label is None else str(label)
-    prefix_text = prompts.prefix(domain, label_text, shots)
-    # The Poisson sample is drawn inside the mechanism's secret source; only
-    # the sampled records are read.
-    chosen = list(range(n)) if rate == 1.0 else _epsvec.poisson_sample(n, rate, seed)
     if negatives is None:
-        negatives = _model_negatives(model, prefix_text, label_text, max(num_negatives, 2 * PUBLIC_PAIRS), temperature,
-                                     max_new_tokens, batch_size, progress, seed)
-    # Each public negative is read once; private example k is paired with negative k mod count.
-    negative_prompts = [prompts.with_example(model, prefix_text, t, label_text, max_example_tokens)[0] for t in negatives]
+        negatives = model_negatives(model, plan.prefix_text, label, num_negatives, temperature, max_new_tokens,
+                                    batch_size, progress, derive_seed(seed, "negatives", label))
+    _, negative_prompts, _ = prompts.with_examples(model, plan.prefix_text, negatives, label,
+                                                 plan.max_example_tokens)
     negative_states = _pooled(model, negative_prompts, layers, pool, batch_size)
-    public_pairs = [j % len(negatives) for j in range(2 * PUBLIC_PAIRS)]
-    if clip_norm == "auto":
-        public_states = negative_states[public_pairs]
-        norms = np.linalg.norm((public_states[0::2] - public_states[1::2]).reshape(PUBLIC_PAIRS, -1), axis=1)
-        clip = float(np.median(norms))
-        if not clip > 0:
-            raise InvalidInputError("clip_norm='auto' needs several distinct public negatives; pass more, or a clip_norm")
-    else:
-        clip = float(clip_norm)
-        if not (math.isfinite(clip) and clip > 0):
-            raise InvalidInputError(f"clip_norm must be a finite number > 0 or 'auto', got {clip_norm!r}")
+    baseline = negative_states.mean(axis=0)  # [layers, hidden], public
+    clip = _clip_norm(clip_norm, negative_states)
+    residual_norms = _residual_norms(model, negative_prompts[:16], layers, batch_size)
+    sigmas = [gaussian_sigma(e, delta, sample_rate=sample_rate, adjacency=adjacency) for e in eps]
+    dim = len(layers) * model.config.hidden_size
+    if n < max(sigmas) * math.sqrt(dim):
+        # The noise's norm is about sigma*C*sqrt(dim); the sum of n clipped terms is at most n*C.
+        warnings.warn(f"class {label!r}: {n} records against noise of norm ~{max(sigmas) * math.sqrt(dim):.0f} C; "
+                      "the vector will be mostly noise (use more records, a larger eps, or fewer layers)", stacklevel=3)
 
-    pieces, truncated = [], 0
-    for r in chosen:
-        positive, cut = prompts.with_example(model, prefix_text, records[r], label_text, max_example_tokens)
-        pieces.append(positive)
-        truncated += cut
-    hidden = model.config.hidden_size
-    if pieces:
-        states = _pooled(model, pieces, layers, pool, batch_size, progress)
-        paired = negative_states[np.arange(len(chosen)) % len(negatives)]
-        rows = (states - paired).reshape(len(chosen), len(layers) * hidden)
-    else:
-        rows = np.zeros((0, len(layers) * hidden), dtype=np.float32)
-    if not np.isfinite(rows).all():
-        raise InvalidInputError("the model produced NaN or infinite activations; try dtype='float32'")
-    residual_norms = _residual_norms(model, [negative_prompts[j] for j in public_pairs[:PUBLIC_PAIRS]], layers, batch_size)
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    release = _epsvec.PrivateRelease(len(layers), model.config.hidden_size, clip, sample_rate,
+                                     derive_seed(noise_seed, "vector noise", label))
+    engine_pool = "last" if pool == "last" else "mean"
+    flat_baseline = np.ascontiguousarray(baseline.reshape(-1), dtype=np.float32)
+    with _progress(n, progress, f"reading records{'' if label is None else f' ({label})'}", "record") as bar:
+        for start in range(0, n, RECORDS_PER_CALL):
+            part = plan.pieces[start : start + RECORDS_PER_CALL]
+            tails = [p.ids[len(plan.head):] for p in part]
+            weights = None if pool == "last" else [_weights(p, pool) for p in part]
+            release.offer_prompts(model._engine, plan.head, tails, layers, engine_pool, flat_baseline, weights)
+            bar.update(len(part))
+    if release.had_nonfinite:
+        warnings.warn(f"class {label!r}: some records gave non-finite activations and counted as zero; "
+                      "try dtype='float32'", stacklevel=3)
     vectors = []
-    for j, e in enumerate(eps):
-        sigma = gaussian_sigma(e, delta, sample_rate=rate, adjacency=adjacency)
-        # The noise's norm is about sigma*C*sqrt(dim); the sum of n clipped
-        # records is at most n*C. Below that the vector is mostly noise.
-        if n < sigma * math.sqrt(rows.shape[1]):
-            warnings.warn(f"class {label_text!r}: {n} records against noise of norm ~{sigma * math.sqrt(rows.shape[1]):.0f} C; "
-                          "the vector will be mostly noise (use more records, a larger eps, or fewer layers)", stacklevel=3)
-        # Each budget its own noise: releases sharing one draw would reveal the sum. (A test seed
-        # per budget, offset beyond class_seed's strides so no class's draw is reused.)
-        noise_seed = None if seed is None else seed + (j << 40)
-        directions, report = _epsvec.release_vector(rows, len(layers), clip, sigma, noise_seed)
-        privacy = {
-            "eps": e, "delta": delta, "sigma": sigma, "clip_norm": clip, "sample_rate": rate,
-            "adjacency": adjacency, "unit": "one record", "pool": pool,
-            "mechanism": "Gaussian mechanism on the sum of per-record differences clipped jointly in L2, "
-                         + ("over a Poisson sample" if rate < 1 else "over every record")
-                         + "; per-layer normalisation is post-processing",
-            "accountant": "analytic Gaussian (Balle & Wang 2018)" if rate == 1
-            else "exact privacy profile of the Poisson-subsampled Gaussian",
-            "noise": report["noise"], "seeded": seed is not None,
-            "clip_norm_source": "median norm of public negative-vs-negative differences" if clip_norm == "auto" else "given",
-            "truncated_examples": truncated,
-        }
-        vectors.append(DatasetVector({layer: directions[i] for i, layer in enumerate(layers)}, label_text,
-                                     model.fingerprint(), privacy, residual_norms,
-                                     {"domain": domain, "fixed_shots": list(shots)}))
+    for e, (directions, info) in zip(eps, release.finish(sigmas)):
+        step = PrivacyStep(
+            "dataset vector", float(e), float(delta), info["sigma"], info["sample_rate"], adjacency,
+            {str(label): clip}, info["mechanism"], info["accountant"], info["noise"], list(layers), pool,
+            "median distance of a public negative's state from the mean of the others" if clip_norm == "auto"
+            else "given", info["seeded"],
+        )
+        vectors.append(DatasetVector({layer: directions[i] for i, layer in enumerate(layers)}, label,
+                                     model.fingerprint(), step.to_dict(), residual_norms,
+                                     {"domain": plan.domain, "fixed_shots": list(plan.shots)}))
     return vectors
+
+
+def _clip_norm(clip_norm, negative_states: np.ndarray) -> float:
+    """The given C, or "auto": the median distance of one public negative's
+    state from the mean of the others (a record's term is a state minus that mean)."""
+    if clip_norm != "auto":
+        return float(clip_norm)
+    m = len(negative_states)
+    flat = negative_states.reshape(m, -1).astype(np.float64)
+    others = (flat.sum(axis=0) - flat) / max(m - 1, 1)
+    clip = float(np.median(np.linalg.norm(flat - others, axis=1))) if m > 1 else 0.0
+    if not clip > 0:
+        raise InvalidInputError("clip_norm='auto' needs several distinct public negatives; pass more, or a clip_norm")
+    return clip
 
 
 def _residual_norms(model: Model, pieces: list[prompts.PromptIds], layers: list[int], batch_size: int) -> dict[int, float]:
@@ -262,25 +252,16 @@ def _residual_norms(model: Model, pieces: list[prompts.PromptIds], layers: list[
     return {layer: float(norms[:, i].mean()) for i, layer in enumerate(layers)}
 
 
-def _pooled(model: Model, pieces: list[prompts.PromptIds], layers: list[int], pool: str, batch_size: int,
-            progress: bool = False) -> np.ndarray:
-    """Pooled states ``[len(pieces), n_layers, hidden]``, in chunks so a progress bar can follow."""
+def _pooled(model: Model, pieces: list[prompts.PromptIds], layers: list[int], pool: str, batch_size: int) -> np.ndarray:
+    """Pooled states ``[len(pieces), n_layers, hidden]`` of public prompts (batched freely)."""
     context = model.config.context_length
     if any(len(p.ids) > context for p in pieces):
-        raise InvalidInputError(f"a prompt exceeds the model's context of {context} tokens; "
+        raise InvalidInputError(f"a public negative's prompt exceeds the model's context of {context} tokens; "
                                 "lower max_example_tokens or use fewer/shorter fixed_shots")
-    out = []
-    chunk = 8 * batch_size
-    with _progress(len(pieces), progress, "reading records") as bar:
-        for start in range(0, len(pieces), chunk):
-            part = pieces[start : start + chunk]
-            ids = [p.ids for p in part]
-            if pool == "last":
-                out.append(model._engine.pooled_states(ids, layers, "last", batch_size))
-            else:
-                out.append(model._engine.pooled_states(ids, layers, "mean", batch_size, [_weights(p, pool) for p in part]))
-            bar.update(len(part))
-    return np.concatenate(out)
+    ids = [p.ids for p in pieces]
+    if pool == "last":
+        return model._engine.pooled_states(ids, layers, "last", batch_size)
+    return model._engine.pooled_states(ids, layers, "mean", batch_size, [_weights(p, pool) for p in pieces])
 
 
 def _weights(piece: prompts.PromptIds, pool: str) -> list[float]:
@@ -292,7 +273,7 @@ def _weights(piece: prompts.PromptIds, pool: str) -> list[float]:
     return w.tolist()
 
 
-def _model_negatives(model, prefix_text, label, count, temperature, max_new_tokens, batch_size, progress, seed):
+def model_negatives(model, prefix_text, label, count, temperature, max_new_tokens, batch_size, progress, seed):
     """The public prior: the unsteered model's own samples from the fixed-shot prompt."""
     prompt = prefix_text + prompts.opening(label)
     texts = model.generate([prompt] * count, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -301,21 +282,72 @@ def _model_negatives(model, prefix_text, label, count, temperature, max_new_toke
     return [t.strip() or "." for t in texts]
 
 
-def _sample_rate(sample_size, sample_rate, n: int) -> float:
-    if sample_size is not None and sample_rate is not None:
-        raise PrivacyError("give sample_size or sample_rate, not both")
-    if sample_rate is not None:
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not 0 < sample_rate <= 1:
-            raise PrivacyError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
-        return float(sample_rate)
-    if sample_size is None:
+def group_by_class(texts: list[str], labels: list | None, classes: list | None) -> dict:
+    """``{class: records}`` in the order of the declared ``classes`` (every
+    class present, even without records); refuses labels without classes
+    and labels outside them, naming the first offending record."""
+    if labels is None:
+        if classes is not None:
+            raise InvalidInputError("classes needs labels (one per text)")
+        return {None: texts}
+    if len(labels) != len(texts):
+        raise InvalidInputError(f"labels has {len(labels)} entries for {len(texts)} texts")
+    if classes is None:
+        raise InvalidInputError("labels need classes=[...]: the set of classes must be public, declared in advance, "
+                                "not read from the private data (a label seen only in one record would reveal it)")
+    order = list(classes)
+    if not order or len(set(order)) != len(order):
+        raise InvalidInputError(f"classes must be a non-empty list of distinct labels, got {order!r}")
+    groups = {label: [] for label in order}
+    for i, (text, label) in enumerate(zip(texts, labels)):
+        if label not in groups:
+            raise InvalidInputError(f"record {i} has the label {label!r}, which is not in classes {order}")
+        groups[label].append(text)
+    return groups
+
+
+def shots_by_label(fixed_shots):
+    """``label -> list of public shots`` from a list (same for every class) or a mapping."""
+    if isinstance(fixed_shots, Mapping):
+        table = {label: check_texts(shots, f"fixed_shots[{label!r}]", allow_empty=True)
+                 for label, shots in fixed_shots.items()}
+        def lookup(label):
+            if label not in table:
+                raise InvalidInputError(f"fixed_shots has no entry for the class {label!r}")
+            return table[label]
+        return lookup
+    shots = check_texts(fixed_shots, "fixed_shots", allow_empty=True) if fixed_shots else []
+    return lambda label: shots
+
+
+def check_sample_rate(sample_rate) -> float:
+    if sample_rate is None:
         return 1.0
-    if isinstance(sample_size, bool) or not isinstance(sample_size, int) or not 0 < sample_size <= n:
-        raise PrivacyError(f"sample_size must be an integer in [1, {n}] for {n} records, got {sample_size!r}")
-    return sample_size / n
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not 0 < sample_rate <= 1:
+        raise PrivacyError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
+    return float(sample_rate)
 
 
-def _resolve_layers(layers, num_layers: int) -> list[int]:
+def check_options(*, pool, max_example_tokens, num_negatives, clip_norm, seed, noise_seed) -> None:
+    """Every extraction option, checked before any model work."""
+    if pool not in POOLS:
+        raise InvalidInputError(f"pool must be one of {POOLS}, got {pool!r}")
+    for name, value in (("max_example_tokens", max_example_tokens), ("num_negatives", num_negatives)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    if num_negatives < 2:
+        raise InvalidInputError(f"num_negatives must be at least 2 (the clip norm and the mean need several), got "
+                                f"{num_negatives}")
+    if clip_norm != "auto":
+        if isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float)) or not (
+                math.isfinite(clip_norm) and 0 < clip_norm):
+            raise InvalidInputError(f"clip_norm must be a finite number > 0 or 'auto', got {clip_norm!r}")
+    for name, value in (("seed", seed), ("noise_seed", noise_seed)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63):
+            raise InvalidInputError(f"{name} must be an integer in [0, 2**63) or None, got {value!r}")
+
+
+def resolve_layers(layers, num_layers: int) -> list[int]:
     if isinstance(layers, str):
         if layers != "auto":
             raise InvalidInputError(f"layers must be 'auto' or a list of block indices, got {layers!r}")
@@ -326,7 +358,7 @@ def _resolve_layers(layers, num_layers: int) -> list[int]:
     return out
 
 
-def _check_privacy(eps, delta, adjacency) -> None:
+def check_privacy(eps, delta, adjacency) -> None:
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not (math.isfinite(eps) and eps > 0):
         raise PrivacyError(f"eps must be a finite number > 0, got {eps!r}")
     if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not 0 < delta < 1:
@@ -335,7 +367,7 @@ def _check_privacy(eps, delta, adjacency) -> None:
         raise PrivacyError(f"adjacency must be 'add_remove' or 'substitution', got {adjacency!r}")
 
 
-def _check_texts(texts, name: str = "texts", allow_empty: bool = False) -> list[str]:
+def check_texts(texts, name: str = "texts", allow_empty: bool = False) -> list[str]:
     if isinstance(texts, str) or not isinstance(texts, Iterable):
         raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
     texts = list(texts)

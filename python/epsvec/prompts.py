@@ -53,13 +53,25 @@ def with_example(model, prefix_text: str, example: str, label: str | None, max_e
     that fits (at the token limit if none does). Returns the prompt and
     whether the example was truncated.
     """
-    head = model.tokenize(prefix_text + f"<begin>\n{_label_line(label)}Text:")[0]
-    body = model.tokenize(" " + example.strip(), add_special_tokens=False)[0]
-    truncated = len(body) > max_example_tokens
-    if truncated:
-        body = _cut_at_sentence(model, body, max_example_tokens)
+    _, [piece], truncated = with_examples(model, prefix_text, [example], label, max_example_tokens)
+    return piece, truncated == 1
+
+
+def with_examples(model, prefix_text: str, examples: list[str], label: str | None, max_example_tokens: int
+                  ) -> tuple[list[int], list[PromptIds], int]:
+    """:func:`with_example` for many examples at once: ``(head, prompts,
+    how many were truncated)``, where ``head`` (the prefix and the data
+    shot's opening, public) starts every prompt."""
+    head = model.tokenize(prefix_text + opening(label))[0]
     tail = model.tokenize("\n</end>\n" + opening(label), add_special_tokens=False)[0]
-    return PromptIds(head + body + tail, slice(len(head), len(head) + len(body))), truncated
+    bodies = model.tokenize([" " + e.strip() for e in examples], add_special_tokens=False) if examples else []
+    pieces, truncated = [], 0
+    for body in bodies:
+        if len(body) > max_example_tokens:
+            body = _cut_at_sentence(model, body, max_example_tokens)
+            truncated += 1
+        pieces.append(PromptIds(head + body + tail, slice(len(head), len(head) + len(body))))
+    return head, pieces, truncated
 
 
 def _cut_at_sentence(model, ids: list[int], limit: int) -> list[int]:

@@ -15,6 +15,7 @@ import re
 import shutil
 
 from .errors import CorruptFileError
+from .report import PrivacyReport
 from .synthesis import ClassPlan
 from .vector import DatasetVector
 
@@ -22,7 +23,7 @@ PLAN = "plan.json"
 REPORT = "privacy_report.json"
 
 
-def save(path: str, plans: list[ClassPlan], report: dict, settings: dict) -> None:
+def save(path: str, plans: list[ClassPlan], report: PrivacyReport, settings: dict) -> None:
     """Write a release to ``path`` (must not exist yet)."""
     tmp = path + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -35,23 +36,23 @@ def save(path: str, plans: list[ClassPlan], report: dict, settings: dict) -> Non
             plan.vector.save(os.path.join(tmp, entry["vector"]))
         classes.append(entry)
     _write_json(os.path.join(tmp, PLAN), {"classes": classes, "settings": settings})
-    _write_json(os.path.join(tmp, REPORT), report)
+    _write_json(os.path.join(tmp, REPORT), report.to_dict())
     os.replace(tmp, path)
 
 
-def load(path: str) -> tuple[list[ClassPlan], dict, dict]:
+def load(path: str) -> tuple[list[ClassPlan], PrivacyReport, dict]:
     """``(plans, report, settings)`` of a release directory."""
     try:
         with open(os.path.join(path, PLAN), encoding="utf-8") as f:
             plan = json.load(f)
         with open(os.path.join(path, REPORT), encoding="utf-8") as f:
-            report = json.load(f)
+            report = PrivacyReport.from_dict(json.load(f))
         plans = [
             ClassPlan(c["label"], c["domain"], list(c["shots"]),
                       None if c["vector"] is None else DatasetVector.load(os.path.join(path, c["vector"])))
             for c in plan["classes"]
         ]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, CorruptFileError) as e:
         raise CorruptFileError(f"{path} is not a complete epsvec release ({e})") from None
     return plans, report, plan.get("settings", {})
 

@@ -11,13 +11,13 @@ steps only: parallel composition across classes):
 3. steered generation of ``n`` samples (post-processing: free).
 
 The private steps compose by basic sequential composition: their epsilons
-add and so do their deltas. The number of samples per class is ``n`` for
-every class, not read from the data, so it costs nothing.
+add and so do their deltas. The classes are declared by the caller, and
+the number of samples per class is ``n`` for every class, so neither is
+read from the data and neither costs anything.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,10 +29,12 @@ from . import _epsvec, prompts
 from ._epsvec import SamplingParams
 from .data import records_from
 from .errors import InvalidInputError, PrivacyError
-from .extract import (_check_privacy, _check_texts, _extract_class, _resolve_layers, _shots_by_label, auto_layers,
-                      class_seed)
+from .extract import (ClassPrompts, auto_layers, check_options, check_privacy, check_sample_rate, check_texts,
+                      extract_class, group_by_class, resolve_layers, shots_by_label)
 from .model import REPEATED_PROMPT_ROWS, Model, load_model, mean_states_without_sink
 from .privacy import gaussian_sigma
+from .report import PrivacyReport, PrivacyStep, sweep_composition
+from .seeds import derive_seed
 from .vector import DatasetVector
 
 __all__ = ["synthesize", "SyntheticData", "ClassPlan", "METHODS"]
@@ -67,7 +69,7 @@ class SyntheticData:
 
     texts: list[str]
     labels: list[Any]
-    report: dict[str, Any]
+    report: PrivacyReport
     plans: list[ClassPlan] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -78,7 +80,7 @@ class SyntheticData:
         is the privacy report as JSON."""
         import datasets
 
-        info = datasets.DatasetInfo(description=json.dumps(self.report, indent=1))
+        info = datasets.DatasetInfo(description=self.report.to_json())
         return datasets.Dataset.from_dict({"text": self.texts, "label": self.labels}, info=info)
 
 
@@ -105,7 +107,6 @@ def synthesize(
     layers: str | Sequence[int] = "auto",
     clip_norm: str | float = "auto",
     pool: str = "mean",
-    sample_size: int | None = None,
     sample_rate: float | None = None,
     adjacency: str = "add_remove",
     text_column: str = "text",
@@ -114,6 +115,7 @@ def synthesize(
     batch_size: int = 16,
     progress: bool = True,
     seed: int | None = None,
+    noise_seed: int | None = None,
 ) -> SyntheticData:
     """Make ``n`` synthetic samples per class from private texts, (eps, delta)-DP.
 
@@ -142,19 +144,23 @@ def synthesize(
         num_shots: Shots per prompt (k) for "synthetic" and "private".
         shots_eps: Budget of the private shot vote (default 0.1, with a
             tenth of delta, as in the reference); the vector gets the rest.
-        classes: The public label set; by default the labels found in the
-            data are treated as public (say so if they are not).
+        classes: The public label set, required with ``labels`` (a
+            ``datasets.ClassLabel`` column declares its own): every class
+            gets ``n`` samples, even one without records (its vector is pure
+            noise); a record labelled outside it is an error before any work.
         strength: Steering strength as a fraction of the residual norm.
         temperature, top_p, max_new_tokens: Sampling of the synthetic texts.
         num_negatives: Public negatives generated per class (see :func:`epsvec.extract`).
-        max_example_tokens, layers, clip_norm, pool, sample_size,
-            sample_rate, adjacency: As in :func:`epsvec.extract`.
+        max_example_tokens, layers, clip_norm, pool, sample_rate,
+            adjacency: As in :func:`epsvec.extract`.
         text_column, label_column: Columns of a ``datasets.Dataset``.
         return_dataset: Return a ``datasets.Dataset`` (report in ``info.description``).
         batch_size: Prompts per forward pass (copies of one prompt, when generating, run 4x as many).
         progress: Show progress bars.
-        seed: For tests and reproducible sampling only; it also makes the
-            privacy noise reproducible, which voids the guarantee.
+        seed: Reproducible public randomness (shot candidates, negatives,
+            samples); the privacy noise stays secret.
+        noise_seed: For tests only: reproducible privacy noise and sample,
+            which voids the guarantee (the report says ``seeded``).
 
     Returns:
         :class:`SyntheticData` (texts, labels, report, plans), or a
@@ -171,22 +177,20 @@ def synthesize(
     model, releases = _private_steps_grid(
         texts, eps_grid, labels=labels, delta=delta, model=model, domain=domain, method=method,
         fixed_shots=fixed_shots, num_shots=num_shots, shots_eps=shots_eps, classes=classes, layers=layers,
-        clip_norm=clip_norm, pool=pool, sample_size=sample_size, sample_rate=sample_rate, adjacency=adjacency,
+        clip_norm=clip_norm, pool=pool, sample_rate=sample_rate, adjacency=adjacency,
         text_column=text_column, label_column=label_column, batch_size=batch_size, progress=progress, seed=seed,
-        max_new_tokens=max_new_tokens, num_negatives=num_negatives, max_example_tokens=max_example_tokens,
+        noise_seed=noise_seed, max_new_tokens=max_new_tokens, num_negatives=num_negatives,
+        max_example_tokens=max_example_tokens,
     )
     sampling = dict(strength=strength, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     sample_seed = secrets.randbits(62) if seed is None else seed
     results = {}
     for e, (plans, report) in zip(eps_grid, releases):
-        report["generation"] = {"per_class": n, "rule": "n samples for every class (not read from the data: free)",
-                                **sampling}
-        if sweep:
-            report["sweep"] = (f"one of {len(eps_grid)} releases (eps {eps_grid}) from one read of the data, each "
-                               "with its own noise; publishing several spends the sum of their eps and delta")
+        report = report.with_(generation={"per_class": n, "rule": "n samples for every declared class (not read "
+                                          "from the data: free)", **sampling})
         out_texts, out_labels = [], []
-        for i, plan in enumerate(plans):
-            out_texts += generate_for_class(model, plan, range(n), seed=class_seed(sample_seed, i),
+        for plan in plans:
+            out_texts += generate_for_class(model, plan, range(n), seed=derive_seed(sample_seed, "samples", plan.label),
                                             batch_size=REPEATED_PROMPT_ROWS * batch_size, progress=progress, **sampling)
             out_labels += [plan.label] * n
         result = SyntheticData(out_texts, out_labels, report, plans)
@@ -209,9 +213,9 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
         # One generate call per contiguous block keeps streams = sample indices.
         for start, rows in _contiguous(indices, todo):
             texts = model.generate([plan.prompt] * len(rows), steer=steer, strength=strength, temperature=temperature,
-                                   top_p=top_p, max_new_tokens=max_new_tokens, stop=prompts.STOP, seed=seed,
-                                   batch_size=batch_size, progress=progress and attempt == 0,
-                                   stream_start=start + attempt * (1 << 40))
+                                   top_p=top_p, max_new_tokens=max_new_tokens, stop=prompts.STOP,
+                                   seed=seed if attempt == 0 else derive_seed(seed, "empty retry", attempt),
+                                   batch_size=batch_size, progress=progress and attempt == 0, stream_start=start)
             for r, text in zip(rows, texts):
                 out[r] = text.strip()
         todo = [r for r in todo if not out[r]]
@@ -240,97 +244,91 @@ def private_steps(texts, eps, **options) -> tuple[Model, list[ClassPlan], dict]:
 
 def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None, domain=None, method="epsvec",
                         fixed_shots=None, num_shots=2, shots_eps=None, classes=None, layers="auto",
-                        clip_norm="auto", pool="mean", sample_size=None, sample_rate=None, adjacency="add_remove",
+                        clip_norm="auto", pool="mean", sample_rate=None, adjacency="add_remove",
                         text_column="text", label_column="label", batch_size=16, progress=True, seed=None,
-                        max_new_tokens=64, num_negatives=64,
-                        max_example_tokens=800) -> tuple[Model, list[tuple[list[ClassPlan], dict]]]:
+                        noise_seed=None, max_new_tokens=64, num_negatives=64,
+                        max_example_tokens=800) -> tuple[Model, list[tuple[list[ClassPlan], PrivacyReport]]]:
     """Private steps for each budget in ``eps_grid``, reading the records once:
-    ``(model, [(plans, report) per budget])``."""
-    texts, labels = records_from(texts, labels, text_column, label_column)
-    texts = _check_texts(texts)
+    ``(model, [(plans, report) per budget])``. Every option is checked, and
+    every record tokenized, before the first model call."""
+    texts, labels, classes = records_from(texts, labels, text_column, label_column, classes)
+    texts = check_texts(texts)
     for eps in eps_grid:
-        _check_privacy(eps, delta, adjacency)
+        check_privacy(eps, delta, adjacency)
+    rate = check_sample_rate(sample_rate)
+    check_options(pool=pool, max_example_tokens=max_example_tokens, num_negatives=num_negatives, clip_norm=clip_norm,
+                  seed=seed, noise_seed=noise_seed)
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
     _check_count(num_shots, "num_shots")
     if fixed_shots is None and method == "fixed_shot":
         fixed_shots = "synthetic"
-    private_shots = isinstance(fixed_shots, str) and fixed_shots == "private" and method != "zero_shot"
-    if len(eps_grid) > 1 and (private_shots or sample_size is not None or sample_rate is not None):
+    if isinstance(fixed_shots, str) and fixed_shots not in ("synthetic", "private"):
+        raise InvalidInputError(f'fixed_shots must be "synthetic", "private" or a list of texts, got {fixed_shots!r}')
+    private_shots = fixed_shots == "private" and method != "zero_shot"
+    if len(eps_grid) > 1 and (private_shots or rate < 1):
         # Shared shots or a shared Poisson sample would couple the releases.
-        raise InvalidInputError("an eps sweep needs public shots and no sample_size/sample_rate")
+        raise InvalidInputError("an eps sweep needs public shots and no sample_rate")
+    groups = group_by_class(texts, labels, classes)
+    budgets = [_split_budget(eps, delta, shots_eps, private_shots, vector=method == "epsvec") for eps in eps_grid]
     if not isinstance(model, Model):
         model = load_model(model)
-    groups = _groups(texts, labels, classes)
-    budgets = [_split_budget(eps, delta, shots_eps, private_shots, vector=method == "epsvec") for eps in eps_grid]
-    vote_steps = [_shot_vote_step(budgets[0]["shots"], adjacency)] if private_shots else []
-    if method == "epsvec":
-        layer_list = _resolve_layers(layers, model.config.num_layers)
+    layer_list = resolve_layers(layers, model.config.num_layers) if method == "epsvec" else []
 
     plans = [[] for _ in eps_grid]
-    for i, (label, records) in enumerate(groups.items()):
+    vote_steps = []
+    for label, records in groups.items():
         label_text = None if label is None else str(label)
-        cseed = class_seed(seed, i)
+        seed_for = lambda purpose: derive_seed(seed, purpose, label_text)
         if method == "zero_shot" or fixed_shots is None:
             shots = []
         elif private_shots:
-            shots = _vote_shots(model, records, domain, label_text, num_shots, vote_steps[0]["sigma"], batch_size,
-                                progress, cseed, max_new_tokens)
+            shots, step = _vote_shots(model, records, domain, label_text, num_shots, budgets[0]["shots"], adjacency,
+                                      batch_size, progress, seed_for("shot candidates"),
+                                      derive_seed(noise_seed, "shot vote noise", label_text), max_new_tokens)
+            vote_steps.append(step)
         else:
-            shots = _public_shots(model, fixed_shots, label, domain, label_text, num_shots, batch_size, cseed,
-                                  max_new_tokens)
+            shots = _public_shots(model, fixed_shots, label, domain, label_text, num_shots, batch_size,
+                                  seed_for("shot candidates"), max_new_tokens)
         vectors = [None] * len(eps_grid)
         if method == "epsvec":
-            vectors = _extract_class(
-                model, records, label_text, eps=[b["vector"][0] for b in budgets], delta=budgets[0]["vector"][1],
-                negatives=None, domain=domain, shots=shots, layers=layer_list, clip_norm=clip_norm, pool=pool,
-                sample_size=sample_size, sample_rate=sample_rate, adjacency=adjacency, batch_size=batch_size,
-                progress=progress, seed=cseed, max_example_tokens=max_example_tokens, temperature=1.0,
-                max_new_tokens=max_new_tokens, num_negatives=num_negatives,
+            prompts_ = ClassPrompts.build(model, label, domain, shots, records, max_example_tokens)
+            vectors = extract_class(
+                model, prompts_, eps=[b["vector"][0] for b in budgets], delta=budgets[0]["vector"][1],
+                negatives=None, layers=layer_list, clip_norm=clip_norm, pool=pool, sample_rate=rate,
+                adjacency=adjacency, batch_size=batch_size, progress=progress, seed=seed, noise_seed=noise_seed,
+                temperature=1.0, max_new_tokens=max_new_tokens, num_negatives=num_negatives,
             )
         for j, vector in enumerate(vectors):
             plans[j].append(ClassPlan(label, domain, shots, vector))
+    steps_of = [_merge_classes(vote_steps)] if vote_steps else []
     out = []
-    for eps, class_plans in zip(eps_grid, plans):
-        steps = list(vote_steps)
+    for j, (eps, class_plans) in enumerate(zip(eps_grid, plans)):
+        steps = list(steps_of)
         if method == "epsvec":
-            steps.append(_vector_step(class_plans, adjacency, pool))
-        report = _report(eps, delta, method, fixed_shots, steps, classes, seed)
-        if sample_size is not None and method == "epsvec":
-            report["public"].append("each class's size N, through its sample rate sample_size / N")
+            steps.append(_merge_classes([PrivacyStep.from_dict(p.vector.privacy) for p in class_plans]))
+        shots_kind = (fixed_shots if isinstance(fixed_shots, str) else "none" if fixed_shots is None
+                      or method == "zero_shot" else "public texts given by the user")
+        report = PrivacyReport(
+            steps, float(eps), float(delta), method, shots_kind, None if labels is None else [str(c) for c in groups],
+            ["the model and its own generations (shot candidates, negatives)",
+             "the set of classes (declared by the caller)" if labels is not None else "that there is one class",
+             "n, layers, strength, sampling settings, the sample rate"],
+        )
+        if len(eps_grid) > 1 and method == "epsvec":
+            sigmas = [p[0].vector.privacy["sigma"] for p in plans]
+            report = report.with_(sweep=sweep_composition(sigmas, [b["vector"][0] for b in budgets],
+                                                          budgets[0]["vector"][1], adjacency))
         out.append((class_plans, report))
     return model, out
 
 
-def _vector_step(plans: list[ClassPlan], adjacency: str, pool: str) -> dict:
-    v = plans[0].vector.privacy
-    per_class = lambda key: {str(p.label): p.vector.privacy[key] for p in plans}
-    return {"step": "dataset vector", "eps": v["eps"], "delta": v["delta"], "sigma": per_class("sigma"),
-            "mechanism": v["mechanism"], "accountant": v["accountant"], "adjacency": adjacency,
-            "sample_rate": per_class("sample_rate"), "clip_norm": per_class("clip_norm"),
-            "clip_norm_source": v["clip_norm_source"], "layers": plans[0].vector.layers, "pool": pool}
-
-
-def _report(eps, delta, method, fixed_shots, steps, classes, seed) -> dict:
-    spent_eps = sum(s["eps"] for s in steps)
-    spent_delta = sum(s["delta"] for s in steps)
-    shots = (fixed_shots if isinstance(fixed_shots, str) else "none" if fixed_shots is None or method == "zero_shot"
-             else "public texts given by the user")
-    return {
-        "guarantee": {"eps": spent_eps, "delta": spent_delta, "budget_eps": eps, "budget_delta": delta,
-                      "unit": "one private record", "adjacency": steps[0]["adjacency"] if steps else None},
-        "composition": "basic sequential composition over the private steps (eps and delta add); classes are "
-                       "disjoint, so each record enters one class's steps only (parallel composition); "
-                       "generation is post-processing",
-        "steps": steps,
-        "method": method,
-        "fixed_shots": shots,
-        "public": ["the model and its own generations (shot candidates, negatives)",
-                   "the label set" + (" (given as classes)" if classes is not None else " (read from the data; "
-                                      "assumed public)"),
-                   "n, layers, strength, sampling settings"],
-        "seeded": seed is not None,
-    }
+def _merge_classes(steps: list[PrivacyStep]) -> PrivacyStep:
+    """One step for every class (parallel composition): the same budget and
+    noise, each class's own public clip norm."""
+    first = steps[0]
+    clip = {k: v for s in steps for k, v in s.clip_norm.items()}
+    return PrivacyStep.from_dict({**first.to_dict(), "clip_norm": clip})
 
 
 def _split_budget(eps, delta, shots_eps, private_shots: bool, vector: bool) -> dict:
@@ -347,16 +345,6 @@ def _split_budget(eps, delta, shots_eps, private_shots: bool, vector: bool) -> d
     return budget
 
 
-def _shot_vote_step(budget: tuple[float, float], adjacency: str) -> dict:
-    e, d = budget
-    return {"step": "fixed-shot selection", "eps": e, "delta": d, "sigma": gaussian_sigma(e, d, adjacency=adjacency),
-            "mechanism": f"each record votes for its nearest of {SHOT_CANDIDATES} model-generated candidates "
-                         "(cosine of pooled residual states); Gaussian noise on the vote histogram (L2 "
-                         "sensitivity 1; with substitution calibrated to 2, above the true sqrt 2); the top "
-                         "num_shots candidates are kept (post-processing)",
-            "accountant": "analytic Gaussian (Balle & Wang 2018)", "adjacency": adjacency}
-
-
 def _zero_shot(model, domain, label_text, count, batch_size, seed, progress=False, max_new_tokens=64) -> list:
     """The model's own samples from the prompt without shots (public), at
     SHOT_TEMPERATURE: shot candidates for both the free and the voted shots."""
@@ -368,9 +356,7 @@ def _zero_shot(model, domain, label_text, count, batch_size, seed, progress=Fals
 
 def _public_shots(model, fixed_shots, label, domain, label_text, k, batch_size, seed, max_new_tokens) -> list[str]:
     if not isinstance(fixed_shots, str):
-        return _shots_by_label(fixed_shots)(label)
-    if fixed_shots != "synthetic":
-        raise InvalidInputError(f'fixed_shots must be "synthetic", "private" or a list of texts, got {fixed_shots!r}')
+        return shots_by_label(fixed_shots)(label)
     samples = _zero_shot(model, domain, label_text, SHOT_CANDIDATES, batch_size, seed, max_new_tokens=max_new_tokens)
     candidates = [g.text.strip() for g in samples if g.finish_reason != "length"
                   and len(g.text.split()) >= MIN_SHOT_WORDS] or [g.text.strip() for g in samples if g.text.strip()]
@@ -380,43 +366,39 @@ def _public_shots(model, fixed_shots, label, domain, label_text, k, batch_size, 
     return candidates[:k]
 
 
-def _vote_shots(model, records, domain, label_text, k, sigma, batch_size, progress, seed, max_new_tokens=64) -> list[str]:
-    """k zero-shot candidates chosen by the records' noisy nearest-candidate vote."""
+def _vote_shots(model, records, domain, label_text, k, budget, adjacency, batch_size, progress, seed, noise_seed,
+                max_new_tokens=64) -> tuple[list[str], PrivacyStep]:
+    """k zero-shot candidates chosen by the records' noisy nearest-candidate
+    vote, and the step's report. Each record's vote depends on that record
+    alone (it is embedded alone), so the histogram has L2 sensitivity 1
+    under add/remove (sqrt 2 under substitution; calibrated to 2)."""
+    e, d = budget
+    sigma = gaussian_sigma(e, d, adjacency=adjacency)
     candidates = [g.text.strip() or "." for g in _zero_shot(model, domain, label_text, SHOT_CANDIDATES, batch_size,
                                                             seed, progress, max_new_tokens)]
     layer = auto_layers(model.config.num_layers)[0]
     c = _embed(model, candidates, layer, batch_size)
-    r = _embed(model, records, layer, batch_size)
-    votes = np.argmax(r @ c.T, axis=1) if len(records) else np.zeros(0, dtype=int)
     histogram = np.zeros((len(records), len(candidates)), dtype=np.float32)
-    histogram[np.arange(len(records)), votes] = 1.0
-    # One row per record, norm 1 = the clip norm: the mechanism's noisy sum is the
-    # noisy histogram, normalised (which keeps the order).
-    noisy, _ = _epsvec.release_vector(histogram, 1, 1.0, sigma, None if seed is None else seed + 17)
-    top = np.argsort(-noisy[0], kind="stable")[:k]
-    return [candidates[i] for i in top]
+    for i, record in enumerate(records):
+        r = _embed(model, [record], layer, 1)  # alone: its vote cannot depend on its batch neighbours
+        histogram[i, int(np.argmax(r @ c.T))] = 1.0
+    release = _epsvec.PrivateRelease(1, len(candidates), 1.0, 1.0, noise_seed)
+    release.offer_rows(histogram)
+    [(noisy, info)] = release.finish([sigma])
+    top = np.argsort(-noisy[0], kind="stable")[:k]  # normalising keeps the order
+    step = PrivacyStep(
+        "fixed-shot selection", float(e), float(d), sigma, 1.0, adjacency, {str(label_text): 1.0},
+        f"each record votes for its nearest of {SHOT_CANDIDATES} model-generated candidates (cosine of pooled "
+        "residual states, the record embedded alone); Gaussian noise on the vote histogram (L2 sensitivity 1; "
+        "with substitution calibrated to 2, above the true sqrt 2); the top num_shots candidates are kept",
+        info["accountant"], info["noise"], [], None, "one vote per record", info["seeded"])
+    return [candidates[i] for i in top], step
 
 
 def _embed(model, texts, layer, batch_size) -> np.ndarray:
     """Unit-normalised mean residual state of each text at ``layer`` (first token skipped)."""
     states = mean_states_without_sink(model, texts, layer, batch_size, max_tokens=800)
     return states / np.maximum(np.linalg.norm(states, axis=1, keepdims=True), 1e-12)
-
-
-def _groups(texts, labels, classes) -> dict:
-    if labels is None:
-        if classes is not None:
-            raise InvalidInputError("classes needs labels")
-        return {None: texts}
-    if len(labels) != len(texts):
-        raise InvalidInputError(f"labels has {len(labels)} entries for {len(texts)} texts")
-    order = list(classes) if classes is not None else sorted(set(labels), key=str)
-    groups = {label: [] for label in order}
-    for text, label in zip(texts, labels):
-        if label not in groups:
-            raise InvalidInputError(f"label {label!r} is not in classes {order}")
-        groups[label].append(text)
-    return groups
 
 
 def _check_count(value, name: str) -> None:

@@ -187,6 +187,15 @@ const REL_TOL: f64 = 1e-13;
 /// Hard cap on bisection steps (never reached: ~50 suffice).
 const MAX_STEPS: usize = 400;
 
+/// Which accountant calibrates a release at `sample_rate`, for reports.
+pub fn describe(sample_rate: f64) -> &'static str {
+    if sample_rate >= 1.0 {
+        "analytic Gaussian mechanism (Balle & Wang 2018)"
+    } else {
+        "exact privacy profile of the Poisson-subsampled Gaussian (closed form; Zhu, Dong & Wang 2022 for substitution)"
+    }
+}
+
 /// Noise multiplier sigma (noise std / C, where C is the clip norm, i.e. the
 /// add/remove L2 sensitivity) so that ONE release of the Gaussian mechanism
 /// (optionally on a Poisson subsample with rate `sample_rate`) is

@@ -78,41 +78,32 @@
 //! noise `sigma C`), and inherits its `(eps, delta)` for every `delta(eps)` that
 //! the accountant's profile gives — including `q < 1` and both adjacencies.
 //!
-//! **What the code computes.** It equals `M*(D)` except when the f64 value
-//! `b_k + s Z_k` (with `Z_k` from [`crate::privacy::noise::standard_normal_pair`]: Box–Muller
-//! on 53-bit uniforms from ChaCha20) rounds to a different integer than the
-//! exact one would under a coupling of the two. That needs the exact value to
-//! lie within the sampler's error of a half-integer. Box–Muller's error is a
-//! few units of `2^-47` absolute in `Z` (from the 2^-53 grids of the two
-//! uniforms and a few-ulp `ln`, `sqrt`, `sin_cos`), times `s < 32`, and a
-//! half-integer is hit with probability about twice that: `rho ~ 2^-40` per
-//! coordinate. By a union bound the total variation distance between the
-//! implemented and the ideal output is at most `dim * rho`, so the implemented
-//! mechanism is `(eps, delta + (1 + e^eps) dim rho)`-DP. For `dim = 16384`,
-//! `eps = 4.9`: an extra `~2e-6` in the worst case under this estimate. This
-//! bound is an **engineering estimate, not a proof**: it assumes the platform's
-//! `ln`/`sqrt`/`sin_cos` are accurate to a few ulps (true of glibc and the usual
-//! libms). It is the only gap; the Poisson coins, the sensitivity and the sum
-//! are exact.
+//! **What the code computes is exactly `M*`.** The only random draws are the
+//! Poisson coins ([`crate::privacy::noise::bernoulli_exact`]: exact for the
+//! real number `q`) and, per coordinate, `round(b_k + s Z_k)` with `Z_k` an
+//! exact standard normal: [`crate::privacy::rounded_gaussian`] draws it with
+//! Karney's exact normal sampler (ACM TOMS 2016: random bits and comparisons
+//! of lazily refined uniforms, no floating point) and decides the rounding in
+//! exact integer arithmetic (`b_k` and `s` are dyadic; digits of the deviate
+//! are drawn until the rounding cell is certain). Since `s = sigma C / Gamma`
+//! and `b_k = T_k / 2^j - A_k` exactly, `Gamma (A_k + round(b_k + s Z_k))`
+//! equals `Grid_Gamma(gamma T_k + sigma C Z_k)`. So, if the ChaCha20 stream is
+//! indistinguishable from uniform bits (the standard assumption on a CSPRNG),
+//! the released vector has exactly the distribution of `M*`, and the
+//! accountant's `(eps, delta)` holds for it with no floating-point residual,
+//! at any eps and any dimension. (Earlier versions used Box-Muller on 53-bit
+//! uniforms, whose error put an estimated `(1 + e^eps) dim 2^-40` on delta:
+//! about 2e-2 at eps 16 and 16k dimensions.)
 //!
 //! **Floating-point attacks.** Mironov (CCS 2012) showed that releasing
 //! `fl(x + fl(noise))` with a floating-point Laplace/Gaussian leaks `x`: which
 //! f64 values are reachable (and with what probability) depends on `x`, and the
 //! low-order bits identify it, sometimes exactly. Here the output lattice
 //! `Gamma Z^dim` is fixed by the public `(C, sigma)`, the data enter only as an
-//! exact integer and through `b_k` (exact), and no output bit finer than
-//! `Gamma` exists; the residual data dependence is confined to the event above.
-//! The price is a rounding of `Gamma <= sigma C / 16`: it adds at most
+//! exact integer, and the noise on the lattice is exact. The price of the
+//! lattice is a rounding of `Gamma <= sigma C / 16`: it adds at most
 //! `Gamma^2 / 12 <= (sigma C)^2 / 3072` to the variance of each coordinate (a
 //! 0.03% change in noise power).
-//!
-//! **Not done, and why.** Closing the last gap needs an exact sampler of the
-//! rounded Gaussian `round(b + s Z)` (e.g. a lazy-bit Gaussian à la Karney
-//! 2016). The discrete Gaussian of Canonne, Kamath & Steinke (NeurIPS 2020),
-//! which has an exact sampler, is a different distribution: its
-//! multi-dimensional (eps, delta) profile is only bounded (not equal) to the
-//! continuous one, and the accountant's exact Poisson-subsampled profile and
-//! its garbling argument for records of norm `< C` do not transfer to it.
 //!
 //! # What leaves this function, and what must not leave the curator
 //!
@@ -140,18 +131,28 @@
 use rand::Rng;
 
 use crate::error::{EpsvecError, Result};
-use crate::privacy::clip::{clip_row, quantise_row, FRAC_BITS};
-use crate::privacy::noise::fill_standard_normal;
+use crate::privacy::clip::FRAC_BITS;
+#[cfg(test)]
+use crate::privacy::clip::{clip_row, quantise_row};
+pub use crate::privacy::release::PrivateRelease;
+use crate::privacy::rounded_gaussian::rounded_gaussian;
 
 pub use crate::privacy::clip::clip_rows;
-pub use crate::privacy::noise::{gaussian_noise, poisson_sample, NoiseSource};
+pub use crate::privacy::noise::{poisson_sample, NoiseSource};
 
 /// Smallest and largest accepted `clip_norm` (keeps `C 2^±52` finite and normal).
 pub const CLIP_NORM_RANGE: (f64, f64) = (1e-100, 1e100);
 /// Largest accepted noise multiplier (keeps the output-grid offset exact in f64).
 pub const SIGMA_MAX: f64 = 1_048_576.0; // 2^20
+/// Smallest accepted noise multiplier (keeps the noise at least 4 fine-grid steps).
+pub const SIGMA_MIN: f64 = 1.0 / 1_073_741_824.0; // 2^-30
 /// The output grid is the largest `C 2^(j-32)` with at most `sigma C / OUT_STEPS`.
 const OUT_STEPS: f64 = 16.0;
+
+/// How the noise is made, for reports (one place, beside the code it describes).
+pub const NOISE_DESCRIPTION: &str = "ChaCha20 CSPRNG keyed from the OS (one stream for the Poisson coins and the \
+    noise); exact fixed-point sum of the clipped terms; Gaussian noise, the output snapped to a public lattice of \
+    spacing sigma*C/16..32";
 
 /// Publishable description of a release: functions of the public parameters only.
 #[derive(Debug, Clone, PartialEq)]
@@ -217,7 +218,8 @@ pub fn release_noisy_sum(
     release_with_rng(rows, dim, clip_norm, sigma, sample_rate, source.is_seeded(), &mut rng)
 }
 
-/// [`release_noisy_sum`] on a caller-supplied generator (tests reuse one stream).
+/// [`release_noisy_sum`] on a caller-supplied generator (tests reuse one stream):
+/// the same path as every release, [`PrivateRelease`].
 pub(crate) fn release_with_rng<R: Rng + ?Sized>(
     rows: &[f32],
     dim: usize,
@@ -228,24 +230,9 @@ pub(crate) fn release_with_rng<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<Release> {
     validate(rows, dim, clip_norm, sigma, sample_rate)?;
-    let n = rows.len() / dim;
-    let sample = poisson_sample(n, sample_rate, rng);
-    let (sum, clipped) = fixed_point_sum(rows, dim, clip_norm, &sample)?;
-    let grid = OutputGrid::new(clip_norm, sigma);
-    let noisy = grid.add_noise(&sum, rng);
-    Ok(Release {
-        noisy,
-        report: ReleaseReport {
-            noise_std: sigma * clip_norm,
-            grid: grid.spacing,
-            sigma,
-            clip_norm,
-            sample_rate,
-            dim,
-            seeded,
-        },
-        private: PrivateCounts { records_in: n, records_used: sample.len(), clipped },
-    })
+    let mut release = PrivateRelease::with_rng(dim, clip_norm, sample_rate, seeded, rng);
+    release.offer_rows(rows)?;
+    Ok(release.finish(&[sigma])?.remove(0))
 }
 
 /// Splits a released vector (the concatenation of `n_layers` equal blocks)
@@ -297,18 +284,16 @@ impl OutputGrid {
         OutputGrid { shift, steps, spacing }
     }
 
-    /// `Gamma * (A + round(b + steps Z))` per coordinate of the exact sum `T = A 2^shift + B`.
+    /// `Gamma * (A + round(b + steps Z))` per coordinate of the exact sum
+    /// `T = A 2^shift + B`, with `round(b + steps Z)` drawn exactly
+    /// ([`rounded_gaussian`]: Karney's exact normal, exact rounding).
     pub(crate) fn add_noise<R: Rng + ?Sized>(&self, sum: &[i128], rng: &mut R) -> Vec<f64> {
-        let mut z = vec![0.0; sum.len()];
-        fill_standard_normal(&mut z, rng);
         let unit: i128 = 1 << self.shift;
-        let inv = pow2(-(self.shift as i32));
         sum.iter()
-            .zip(&z)
-            .map(|(&t, &zk)| {
+            .map(|&t| {
                 let a = t.div_euclid(unit);
-                let b = t.rem_euclid(unit) as f64 * inv; // exact: < 2^48 scaled by a power of 2
-                let k = (b + self.steps * zk).round() as i128;
+                let b = t.rem_euclid(unit) as u64; // < 2^shift <= 2^48
+                let k = rounded_gaussian(b, self.shift, self.steps, rng) as i128;
                 (a + k) as f64 * self.spacing
             })
             .collect()
@@ -321,7 +306,8 @@ fn pow2(e: i32) -> f64 {
 }
 
 /// Exact fixed-point sum `T = sum_{i in sample} r_i` (units of `gamma = C 2^-32`)
-/// and how many of the used rows were clipped.
+/// and how many of the used rows were clipped: the tests' reference.
+#[cfg(test)]
 pub(crate) fn fixed_point_sum(
     rows: &[f32],
     dim: usize,
@@ -346,14 +332,7 @@ pub(crate) fn fixed_point_sum(
 fn validate(rows: &[f32], dim: usize, clip_norm: f64, sigma: f64, sample_rate: f64) -> Result<()> {
     check_shape(rows, dim)?;
     check_clip_norm(clip_norm)?;
-    if !(sigma.is_finite() && sigma > 0.0) {
-        return Err(EpsvecError::Privacy(format!("noise multiplier sigma must be finite and > 0, got {sigma}")));
-    }
-    if sigma > SIGMA_MAX {
-        return Err(EpsvecError::Privacy(format!(
-            "noise multiplier sigma = {sigma} is above the supported maximum {SIGMA_MAX}"
-        )));
-    }
+    check_sigma(sigma)?;
     if !(sample_rate > 0.0 && sample_rate <= 1.0) {
         return Err(EpsvecError::Privacy(format!("sample_rate must be in (0, 1], got {sample_rate}")));
     }
@@ -378,6 +357,18 @@ pub(crate) fn check_shape(rows: &[f32], dim: usize) -> Result<()> {
         return Err(EpsvecError::InvalidInput(format!(
             "rows has {} values, not a multiple of dim = {dim}",
             rows.len()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_sigma(sigma: f64) -> Result<()> {
+    if !(sigma.is_finite() && sigma > 0.0) {
+        return Err(EpsvecError::Privacy(format!("noise multiplier sigma must be finite and > 0, got {sigma}")));
+    }
+    if !(SIGMA_MIN..=SIGMA_MAX).contains(&sigma) {
+        return Err(EpsvecError::Privacy(format!(
+            "noise multiplier sigma = {sigma} is outside the supported range [{SIGMA_MIN:e}, {SIGMA_MAX}]"
         )));
     }
     Ok(())

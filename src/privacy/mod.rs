@@ -5,3 +5,5 @@ pub mod accounting;
 pub mod clip;
 pub mod mechanism;
 pub mod noise;
+pub mod release;
+pub mod rounded_gaussian;

@@ -1,5 +1,6 @@
-//! The secret randomness of a release: where it comes from ([`NoiseSource`]),
-//! exact Bernoulli(q) coins for Poisson sampling, and standard normal draws.
+//! The secret randomness of a release: where it comes from ([`NoiseSource`])
+//! and exact Bernoulli(q) coins for Poisson sampling (the Gaussian noise is
+//! in [`crate::privacy::rounded_gaussian`]).
 //!
 //! Everything here consumes one `rand::Rng` stream; [`crate::privacy::mechanism`] uses a
 //! single ChaCha20 stream per release for both the Poisson sample and the noise.
@@ -47,16 +48,17 @@ impl NoiseSource {
 }
 
 /// 2^-53.
+#[cfg(test)]
 const TWO_POW_M53: f64 = 1.0 / 9_007_199_254_740_992.0;
 
 /// Uniform on the 2^53-point grid `{0, 2^-53, ..., 1 - 2^-53}`.
-#[inline]
+#[cfg(test)]
 fn uniform_co<R: Rng + ?Sized>(rng: &mut R) -> f64 {
     (rng.next_u64() >> 11) as f64 * TWO_POW_M53
 }
 
 /// Uniform on the 2^53-point grid `{2^-53, ..., 1}` (never 0, so `ln` is finite).
-#[inline]
+#[cfg(test)]
 fn uniform_oc<R: Rng + ?Sized>(rng: &mut R) -> f64 {
     ((rng.next_u64() >> 11) + 1) as f64 * TWO_POW_M53
 }
@@ -109,45 +111,14 @@ pub fn poisson_sample<R: Rng + ?Sized>(n: usize, q: f64, rng: &mut R) -> Vec<usi
     (0..n).filter(|_| bernoulli_exact(q, rng)).collect()
 }
 
-/// Two independent standard normal draws by the Box–Muller transform on
-/// 53-bit uniforms: `r = sqrt(-2 ln U1)`, `(r cos 2 pi U2, r sin 2 pi U2)`,
-/// `U1` in `(0, 1]`, `U2` in `[0, 1)`.
-///
-/// Limits (see the `mechanism` docs for why they do not matter there): the
-/// output is a finite set of f64 values, not a real-valued Gaussian; `|z|`
-/// never exceeds `sqrt(2 * 53 ln 2) = 8.57` (true mass beyond: 1.0e-17); each
-/// draw is within a few units of 2^-47 (absolute) of the exact transform of
-/// continuous uniforms coupled to the 53-bit ones, except deep in the tail
-/// where the `U1` grid is coarse (mass ~2^-40).
-#[inline]
+/// A standard normal draw by the Box–Muller transform on 53-bit uniforms,
+/// for the tests' synthetic data only: releases draw their noise exactly
+/// ([`crate::privacy::rounded_gaussian`]).
+#[cfg(test)]
 pub fn standard_normal_pair<R: Rng + ?Sized>(rng: &mut R) -> (f64, f64) {
     let u1 = uniform_oc(rng);
     let u2 = uniform_co(rng);
     let r = (-2.0 * u1.ln()).sqrt();
     let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
     (r * c, r * s)
-}
-
-/// Fills `out` with independent standard normal draws ([`standard_normal_pair`]).
-pub fn fill_standard_normal<R: Rng + ?Sized>(out: &mut [f64], rng: &mut R) {
-    let mut chunks = out.chunks_exact_mut(2);
-    for pair in &mut chunks {
-        let (a, b) = standard_normal_pair(rng);
-        pair[0] = a;
-        pair[1] = b;
-    }
-    if let [last] = chunks.into_remainder() {
-        *last = standard_normal_pair(rng).0;
-    }
-}
-
-/// `dim` independent `N(0, std^2)` draws in f64 (unquantised; the release
-/// itself uses these through [`crate::privacy::mechanism`]'s output grid).
-pub fn gaussian_noise<R: Rng + ?Sized>(dim: usize, std: f64, rng: &mut R) -> Vec<f64> {
-    let mut out = vec![0.0; dim];
-    fill_standard_normal(&mut out, rng);
-    for x in &mut out {
-        *x *= std;
-    }
-    out
 }

@@ -62,7 +62,7 @@ fn parse_dtype(name: &str, device: Device) -> crate::Result<Kind> {
     }
 }
 
-fn parse_pool(name: Option<&str>) -> crate::Result<Pool> {
+pub(super) fn parse_pool(name: Option<&str>) -> crate::Result<Pool> {
     match name {
         Some("mean") => Ok(Pool::Mean),
         Some("last") => Ok(Pool::Last),
@@ -100,7 +100,7 @@ fn kind_name(kind: Kind) -> &'static str {
 }
 
 impl PyEngine {
-    fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+    pub(super) fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
         // A panic inside a call is caught and reported; the engine holds no
         // half-updated state, so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())

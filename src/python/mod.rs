@@ -4,6 +4,7 @@
 mod engine;
 mod errors;
 mod privacy;
+mod release;
 mod sampling;
 mod vector;
 
@@ -13,6 +14,7 @@ use pyo3::prelude::*;
 fn _epsvec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::PyEngine>()?;
     m.add_class::<sampling::PySamplingParams>()?;
+    m.add_class::<release::PyPrivateRelease>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(engine::cuda_device_count, m)?)?;
     m.add_function(wrap_pyfunction!(sampling::sample_logits, m)?)?;
@@ -21,7 +23,5 @@ fn _epsvec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(privacy::gaussian_delta, m)?)?;
     m.add_function(wrap_pyfunction!(vector::save_vector, m)?)?;
     m.add_function(wrap_pyfunction!(vector::load_vector, m)?)?;
-    m.add_function(wrap_pyfunction!(vector::poisson_sample, m)?)?;
-    m.add_function(wrap_pyfunction!(vector::release_vector, m)?)?;
     Ok(())
 }

@@ -332,24 +332,6 @@ fn invalid_parameters_are_errors_quoting_the_value() {
 
 // ------------------------------------------------------------------ noise
 
-#[test]
-fn raw_gaussian_sampler_is_standard_normal() {
-    let n = 100_000;
-    let mut z = gaussian_noise(n, 1.0, &mut rng(11));
-    let (m, v) = mean_var(&z);
-    // |mean| and |var - 1| within 5.3 standard errors (two-sided p ~ 1e-7)
-    assert!(m.abs() < 5.3 / (n as f64).sqrt(), "mean {m}");
-    assert!((v - 1.0).abs() < 5.3 * (2.0 / n as f64).sqrt(), "var {v}");
-    let d = ks(&mut z, phi);
-    let thr = dkw(n, 1e-6);
-    eprintln!("raw sampler: KS D = {d:.5} (threshold {thr:.5}), mean {m:.5}, var {v:.5}");
-    assert!(d < thr);
-    // scaling
-    let w = gaussian_noise(50_000, 3.5, &mut rng(12));
-    let (_, v) = mean_var(&w);
-    assert!((v.sqrt() / 3.5 - 1.0).abs() < 0.02);
-}
-
 /// Random rows: a shared mean direction plus noise, a fifth of them huge.
 fn random_rows(n: usize, dim: usize, c: f64, r: &mut ChaCha20Rng) -> Vec<f32> {
     let mean: Vec<f32> = (0..dim).map(|_| std_normal_f32(r)).collect();

@@ -1,0 +1,155 @@
+//! `epsvec._epsvec.PrivateRelease`: the private release, driven from Python
+//! (`epsvec.extract`). Records go in; only noisy, normalised vectors and a
+//! public report come out (see `crate::privacy::release`).
+
+use std::sync::Mutex;
+
+use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::engine::{parse_pool, PyEngine};
+use super::errors::run;
+use crate::error::EpsvecError;
+use crate::privacy::accounting;
+use crate::privacy::mechanism::{self, PrivateRelease, NOISE_DESCRIPTION};
+use crate::privacy::noise::NoiseSource;
+
+#[pyclass(name = "PrivateRelease", module = "epsvec._epsvec")]
+pub struct PyPrivateRelease {
+    inner: Mutex<Option<PrivateRelease>>,
+    n_layers: usize,
+    hidden: usize,
+}
+
+impl PyPrivateRelease {
+    fn with<T>(&self, work: impl FnOnce(&mut PrivateRelease) -> crate::Result<T>) -> crate::Result<T> {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_mut() {
+            Some(release) => work(release),
+            None => Err(EpsvecError::InvalidInput("this release is finished; start a new one".into())),
+        }
+    }
+}
+
+#[pymethods]
+impl PyPrivateRelease {
+    /// A release of `n_layers x hidden` values, clip norm `C`, Poisson rate
+    /// `q`; noise from the OS unless `noise_seed` is given (tests only).
+    #[new]
+    #[pyo3(signature = (n_layers, hidden, clip_norm, sample_rate, noise_seed = None))]
+    fn new(
+        py: Python<'_>,
+        n_layers: usize,
+        hidden: usize,
+        clip_norm: f64,
+        sample_rate: f64,
+        noise_seed: Option<u64>,
+    ) -> PyResult<Self> {
+        let source = noise_seed.map_or(NoiseSource::Os, NoiseSource::Seeded);
+        let release = run(py, || PrivateRelease::new(n_layers * hidden, clip_norm, sample_rate, &source))?;
+        Ok(Self { inner: Mutex::new(Some(release)), n_layers, hidden })
+    }
+
+    /// Offers records whose terms are computed already (`[n, n_layers * hidden]`).
+    fn offer_rows(&self, py: Python<'_>, rows: PyReadonlyArray2<'_, f32>) -> PyResult<()> {
+        let values: Vec<f32> = rows.as_array().iter().copied().collect();
+        let width = rows.as_array().shape()[1];
+        run(py, || {
+            if width != self.n_layers * self.hidden {
+                return Err(EpsvecError::InvalidInput(format!("rows have {width} columns, not {}", self.n_layers * self.hidden)));
+            }
+            self.with(|r| r.offer_rows(&values))
+        })
+    }
+
+    /// Offers records as prompts `prefix + tails[i]`: every prompt is checked,
+    /// then each record's Poisson coin is drawn, and the drawn ones are run
+    /// alone; a record's term is its pooled state at `layers` minus `baseline`.
+    #[pyo3(signature = (engine, prefix, tails, layers, pool, baseline, weights = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn offer_prompts(
+        &self,
+        py: Python<'_>,
+        engine: PyRef<'_, PyEngine>,
+        prefix: Vec<u32>,
+        tails: Vec<Vec<u32>>,
+        layers: Vec<i64>,
+        pool: &str,
+        baseline: PyReadonlyArray1<'_, f32>,
+        weights: Option<Vec<Vec<f32>>>,
+    ) -> PyResult<()> {
+        let baseline: Vec<f32> = baseline.as_array().iter().copied().collect();
+        let engine = &*engine;
+        run(py, || {
+            let engine = engine.engine();
+            let layers = engine.resolve_layers(Some(&layers))?;
+            let pool = parse_pool(Some(pool))?;
+            let dim = layers.len() * engine.model.config.hidden_size as usize;
+            if layers.len() != self.n_layers || dim != self.n_layers * self.hidden || baseline.len() != dim {
+                return Err(EpsvecError::InvalidInput(format!(
+                    "layers, model width and baseline ({} values) do not match this release's {} x {}",
+                    baseline.len(),
+                    self.n_layers,
+                    self.hidden
+                )));
+            }
+            let all: Vec<&[u32]> = tails.iter().map(Vec::as_slice).collect();
+            engine.check_prompts(&prefix, &all, weights.as_deref())?;
+            self.with(|release| {
+                release.offer(tails.len(), |drawn| {
+                    let chosen: Vec<&[u32]> = drawn.iter().map(|&i| all[i]).collect();
+                    let w: Option<Vec<Vec<f32>>> = weights.as_ref().map(|w| drawn.iter().map(|&i| w[i].clone()).collect());
+                    let mut rows = engine.pooled_alone(&prefix, &chosen, w.as_deref(), &layers, pool)?;
+                    for row in rows.chunks_exact_mut(dim) {
+                        row.iter_mut().zip(&baseline).for_each(|(x, b)| *x -= b);
+                    }
+                    Ok(rows)
+                })
+            })
+        })
+    }
+
+    /// True when a drawn record's term was non-finite and counted as zero
+    /// (for the curator's warning; never publish).
+    #[getter]
+    fn had_nonfinite(&self, py: Python<'_>) -> PyResult<bool> {
+        run(py, || self.with(|r| Ok(r.had_nonfinite())))
+    }
+
+    /// One release per noise multiplier (own noise each): per-layer unit
+    /// vectors `[n_layers, hidden]` and the public report. Ends the release.
+    fn finish<'py>(
+        &self,
+        py: Python<'py>,
+        sigmas: Vec<f64>,
+    ) -> PyResult<Vec<(Bound<'py, PyArray2<f32>>, Bound<'py, PyDict>)>> {
+        let n_layers = self.n_layers;
+        let releases = run(py, || {
+            let release = self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let release = release.ok_or_else(|| EpsvecError::InvalidInput("this release is finished already".into()))?;
+            release
+                .finish(&sigmas)?
+                .into_iter()
+                .map(|r| Ok((mechanism::normalise_layers(&r.noisy, n_layers)?, r.report)))
+                .collect::<crate::Result<Vec<_>>>()
+        })?;
+        let mut out = Vec::new();
+        for (directions, report) in releases {
+            let flat: Vec<f32> = directions.into_iter().flatten().collect();
+            let array = ndarray::Array2::from_shape_vec((n_layers, self.hidden), flat).expect("normalised by layer");
+            let info = PyDict::new(py);
+            info.set_item("sigma", report.sigma)?;
+            info.set_item("clip_norm", report.clip_norm)?;
+            info.set_item("sample_rate", report.sample_rate)?;
+            info.set_item("noise_std", report.noise_std)?;
+            info.set_item("grid", report.grid)?;
+            info.set_item("seeded", report.seeded)?;
+            info.set_item("mechanism", crate::privacy::release::describe(report.sample_rate))?;
+            info.set_item("noise", NOISE_DESCRIPTION)?;
+            info.set_item("accountant", accounting::describe(report.sample_rate))?;
+            out.push((array.into_pyarray(py), info));
+        }
+        Ok(out)
+    }
+}
