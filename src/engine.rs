@@ -231,7 +231,14 @@ impl Engine {
 
     /// Pooled states `[rows, n_layers, hidden]` of `batch` (the texts' tails
     /// after `head`); `weights[r]` covers text `r`'s whole prompt.
-    fn pooled_tails(&self, head: &Prefix, batch: &Batch, rows: &[usize], weights: &[Vec<f32>], pool: Pool) -> Result<Tensor> {
+    fn pooled_tails(
+        &self,
+        head: &Prefix,
+        batch: &Batch,
+        rows: &[usize],
+        weights: &[Vec<f32>],
+        pool: Pool,
+    ) -> Result<Tensor> {
         let (device, prefix, layers) = (self.device(), head.len, &head.layers);
         let width = batch.input_ids.size()[1];
         let mut cache = KvCache::repeat_prefix(&head.cache, rows.len() as i64, prefix as i64 + width)?;
@@ -245,7 +252,8 @@ impl Engine {
         let tail_sum = self.capture_cached(&batch, Some(&mut cache), layers, Pool::Sum, Some(&mask))?;
         let tail_sum = Tensor::f_stack(&tail_sum, 1)?; // [rows, n_layers, hidden]
         let head_w: Vec<f32> = rows.iter().flat_map(|&r| weights[r][..prefix].to_vec()).collect();
-        let head_w = Tensor::f_from_slice(&head_w)?.f_reshape([rows.len() as i64, prefix as i64])?.f_to_device(device)?;
+        let head_w =
+            Tensor::f_from_slice(&head_w)?.f_reshape([rows.len() as i64, prefix as i64])?.f_to_device(device)?;
         // [rows, prefix] x [n_layers, prefix, hidden] -> [rows, n_layers, hidden]
         let head_sum = Tensor::f_einsum("rp,lph->rlh", &[&head_w, &head.states], None::<&[i64]>)?;
         let total: Vec<f32> = rows.iter().map(|&r| weights[r].iter().sum::<f32>().max(1.0)).collect();
@@ -257,7 +265,12 @@ impl Engine {
     /// non-empty parts, ids in the vocabulary, the context length, and
     /// `weights` that fit. Run over every record before any is sampled, so
     /// whether a release fails never depends on the secret sample.
-    pub fn check_prompts(&self, prefix: &[u32], tails: &[&[u32]], weights: Option<&[Vec<f32>]>) -> Result<Vec<Vec<u32>>> {
+    pub fn check_prompts(
+        &self,
+        prefix: &[u32],
+        tails: &[&[u32]],
+        weights: Option<&[Vec<f32>]>,
+    ) -> Result<Vec<Vec<u32>>> {
         if prefix.is_empty() || tails.iter().any(|t| t.is_empty()) {
             return Err(EpsvecError::InvalidInput("a private prompt needs a non-empty prefix and tail".into()));
         }
@@ -265,7 +278,8 @@ impl Engine {
         if let Some(weights) = weights {
             check_weights(&prompts, weights)?;
         }
-        let (vocab, context) = (self.model.config.vocab_size as u32, self.model.config.max_position_embeddings as usize);
+        let (vocab, context) =
+            (self.model.config.vocab_size as u32, self.model.config.max_position_embeddings as usize);
         for (i, p) in prompts.iter().enumerate() {
             if p.len() > context.max(1) {
                 return Err(EpsvecError::InvalidInput(format!(
@@ -275,7 +289,9 @@ impl Engine {
                 )));
             }
             if let Some(id) = p.iter().find(|&&t| t >= vocab) {
-                return Err(EpsvecError::Tokenizer(format!("record {i} has token id {id}, outside the vocabulary of {vocab}")));
+                return Err(EpsvecError::Tokenizer(format!(
+                    "record {i} has token id {id}, outside the vocabulary of {vocab}"
+                )));
             }
         }
         Ok(prompts)

@@ -238,3 +238,21 @@ def test_shared_prompt_prefix_runs_once_with_the_same_result(tiny_models, varian
         alone = np.concatenate([model._engine.pooled_states([i], [0, 2], pool, 1, None if weights is None else [w])
                                 for i, w in zip(ids, weights or [None] * len(ids))])
         np.testing.assert_allclose(shared, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_a_padded_tokenizer_json_cannot_couple_records(tiny_models, tmp_path):
+    """Some tokenizer.json files ask for batch padding; a record's ids must not
+    grow with the longest record tokenized beside it."""
+    import shutil
+
+    padded = tmp_path / "padded"
+    shutil.copytree(tiny_models["llama"], padded)
+    spec = json.loads((padded / "tokenizer.json").read_text())
+    spec["padding"] = {"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
+                       "pad_type_id": 0, "pad_token": "<pad>"}
+    spec["truncation"] = {"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0}
+    (padded / "tokenizer.json").write_text(json.dumps(spec))
+    model = epsvec.load_model(padded, device="cpu")
+    short, long = PRIVATE[0], " ".join(SENTENCES)
+    alone = model.tokenize([short])[0]
+    assert model.tokenize([short, long])[0] == alone and len(model.tokenize([long])[0]) > 8

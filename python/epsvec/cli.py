@@ -10,6 +10,7 @@ else; 130 interrupted
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import secrets
@@ -127,6 +128,8 @@ def _private_release(args, release_dir: str):
                                               "domain", "method", "fixed_shots", "num_shots", "shots_eps",
                                               "layers", "classes", "sample_rate", "adjacency", "num_negatives", "noise_seed",
                                               "max_new_tokens", "model")}
+    if settings["input"] is not None:  # the release names its input by a hash, not by its (private) path
+        settings["input"] = hashlib.sha256(os.path.abspath(settings["input"]).encode()).hexdigest()[:16]
     if release.exists(release_dir):
         plans, report, saved = release.load(release_dir)
         if saved != settings:

@@ -154,28 +154,35 @@ def extract(
 
 
 class ClassPrompts:
-    """One class's private prompts, tokenized and checked before any model work."""
+    """One class's private prompts, tokenized before any model work. Each
+    example is cut to a public length that fits the context (the requested
+    ``max_example_tokens``, lowered if the prompt around it leaves less room),
+    so no record can make the release fail."""
 
-    def __init__(self, label, domain, shots, head, pieces, context, max_example_tokens):
+    def __init__(self, label, domain, shots, head, pieces, max_example_tokens):
         self.label, self.domain, self.shots, self.head, self.pieces = label, domain, shots, head, pieces
-        self.max_example_tokens = max_example_tokens
         self.label_text = None if label is None else str(label)
         self.prefix_text = prompts.prefix(domain, self.label_text, shots)
-        too_long = sum(len(p.ids) > context for p in pieces)
-        if too_long:
-            raise InvalidInputError(f"{too_long} private prompt(s) of class {self.label_text!r} exceed the model's "
-                                    f"context of {context} tokens; lower max_example_tokens or use fewer/shorter "
-                                    "fixed_shots")
+        self.max_example_tokens = max_example_tokens
 
     @classmethod
     def build(cls, model: Model, label, domain, shots: list[str], records: list[str], max_example_tokens: int):
         label_text = None if label is None else str(label)
-        head, pieces, truncated = prompts.with_examples(model, prompts.prefix(domain, label_text, shots), records,
-                                                        label_text, max_example_tokens)
+        prefix_text = prompts.prefix(domain, label_text, shots)
+        head, tail = prompts.frame(model, prefix_text, label_text)
+        room = model.config.context_length - len(head) - len(tail)
+        if room < 1:
+            raise InvalidInputError(f"the prompt of class {label_text!r} alone fills the model's context of "
+                                    f"{model.config.context_length} tokens; use fewer/shorter fixed_shots")
+        if room < max_example_tokens:  # public: the prompt and the context only
+            warnings.warn(f"class {label_text!r}: examples are cut to {room} tokens (not max_example_tokens = "
+                          f"{max_example_tokens}) to fit the model's context", stacklevel=4)
+            max_example_tokens = room
+        head, pieces, truncated = prompts.with_examples(model, prefix_text, records, label_text, max_example_tokens)
         if truncated:  # to the data holder only; nothing of it is stored
-            warnings.warn(f"class {label_text!r}: {truncated} record(s) were cut to max_example_tokens = "
-                          f"{max_example_tokens} tokens", stacklevel=4)
-        return cls(label, domain, shots, head, pieces, model.config.context_length, max_example_tokens)
+            warnings.warn(f"class {label_text!r}: {truncated} record(s) were cut to {max_example_tokens} tokens",
+                          stacklevel=4)
+        return cls(label, domain, shots, head, pieces, max_example_tokens)
 
 
 def extract_class(model: Model, plan: ClassPrompts, *, eps, delta, negatives, layers, clip_norm, pool, sample_rate,

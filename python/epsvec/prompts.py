@@ -62,8 +62,7 @@ def with_examples(model, prefix_text: str, examples: list[str], label: str | Non
     """:func:`with_example` for many examples at once: ``(head, prompts,
     how many were truncated)``, where ``head`` (the prefix and the data
     shot's opening, public) starts every prompt."""
-    head = model.tokenize(prefix_text + opening(label))[0]
-    tail = model.tokenize("\n</end>\n" + opening(label), add_special_tokens=False)[0]
+    head, tail = frame(model, prefix_text, label)
     bodies = model.tokenize([" " + e.strip() for e in examples], add_special_tokens=False) if examples else []
     pieces, truncated = [], 0
     for body in bodies:
@@ -72,6 +71,14 @@ def with_examples(model, prefix_text: str, examples: list[str], label: str | Non
             truncated += 1
         pieces.append(PromptIds(head + body + tail, slice(len(head), len(head) + len(body))))
     return head, pieces, truncated
+
+
+def frame(model, prefix_text: str, label: str | None) -> tuple[list[int], list[int]]:
+    """The token ids around a data shot: ``head`` (prefix and the shot's
+    opening) and ``tail`` (its closing tag and the continuation prefix)."""
+    head = model.tokenize(prefix_text + opening(label))[0]
+    tail = model.tokenize("\n</end>\n" + opening(label), add_special_tokens=False)[0]
+    return head, tail
 
 
 def _cut_at_sentence(model, ids: list[int], limit: int) -> list[int]:

@@ -249,8 +249,9 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
                         noise_seed=None, max_new_tokens=64, num_negatives=64,
                         max_example_tokens=800) -> tuple[Model, list[tuple[list[ClassPlan], PrivacyReport]]]:
     """Private steps for each budget in ``eps_grid``, reading the records once:
-    ``(model, [(plans, report) per budget])``. Every option is checked, and
-    every record tokenized, before the first model call."""
+    ``(model, [(plans, report) per budget])``. Every option and label is
+    checked before the first model call; each class's records are tokenized
+    (and cut to a public length) before that class's release."""
     texts, labels, classes = records_from(texts, labels, text_column, label_column, classes)
     texts = check_texts(texts)
     for eps in eps_grid:

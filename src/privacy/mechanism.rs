@@ -3,9 +3,11 @@
 //!
 //! # What is released, what is protected
 //!
-//! Input: one difference vector `d_i` per private record (`n x dim`, row-major
-//! f32: the concatenation over the released layers of `pool(h_l(positive_i)) -
-//! pool(h_l(negative_i))`, METHOD.md section 3). Output: **one noisy sum**,
+//! Input: one term `d_i` per private record (`n x dim`, row-major f32; in
+//! epsvec the concatenation over the released layers of the record's pooled
+//! state minus the mean pooled state of the public negatives, a function of
+//! that record and public data only: see [`crate::privacy::release`]).
+//! Output: **one noisy sum**,
 //!
 //! ```text
 //! noisy = Grid( sum_{i in S} clip(d_i) + N(0, (sigma C)^2 I_dim) )
@@ -36,10 +38,12 @@
 //!
 //! # The algorithm
 //!
-//! 1. **Validation** of every parameter and of **every** row, sampled or not:
-//!    a NaN or infinite entry is an error, never silently dropped. Checking
-//!    all rows before drawing anything means that whether the call fails
-//!    depends on the data only, not on the secret sample.
+//! 1. **Validation** of every parameter before anything is drawn. Given rows
+//!    ([`release_noisy_sum`]) are all checked, sampled or not: a NaN or
+//!    infinite entry is an error, so whether the call fails depends on the
+//!    data only, not on the secret sample. Terms computed after the sample is
+//!    drawn ([`PrivateRelease::offer`]) cannot be checked in advance; a
+//!    non-finite one counts as zero (a fixed value of norm `<= C`).
 //! 2. **Poisson sampling** (if `sample_rate < 1`): each record is kept
 //!    independently with probability **exactly** `q` (the real number the f64
 //!    denotes; [`crate::privacy::noise::bernoulli_exact`]), using the same secret
@@ -150,9 +154,10 @@ pub const SIGMA_MIN: f64 = 1.0 / 1_073_741_824.0; // 2^-30
 const OUT_STEPS: f64 = 16.0;
 
 /// How the noise is made, for reports (one place, beside the code it describes).
-pub const NOISE_DESCRIPTION: &str = "ChaCha20 CSPRNG keyed from the OS (one stream for the Poisson coins and the \
-    noise); exact fixed-point sum of the clipped terms; Gaussian noise, the output snapped to a public lattice of \
-    spacing sigma*C/16..32";
+pub const NOISE_DESCRIPTION: &str = "ChaCha20 CSPRNG keyed from the OS unless seeded for tests (one stream for \
+    the Poisson coins and the noise); exact fixed-point sum of the clipped terms; Gaussian noise sampled exactly \
+    (Karney's exact normal) and rounded exactly to a public lattice of spacing between sigma*C/32 and sigma*C/16 \
+    (C 2^-32 for sigma below 2^-28)";
 
 /// Publishable description of a release: functions of the public parameters only.
 #[derive(Debug, Clone, PartialEq)]

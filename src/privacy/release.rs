@@ -115,7 +115,9 @@ impl<R: Rng> PrivateRelease<R> {
     pub fn offer_rows(&mut self, rows: &[f32]) -> Result<()> {
         crate::privacy::mechanism::check_shape(rows, self.dim)?;
         let dim = self.dim;
-        self.offer(rows.len() / dim, |drawn| Ok(drawn.iter().flat_map(|&i| rows[i * dim..(i + 1) * dim].to_vec()).collect()))
+        self.offer(rows.len() / dim, |drawn| {
+            Ok(drawn.iter().flat_map(|&i| rows[i * dim..(i + 1) * dim].to_vec()).collect())
+        })
     }
 
     fn add(&mut self, row: &[f32]) -> Result<()> {

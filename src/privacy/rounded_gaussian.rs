@@ -277,10 +277,10 @@ fn round_exact<R: Rng + ?Sized>(
 /// Exact `round(b + s Z)`, `Z ~ N(0,1)`, `b = b_num / 2^shift`.
 ///
 /// Requires `shift <= 48`, `b_num < 2^shift` and finite `s` in `[1, 2^40]`
-/// (checked by `debug_assert` only). Halves round up; they have probability 0.
+/// (asserted: the exactness argument needs them). Halves round up; they have probability 0.
 pub fn rounded_gaussian<R: Rng + ?Sized>(b_num: u64, shift: u32, s: f64, rng: &mut R) -> i64 {
-    debug_assert!(shift <= 48 && b_num >> shift == 0, "need b_num < 2^shift, shift <= 48");
-    debug_assert!(s.is_finite() && (1.0..=(1u64 << 40) as f64).contains(&s), "need s in [1, 2^40]");
+    assert!(shift <= 48 && b_num >> shift == 0, "need b_num < 2^shift, shift <= 48");
+    assert!(s.is_finite() && (1.0..=(1u64 << 40) as f64).contains(&s), "need s in [1, 2^40]");
     let mut bits = Bits::new(rng);
     let (neg, k, mut x) = normal_parts(&mut bits);
     round_exact(b_num, shift, s, (neg, k, &mut x), &mut bits)

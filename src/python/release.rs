@@ -15,6 +15,9 @@ use crate::privacy::accounting;
 use crate::privacy::mechanism::{self, PrivateRelease, NOISE_DESCRIPTION};
 use crate::privacy::noise::NoiseSource;
 
+/// One release as Python sees it: unit vectors `[n_layers, hidden]` and the public report.
+type Released<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyDict>);
+
 #[pyclass(name = "PrivateRelease", module = "epsvec._epsvec")]
 pub struct PyPrivateRelease {
     inner: Mutex<Option<PrivateRelease>>,
@@ -57,7 +60,10 @@ impl PyPrivateRelease {
         let width = rows.as_array().shape()[1];
         run(py, || {
             if width != self.n_layers * self.hidden {
-                return Err(EpsvecError::InvalidInput(format!("rows have {width} columns, not {}", self.n_layers * self.hidden)));
+                return Err(EpsvecError::InvalidInput(format!(
+                    "rows have {width} columns, not {}",
+                    self.n_layers * self.hidden
+                )));
             }
             self.with(|r| r.offer_rows(&values))
         })
@@ -99,7 +105,8 @@ impl PyPrivateRelease {
             self.with(|release| {
                 release.offer(tails.len(), |drawn| {
                     let chosen: Vec<&[u32]> = drawn.iter().map(|&i| all[i]).collect();
-                    let w: Option<Vec<Vec<f32>>> = weights.as_ref().map(|w| drawn.iter().map(|&i| w[i].clone()).collect());
+                    let w: Option<Vec<Vec<f32>>> =
+                        weights.as_ref().map(|w| drawn.iter().map(|&i| w[i].clone()).collect());
                     let mut rows = engine.pooled_alone(&prefix, &chosen, w.as_deref(), &layers, pool)?;
                     for row in rows.chunks_exact_mut(dim) {
                         row.iter_mut().zip(&baseline).for_each(|(x, b)| *x -= b);
@@ -119,15 +126,12 @@ impl PyPrivateRelease {
 
     /// One release per noise multiplier (own noise each): per-layer unit
     /// vectors `[n_layers, hidden]` and the public report. Ends the release.
-    fn finish<'py>(
-        &self,
-        py: Python<'py>,
-        sigmas: Vec<f64>,
-    ) -> PyResult<Vec<(Bound<'py, PyArray2<f32>>, Bound<'py, PyDict>)>> {
+    fn finish<'py>(&self, py: Python<'py>, sigmas: Vec<f64>) -> PyResult<Vec<Released<'py>>> {
         let n_layers = self.n_layers;
         let releases = run(py, || {
             let release = self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
-            let release = release.ok_or_else(|| EpsvecError::InvalidInput("this release is finished already".into()))?;
+            let release =
+                release.ok_or_else(|| EpsvecError::InvalidInput("this release is finished already".into()))?;
             release
                 .finish(&sigmas)?
                 .into_iter()

@@ -21,7 +21,13 @@ fn tok_err(e: impl std::fmt::Display) -> EpsvecError {
 }
 
 impl Tokenizer {
-    pub fn new(inner: tokenizers::Tokenizer, chat_template: Option<String>) -> Self {
+    /// Padding and truncation that a `tokenizer.json` may carry are switched
+    /// off: a text's ids must depend on that text alone (padding to the
+    /// longest of a batch would make a private record's prompt depend on the
+    /// other records), and epsvec cuts texts itself.
+    pub fn new(mut inner: tokenizers::Tokenizer, chat_template: Option<String>) -> Self {
+        inner.with_padding(None);
+        inner.with_truncation(None).expect("removing truncation cannot fail");
         Self { inner, chat_template }
     }
 

@@ -586,3 +586,15 @@ fn audit_q01_eps1() {
 fn audit_q01_eps4() {
     audit_config(4.0, 0.1, &[0.0; 3], 1.0, 400);
 }
+
+#[test]
+fn output_grid_stays_in_the_exact_samplers_range_at_the_extreme_sigmas() {
+    for sigma in [SIGMA_MIN, 1e-9, 2f64.powi(-28), 0.3, 1.0, SIGMA_MAX] {
+        let grid = OutputGrid::new(1.0, sigma);
+        assert!(grid.shift <= 48 && (1.0..=2f64.powi(40)).contains(&grid.steps), "sigma {sigma}: {grid:?}");
+        assert_eq!(grid.steps * grid.spacing, sigma, "steps * Gamma = sigma C exactly");
+        let rel = release_noisy_sum(&[0.5, -0.25], 2, 1.0, sigma, 1.0, &NoiseSource::Seeded(1)).unwrap();
+        assert!(rel.noisy.iter().all(|x| x.is_finite()));
+    }
+    assert!(release_noisy_sum(&[0.5, -0.25], 2, 1.0, SIGMA_MIN / 2.0, 1.0, &NoiseSource::Seeded(1)).is_err());
+}
