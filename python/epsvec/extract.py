@@ -132,8 +132,8 @@ def extract(
     texts = check_texts(texts)
     check_privacy(eps, delta, adjacency)
     rate = check_sample_rate(sample_rate)
-    check_options(pool=pool, max_example_tokens=max_example_tokens, num_negatives=num_negatives,
-                            clip_norm=clip_norm, seed=seed, noise_seed=noise_seed)
+    check_options(pool=pool, max_example_tokens=max_example_tokens, num_negatives=num_negatives, clip_norm=clip_norm,
+                  seed=seed, noise_seed=noise_seed)
     groups = group_by_class(texts, labels, classes)
     shots_of = shots_by_label(fixed_shots)
     public = check_texts(negatives, "negatives") if negatives is not None else None
