@@ -10,13 +10,15 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
 use crate::hooks::{BlockHook, Capture, Pool};
+use crate::model::decoder::Decoder;
 use crate::model::kv_cache::KvCache;
-use crate::model::llama::{Batch, Llama, Placement};
+use crate::model::layers::Batch;
 use crate::model::load::load_checkpoint;
+use crate::model::placement::Placement;
 use crate::tokenizer::Tokenizer;
 
 pub struct Engine {
-    pub model: Llama,
+    pub model: Decoder,
     pub tokenizer: Tokenizer,
     /// "safetensors" or "gguf".
     pub format: &'static str,

@@ -8,7 +8,7 @@ use crate::engine::Engine;
 use crate::error::{EpsvecError, Result};
 use crate::hooks::{BlockHook, Positions, Steering};
 use crate::model::kv_cache::KvCache;
-use crate::model::llama::Batch;
+use crate::model::layers::Batch;
 use crate::sampling::{Sampler, SamplingParams};
 
 /// Steering for a batch: one vector per row and steered layer.

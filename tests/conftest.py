@@ -113,10 +113,27 @@ def tiny_config(variant: str, vocab_size: int):
         return tf.Qwen2Config(**common, tie_word_embeddings=True, rope_parameters=dict(rope_type="default", rope_theta=1e6))
     if variant == "qwen3":
         return tf.Qwen3Config(**common, head_dim=32, tie_word_embeddings=False)
+    # Gemma and OLMo: windows of 4 tokens so they bind on the test texts, soft-caps small enough to act,
+    # a query_pre_attn_scalar unlike head_dim, and Gemma 3's two RoPE tables (linear-scaled global).
+    sliding = ["sliding_attention", "full_attention", "sliding_attention"]
+    if variant == "gemma2":
+        return tf.Gemma2Config(**common, head_dim=16, query_pre_attn_scalar=24, sliding_window=4,
+                               attn_logit_softcapping=2.0, final_logit_softcapping=3.0)
+    if variant == "gemma3":
+        return tf.Gemma3TextConfig(
+            **common, head_dim=32, query_pre_attn_scalar=24, sliding_window=4, layer_types=sliding,
+            rope_parameters={"full_attention": dict(rope_type="linear", factor=8.0, rope_theta=1e6),
+                             "sliding_attention": dict(rope_type="default", rope_theta=1e4)},
+        )
+    if variant == "olmo2":
+        return tf.Olmo2Config(**common, tie_word_embeddings=False)
+    if variant == "olmo3":
+        return tf.Olmo3Config(**common, sliding_window=4, layer_types=sliding, tie_word_embeddings=False)
     raise ValueError(variant)
 
 
-VARIANTS = ["llama", "llama_tied_bias", "llama3_rope", "mistral", "qwen2", "qwen3"]
+VARIANTS = ["llama", "llama_tied_bias", "llama3_rope", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2",
+            "olmo3"]
 
 
 def build_tiny(variant: str, out: Path, *, shard: bool = False, legacy_config: bool = False) -> Path:

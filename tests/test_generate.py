@@ -77,7 +77,8 @@ def test_greedy_matches_transformers_on_default_model(default_model, hf_default)
     assert ours(default_model, PROMPTS, 24, batch_size=3) == hf_greedy(hf_default, default_model, PROMPTS, 24)
 
 
-@pytest.mark.parametrize("variant", ["llama", "llama3_rope", "mistral", "qwen3"])
+@pytest.mark.parametrize("variant", ["llama", "llama3_rope", "mistral", "qwen3", "gemma2", "gemma3", "olmo2",
+                                     "olmo3"])
 def test_greedy_matches_transformers_on_tiny_models(tiny_models, variant):
     from transformers import AutoModelForCausalLM
 

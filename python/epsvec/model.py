@@ -320,7 +320,7 @@ def _progress(total: int, enabled: bool, desc: str, unit: str = "prompt"):
 
 
 def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto") -> Model:
-    """Load a Llama-family model.
+    """Load a model (Llama, Mistral, Qwen2/3, Gemma 2/3, OLMo 2/3).
 
     Args:
         path: An HF model directory (``config.json``, safetensors,

@@ -8,47 +8,89 @@ use serde::Deserialize;
 
 use crate::error::{EpsvecError, Result};
 
-/// Architectures the engine implements (all Llama-family decoders).
+/// Architectures the engine implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Architecture {
     Llama,
     Mistral,
     Qwen2,
     Qwen3,
+    Gemma2,
+    Gemma3,
+    Olmo2,
+    Olmo3,
 }
 
-pub const SUPPORTED: &str = "LlamaForCausalLM (Llama 2/3/3.1/3.2, SmolLM), MistralForCausalLM, \
-                             Qwen2ForCausalLM, Qwen3ForCausalLM; GGUF: llama, mistral, qwen2, qwen3";
+/// The decoder block layout an architecture uses (one module each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Pre-norm blocks (`model::llama`).
+    Llama,
+    /// Sandwich norms, `(1 + w)` RMSNorm, scaled embeddings (`model::gemma`).
+    Gemma,
+    /// Post-norm blocks (`model::olmo`).
+    Olmo,
+}
+
+/// The registry: each architecture's HF class name, its GGUF name when
+/// epsvec reads it from GGUF, and its family. The supported list and the
+/// error messages come from here.
+const REGISTRY: &[(Architecture, &str, Option<&str>, Family)] = &[
+    (Architecture::Llama, "LlamaForCausalLM", Some("llama"), Family::Llama),
+    (Architecture::Mistral, "MistralForCausalLM", Some("mistral"), Family::Llama),
+    (Architecture::Qwen2, "Qwen2ForCausalLM", Some("qwen2"), Family::Llama),
+    (Architecture::Qwen3, "Qwen3ForCausalLM", Some("qwen3"), Family::Llama),
+    (Architecture::Gemma2, "Gemma2ForCausalLM", None, Family::Gemma),
+    (Architecture::Gemma3, "Gemma3ForCausalLM", None, Family::Gemma),
+    (Architecture::Olmo2, "Olmo2ForCausalLM", None, Family::Olmo),
+    (Architecture::Olmo3, "Olmo3ForCausalLM", None, Family::Olmo),
+];
+
+/// The supported architectures, for error messages.
+pub fn supported() -> String {
+    let hf: Vec<&str> = REGISTRY.iter().map(|r| r.1).collect();
+    let gguf: Vec<&str> = REGISTRY.iter().filter_map(|r| r.2).collect();
+    format!("{} (HF directories); GGUF: {}", hf.join(", "), gguf.join(", "))
+}
 
 impl Architecture {
+    fn entry(self) -> &'static (Architecture, &'static str, Option<&'static str>, Family) {
+        REGISTRY.iter().find(|r| r.0 == self).expect("every architecture is registered")
+    }
+
     fn from_hf(name: &str) -> Option<Self> {
-        match name {
-            "LlamaForCausalLM" => Some(Self::Llama),
-            "MistralForCausalLM" => Some(Self::Mistral),
-            "Qwen2ForCausalLM" => Some(Self::Qwen2),
-            "Qwen3ForCausalLM" => Some(Self::Qwen3),
-            _ => None,
-        }
+        REGISTRY.iter().find(|r| r.1 == name).map(|r| r.0)
     }
 
     fn from_gguf(name: &str) -> Option<Self> {
-        match name {
-            "llama" => Some(Self::Llama),
-            "mistral" => Some(Self::Mistral),
-            "qwen2" => Some(Self::Qwen2),
-            "qwen3" => Some(Self::Qwen3),
-            _ => None,
-        }
+        REGISTRY.iter().find(|r| r.2 == Some(name)).map(|r| r.0)
     }
 
     pub fn hf_name(self) -> &'static str {
-        match self {
-            Self::Llama => "LlamaForCausalLM",
-            Self::Mistral => "MistralForCausalLM",
-            Self::Qwen2 => "Qwen2ForCausalLM",
-            Self::Qwen3 => "Qwen3ForCausalLM",
-        }
+        self.entry().1
     }
+
+    pub fn family(self) -> Family {
+        self.entry().3
+    }
+}
+
+/// The MLP's gate activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    /// `gelu_pytorch_tanh` (Gemma).
+    GeluTanh,
+}
+
+/// Where queries and keys are RMS-normalised, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QkNormKind {
+    None,
+    /// Over each head (Qwen3, Gemma 3).
+    PerHead,
+    /// Over the whole q and k projections (OLMo 2/3).
+    FullWidth,
 }
 
 /// How rotary frequencies are derived from `rope_theta`.
@@ -62,6 +104,8 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_position: f64,
     },
+    /// Positions divided by `factor` ("linear"; Gemma 3's global layers).
+    Linear(f64),
     /// Per-frequency divisors stored in a GGUF `rope_freqs.weight` tensor
     /// (how llama.cpp stores Llama 3.1 scaling).
     Factors(Vec<f32>),
@@ -88,10 +132,18 @@ pub struct ModelConfig {
     /// Bias on the output projection (`attention_bias` in Llama/Qwen3).
     pub o_bias: bool,
     pub mlp_bias: bool,
-    /// RMSNorm on each head's queries and keys (Qwen3).
-    pub qk_norm: bool,
+    pub activation: Activation,
+    /// RMSNorm of queries and keys (Qwen3, Gemma 3, OLMo 2/3).
+    pub qk_norm: QkNormKind,
+    /// Attention scores scale by `query_pre_attn_scalar^-1/2` instead of `head_dim^-1/2` (Gemma).
+    pub query_pre_attn_scalar: Option<f64>,
+    /// `cap * tanh(x / cap)` on attention scores and on logits (Gemma 2).
+    pub attn_logit_softcapping: Option<f64>,
+    pub final_logit_softcapping: Option<f64>,
     /// Sliding attention window per layer (None = full attention).
     pub sliding_window: Vec<Option<i64>>,
+    /// Rotary base of the sliding-window layers when it has its own (Gemma 3), unscaled.
+    pub sliding_rope_theta: Option<f64>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub pad_token_id: Option<u32>,
@@ -113,14 +165,20 @@ struct RawConfig {
     rms_norm_eps: f64,
     rope_theta: Option<f64>,
     rope_scaling: Option<RawRope>,
-    rope_parameters: Option<RawRope>,
+    rope_parameters: Option<RawRopeParameters>,
+    rope_local_base_freq: Option<f64>,
     #[serde(default = "default_max_position")]
     max_position_embeddings: i64,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
     mlp_bias: Option<bool>,
     hidden_act: Option<String>,
+    hidden_activation: Option<String>,
+    query_pre_attn_scalar: Option<f64>,
+    attn_logit_softcapping: Option<f64>,
+    final_logit_softcapping: Option<f64>,
     sliding_window: Option<i64>,
+    sliding_window_pattern: Option<usize>,
     use_sliding_window: Option<bool>,
     max_window_layers: Option<usize>,
     layer_types: Option<Vec<String>>,
@@ -147,6 +205,15 @@ struct RawRope {
     low_freq_factor: Option<f64>,
     high_freq_factor: Option<f64>,
     original_max_position_embeddings: Option<f64>,
+}
+
+/// transformers 5's `rope_parameters`: one set, or one per layer type
+/// (`full_attention`, `sliding_attention`: Gemma 3, OLMo 3).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRopeParameters {
+    PerLayerType(std::collections::HashMap<String, RawRope>),
+    One(RawRope),
 }
 
 /// `eos_token_id` may be one id or a list of ids.
@@ -177,24 +244,28 @@ impl ModelConfig {
 
     fn from_raw(raw: RawConfig) -> Result<Self> {
         let arch_name = raw.architectures.as_ref().and_then(|a| a.first()).cloned().unwrap_or_default();
-        let architecture = Architecture::from_hf(&arch_name).ok_or_else(|| EpsvecError::UnsupportedArchitecture {
-            found: arch_name.clone(),
-            supported: SUPPORTED.into(),
-        })?;
-        if let Some(act) = raw.hidden_act.as_deref() {
-            if act != "silu" {
+        let architecture = Architecture::from_hf(&arch_name)
+            .ok_or_else(|| EpsvecError::UnsupportedArchitecture { found: arch_name.clone(), supported: supported() })?;
+        let family = architecture.family();
+        let activation = match (family, raw.hidden_activation.as_deref().or(raw.hidden_act.as_deref())) {
+            (Family::Gemma, None | Some("gelu_pytorch_tanh")) => Activation::GeluTanh,
+            (Family::Llama | Family::Olmo, None | Some("silu")) => Activation::Silu,
+            (_, Some(act)) => {
                 return Err(EpsvecError::ModelLoad(format!(
-                    "hidden_act {act:?} is not supported (the Llama family uses \"silu\")"
-                )));
+                    "hidden activation {act:?} is not supported for {arch_name} (it uses {})",
+                    if family == Family::Gemma { "\"gelu_pytorch_tanh\"" } else { "\"silu\"" }
+                )))
             }
-        }
+        };
         let num_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads.max(1));
-        // transformers 5 nests rope settings in `rope_parameters`; 4 uses
-        // `rope_scaling` plus a top-level `rope_theta`.
-        let rope = raw.rope_parameters.or(raw.rope_scaling);
-        let rope_theta = rope.as_ref().and_then(|r| r.rope_theta).or(raw.rope_theta).unwrap_or(10_000.0);
-        let rope_scaling = resolve_rope(rope.as_ref())?;
+        let rope = resolve_rope_parameters(
+            architecture,
+            raw.rope_parameters,
+            raw.rope_scaling,
+            raw.rope_theta,
+            raw.rope_local_base_freq,
+        )?;
         let attention_bias = raw.attention_bias.unwrap_or(false);
         let sliding_window = resolve_sliding(
             architecture,
@@ -203,7 +274,10 @@ impl ModelConfig {
             raw.use_sliding_window,
             raw.max_window_layers,
             raw.layer_types.as_deref(),
+            raw.sliding_window_pattern,
         )?;
+        let (rope_theta, rope_scaling) = (rope.theta, rope.scaling);
+        let sliding_rope_theta = rope.sliding_theta.filter(|_| sliding_window.iter().any(Option::is_some));
         let config = Self {
             architecture,
             vocab_size: raw.vocab_size,
@@ -217,12 +291,21 @@ impl ModelConfig {
             rope_theta,
             rope_scaling,
             max_position_embeddings: raw.max_position_embeddings,
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(family == Family::Gemma),
             qkv_bias: architecture == Architecture::Qwen2 || attention_bias,
             o_bias: architecture != Architecture::Qwen2 && attention_bias,
             mlp_bias: raw.mlp_bias.unwrap_or(false),
-            qk_norm: architecture == Architecture::Qwen3,
+            activation,
+            qk_norm: match architecture {
+                Architecture::Qwen3 | Architecture::Gemma3 => QkNormKind::PerHead,
+                Architecture::Olmo2 | Architecture::Olmo3 => QkNormKind::FullWidth,
+                _ => QkNormKind::None,
+            },
+            query_pre_attn_scalar: (family == Family::Gemma).then(|| raw.query_pre_attn_scalar.unwrap_or(256.0)),
+            attn_logit_softcapping: raw.attn_logit_softcapping.filter(|_| architecture == Architecture::Gemma2),
+            final_logit_softcapping: raw.final_logit_softcapping.filter(|_| family == Family::Gemma),
             sliding_window,
+            sliding_rope_theta,
             bos_token_id: raw.bos_token_id.and_then(|t| t.into_vec().first().copied()),
             eos_token_ids: raw.eos_token_id.map(TokenIds::into_vec).unwrap_or_default(),
             pad_token_id: raw.pad_token_id.and_then(|t| t.into_vec().first().copied()),
@@ -259,25 +342,67 @@ impl ModelConfig {
     }
 }
 
+/// Rotary settings resolved from either dialect.
+struct ResolvedRope {
+    theta: f64,
+    scaling: RopeScaling,
+    /// Sliding layers' own base (Gemma 3), when they have one.
+    sliding_theta: Option<f64>,
+}
+
+/// transformers 5 nests rope settings in `rope_parameters` (per layer type
+/// for Gemma 3 and OLMo 3); 4 uses `rope_scaling`, a top-level `rope_theta`
+/// and, for Gemma 3, `rope_local_base_freq`.
+fn resolve_rope_parameters(
+    arch: Architecture,
+    parameters: Option<RawRopeParameters>,
+    legacy: Option<RawRope>,
+    legacy_theta: Option<f64>,
+    legacy_local_theta: Option<f64>,
+) -> Result<ResolvedRope> {
+    let default_theta = match arch {
+        Architecture::Gemma3 => 1_000_000.0,
+        Architecture::Olmo3 => 500_000.0,
+        _ => 10_000.0,
+    };
+    let (full, sliding) = match parameters {
+        Some(RawRopeParameters::PerLayerType(mut map)) => {
+            (map.remove("full_attention"), map.remove("sliding_attention"))
+        }
+        Some(RawRopeParameters::One(one)) => (Some(one), None),
+        None => (legacy, None),
+    };
+    let theta = full.as_ref().and_then(|r| r.rope_theta).or(legacy_theta).unwrap_or(default_theta);
+    let scaling = resolve_rope(full.as_ref())?;
+    if resolve_rope(sliding.as_ref())? != RopeScaling::None {
+        return Err(EpsvecError::ModelLoad("rope scaling on sliding-window layers is not supported".into()));
+    }
+    let sliding_theta = match (arch, sliding.and_then(|r| r.rope_theta)) {
+        (_, Some(t)) => Some(t),
+        (Architecture::Gemma3, None) => Some(legacy_local_theta.unwrap_or(10_000.0)),
+        _ => None,
+    };
+    Ok(ResolvedRope { theta, scaling, sliding_theta })
+}
+
 fn resolve_rope(rope: Option<&RawRope>) -> Result<RopeScaling> {
     let Some(rope) = rope else { return Ok(RopeScaling::None) };
     let kind = rope.rope_type.as_deref().or(rope.legacy_type.as_deref()).unwrap_or("default");
+    let need = |v: Option<f64>, name: &str| {
+        v.ok_or_else(|| EpsvecError::ModelLoad(format!("{kind} rope scaling needs {name}")))
+    };
     match kind {
         "default" => Ok(RopeScaling::None),
-        "llama3" => {
-            let need = |v: Option<f64>, name: &str| {
-                v.ok_or_else(|| EpsvecError::ModelLoad(format!("llama3 rope scaling needs {name}")))
-            };
-            Ok(RopeScaling::Llama3 {
-                factor: need(rope.factor, "factor")?,
-                low_freq_factor: need(rope.low_freq_factor, "low_freq_factor")?,
-                high_freq_factor: need(rope.high_freq_factor, "high_freq_factor")?,
-                original_max_position: need(rope.original_max_position_embeddings, "original_max_position_embeddings")?,
-            })
-        }
-        other => {
-            Err(EpsvecError::ModelLoad(format!("rope type {other:?} is not supported; supported: default, llama3")))
-        }
+        "linear" => Ok(RopeScaling::Linear(need(rope.factor, "factor")?)),
+        "llama3" => Ok(RopeScaling::Llama3 {
+            factor: need(rope.factor, "factor")?,
+            low_freq_factor: need(rope.low_freq_factor, "low_freq_factor")?,
+            high_freq_factor: need(rope.high_freq_factor, "high_freq_factor")?,
+            original_max_position: need(rope.original_max_position_embeddings, "original_max_position_embeddings")?,
+        }),
+        other => Err(EpsvecError::ModelLoad(format!(
+            "rope type {other:?} is not supported; supported: default, linear, llama3"
+        ))),
     }
 }
 
@@ -289,15 +414,19 @@ fn resolve_sliding(
     use_sliding: Option<bool>,
     max_window_layers: Option<usize>,
     layer_types: Option<&[String]>,
+    pattern: Option<usize>,
 ) -> Result<Vec<Option<i64>>> {
     let window = match arch {
-        Architecture::Llama => None,
-        Architecture::Mistral => window,
+        Architecture::Llama | Architecture::Olmo2 => None,
+        Architecture::Mistral | Architecture::Gemma2 | Architecture::Gemma3 | Architecture::Olmo3 => window,
         // Qwen only slides when `use_sliding_window` is set.
         Architecture::Qwen2 | Architecture::Qwen3 => window.filter(|_| use_sliding.unwrap_or(false)),
     };
     let Some(window) = window else { return Ok(vec![None; num_layers]) };
     if let Some(types) = layer_types {
+        if types.len() != num_layers {
+            return Err(EpsvecError::ModelLoad(format!("{} layer_types for {num_layers} layers", types.len())));
+        }
         return types
             .iter()
             .map(|t| match t.as_str() {
@@ -307,8 +436,13 @@ fn resolve_sliding(
             })
             .collect();
     }
+    // transformers' defaults when a config lists no layer_types.
+    let sliding_unless_every = |n: usize| (0..num_layers).map(|i| ((i + 1) % n != 0).then_some(window)).collect();
     Ok(match arch {
         Architecture::Mistral => vec![Some(window); num_layers],
+        Architecture::Gemma2 => sliding_unless_every(2),
+        Architecture::Gemma3 => sliding_unless_every(pattern.unwrap_or(6).max(1)),
+        Architecture::Olmo3 => sliding_unless_every(4),
         _ => {
             let first = max_window_layers.unwrap_or(num_layers);
             (0..num_layers).map(|i| (i >= first).then_some(window)).collect()
@@ -326,10 +460,8 @@ pub fn from_gguf_metadata(
     has_output: bool,
     rope_factors: Option<Vec<f32>>,
 ) -> Result<ModelConfig> {
-    let architecture = Architecture::from_gguf(arch_name).ok_or_else(|| EpsvecError::UnsupportedArchitecture {
-        found: arch_name.to_string(),
-        supported: SUPPORTED.into(),
-    })?;
+    let architecture = Architecture::from_gguf(arch_name)
+        .ok_or_else(|| EpsvecError::UnsupportedArchitecture { found: arch_name.to_string(), supported: supported() })?;
     let key = |k: &str| format!("{arch_name}.{k}");
     let need =
         |k: &str| get_u64(&key(k)).ok_or_else(|| EpsvecError::ModelLoad(format!("GGUF metadata lacks {}", key(k))));
@@ -355,8 +487,13 @@ pub fn from_gguf_metadata(
         qkv_bias: architecture == Architecture::Qwen2,
         o_bias: false,
         mlp_bias: false,
-        qk_norm: architecture == Architecture::Qwen3,
+        activation: Activation::Silu,
+        qk_norm: if architecture == Architecture::Qwen3 { QkNormKind::PerHead } else { QkNormKind::None },
+        query_pre_attn_scalar: None,
+        attn_logit_softcapping: None,
+        final_logit_softcapping: None,
         sliding_window: vec![if architecture == Architecture::Mistral { window } else { None }; num_layers],
+        sliding_rope_theta: None,
         bos_token_id: get_u64("tokenizer.ggml.bos_token_id").map(|v| v as u32),
         eos_token_ids: get_u64("tokenizer.ggml.eos_token_id").map(|v| vec![v as u32]).unwrap_or_default(),
         pad_token_id: get_u64("tokenizer.ggml.padding_token_id").map(|v| v as u32),
@@ -399,9 +536,9 @@ mod tests {
     #[test]
     fn qwen_biases_and_norms() {
         let q2 = parse(&format!(r#"{{"architectures": ["Qwen2ForCausalLM"], {BASE}}}"#)).unwrap();
-        assert!(q2.qkv_bias && !q2.o_bias && !q2.qk_norm);
+        assert!(q2.qkv_bias && !q2.o_bias && q2.qk_norm == QkNormKind::None);
         let q3 = parse(&format!(r#"{{"architectures": ["Qwen3ForCausalLM"], {BASE}, "head_dim": 32}}"#)).unwrap();
-        assert!(!q3.qkv_bias && q3.qk_norm);
+        assert!(!q3.qkv_bias && q3.qk_norm == QkNormKind::PerHead);
         assert_eq!(q3.head_dim, 32);
     }
 
@@ -428,5 +565,52 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("key/value heads"));
+    }
+
+    #[test]
+    fn gemma3_rope_in_both_dialects_and_default_layer_types() {
+        let base = BASE.replace(r#""num_hidden_layers": 2"#, r#""num_hidden_layers": 7"#);
+        let legacy = parse(&format!(
+            r#"{{"architectures": ["Gemma3ForCausalLM"], {base}, "sliding_window": 512,
+            "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+            "rope_scaling": {{"rope_type": "linear", "factor": 8.0}}}}"#
+        ))
+        .unwrap();
+        let new = parse(&format!(
+            r#"{{"architectures": ["Gemma3ForCausalLM"], {base}, "sliding_window": 512,
+            "rope_parameters": {{"full_attention": {{"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0}},
+            "sliding_attention": {{"rope_type": "default", "rope_theta": 10000.0}}}}}}"#
+        ))
+        .unwrap();
+        for c in [&legacy, &new] {
+            assert_eq!((c.rope_theta, c.sliding_rope_theta), (1e6, Some(1e4)));
+            assert_eq!(c.rope_scaling, RopeScaling::Linear(8.0));
+            // Every sixth layer is global (transformers' default pattern).
+            let global: Vec<usize> = (0..7).filter(|&l| c.sliding_window[l].is_none()).collect();
+            assert_eq!(global, vec![5]);
+            assert!(c.tie_word_embeddings && c.activation == Activation::GeluTanh && c.qk_norm == QkNormKind::PerHead);
+            assert_eq!(c.query_pre_attn_scalar, Some(256.0));
+        }
+    }
+
+    #[test]
+    fn gemma2_and_olmo_defaults() {
+        let g2 = parse(&format!(
+            r#"{{"architectures": ["Gemma2ForCausalLM"], {BASE}, "sliding_window": 8, "attn_logit_softcapping": 50.0,
+            "final_logit_softcapping": 30.0, "hidden_activation": "gelu_pytorch_tanh"}}"#
+        ))
+        .unwrap();
+        assert_eq!(g2.sliding_window, vec![Some(8), None]);
+        assert_eq!((g2.attn_logit_softcapping, g2.final_logit_softcapping), (Some(50.0), Some(30.0)));
+        assert_eq!((g2.qk_norm, g2.sliding_rope_theta), (QkNormKind::None, None));
+        let o2 = parse(&format!(r#"{{"architectures": ["Olmo2ForCausalLM"], {BASE}, "sliding_window": 8}}"#)).unwrap();
+        assert_eq!((o2.sliding_window.clone(), o2.qk_norm), (vec![None, None], QkNormKind::FullWidth));
+        assert!(!o2.tie_word_embeddings && o2.architecture.family() == Family::Olmo);
+        let bad = parse(&format!(r#"{{"architectures": ["Gemma2ForCausalLM"], {BASE}, "hidden_activation": "relu"}}"#));
+        assert!(bad.unwrap_err().to_string().contains("gelu_pytorch_tanh"));
+        let yarn = parse(&format!(
+            r#"{{"architectures": ["Olmo3ForCausalLM"], {BASE}, "rope_parameters": {{"rope_type": "yarn", "factor": 4.0}}}}"#
+        ));
+        assert!(yarn.unwrap_err().to_string().contains("yarn"));
     }
 }

@@ -5,7 +5,7 @@ use tch::Tensor;
 
 use crate::error::{EpsvecError, Result};
 use crate::model::config::ModelConfig;
-use crate::model::llama::Placement;
+use crate::model::placement::Placement;
 
 pub struct KvCache {
     /// Per layer: keys and values `[batch, kv_heads, capacity, head_dim]`.

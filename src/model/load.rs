@@ -5,15 +5,16 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{EpsvecError, Result};
 use crate::model::config::ModelConfig;
+use crate::model::decoder::Decoder;
 use crate::model::gguf::GgufFile;
-use crate::model::llama::{Llama, Placement};
+use crate::model::placement::Placement;
 use crate::model::weights::{GgufWeights, SafetensorsWeights};
 use crate::tokenizer::gguf::spec_from_metadata;
 use crate::tokenizer::Tokenizer;
 
 /// A loaded checkpoint.
 pub struct Checkpoint {
-    pub model: Llama,
+    pub model: Decoder,
     pub tokenizer: Tokenizer,
     /// "safetensors" or "gguf".
     pub format: &'static str,
@@ -36,7 +37,7 @@ pub fn load_checkpoint(path: &Path, at: Placement) -> Result<Checkpoint> {
     }
 }
 
-fn load_hf_dir(dir: &Path, at: Placement) -> Result<(Llama, Tokenizer, Vec<PathBuf>)> {
+fn load_hf_dir(dir: &Path, at: Placement) -> Result<(Decoder, Tokenizer, Vec<PathBuf>)> {
     let config_path = dir.join("config.json");
     if !config_path.is_file() {
         return Err(EpsvecError::ModelLoad(format!(
@@ -49,7 +50,7 @@ fn load_hf_dir(dir: &Path, at: Placement) -> Result<(Llama, Tokenizer, Vec<PathB
     let tokenizer = Tokenizer::from_hf_dir(dir)?;
     let weights = SafetensorsWeights::open_dir(dir)?;
     let files = weights.files();
-    Ok((Llama::load(&weights, config, at)?, tokenizer, files))
+    Ok((Decoder::load(&weights, config, at)?, tokenizer, files))
 }
 
 /// `generation_config.json` may list more end-of-sequence ids than config.json.
@@ -73,7 +74,7 @@ fn merge_generation_config(config: &mut ModelConfig, path: &Path) -> Result<()> 
     Ok(())
 }
 
-fn load_gguf(path: &Path, at: Placement) -> Result<(Llama, Tokenizer)> {
+fn load_gguf(path: &Path, at: Placement) -> Result<(Decoder, Tokenizer)> {
     let file = GgufFile::open(path)?;
     let arch = file
         .get("general.architecture")
@@ -107,5 +108,5 @@ fn load_gguf(path: &Path, at: Placement) -> Result<(Llama, Tokenizer)> {
     // transformers undoes llama.cpp's q/k permutation for "llama" files only.
     let unpermute = (arch == "llama").then_some((config.num_heads, config.num_kv_heads));
     let weights = GgufWeights::new(file, unpermute);
-    Ok((Llama::load(&weights, config, at)?, tokenizer))
+    Ok((Decoder::load(&weights, config, at)?, tokenizer))
 }
