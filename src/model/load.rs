@@ -107,6 +107,6 @@ fn load_gguf(path: &Path, at: Placement) -> Result<(Decoder, Tokenizer)> {
     config.mlp_bias = has("ffn_up");
     // transformers undoes llama.cpp's q/k permutation for "llama" files only.
     let unpermute = (arch == "llama").then_some((config.num_heads, config.num_kv_heads));
-    let weights = GgufWeights::new(file, unpermute);
+    let weights = GgufWeights::new(file, unpermute, config.architecture.family());
     Ok((Decoder::load(&weights, config, at)?, tokenizer))
 }

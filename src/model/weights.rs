@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
+use crate::model::config::Family;
 use crate::model::gguf::GgufFile;
 
 /// Where a model's weights come from.
@@ -143,16 +144,18 @@ pub struct GgufWeights {
     /// llama.cpp stores Llama q/k weights permuted for its interleaved RoPE;
     /// undo that so the HF (rotate-half) forward applies.
     unpermute_heads: Option<(i64, i64)>,
+    family: Family,
 }
 
 impl GgufWeights {
-    pub fn new(file: GgufFile, unpermute_heads: Option<(i64, i64)>) -> Self {
-        Self { file, unpermute_heads }
+    pub fn new(file: GgufFile, unpermute_heads: Option<(i64, i64)>, family: Family) -> Self {
+        Self { file, unpermute_heads, family }
     }
 }
 
-/// The llama.cpp name of an HF tensor name.
-pub fn gguf_name(hf: &str) -> Option<String> {
+/// The llama.cpp name of an HF tensor name, in a model of `family` (Gemma's
+/// four norms per block take names llama.cpp uses differently for Llama).
+pub fn gguf_name(hf: &str, family: Family) -> Option<String> {
     let top = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -165,7 +168,11 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     let rest = hf.strip_prefix("model.layers.")?;
     let (layer, part) = rest.split_once('.')?;
     let (module, suffix) = part.rsplit_once('.')?;
-    let gguf = match module {
+    let gguf = match (module, family) {
+        ("post_attention_layernorm", Family::Gemma) => "post_attention_norm",
+        ("pre_feedforward_layernorm", Family::Gemma) => "ffn_norm",
+        ("post_feedforward_layernorm", Family::Gemma) => "post_ffw_norm",
+        (module, _) => match module {
         "input_layernorm" => "attn_norm",
         "post_attention_layernorm" => "ffn_norm",
         "self_attn.q_proj" => "attn_q",
@@ -178,6 +185,7 @@ pub fn gguf_name(hf: &str) -> Option<String> {
         "mlp.up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
         _ => return None,
+        },
     };
     Some(format!("blk.{layer}.{gguf}.{suffix}"))
 }
@@ -194,14 +202,18 @@ fn unpermute(w: &Tensor, n_head: i64) -> Result<Tensor> {
 
 impl WeightSource for GgufWeights {
     fn contains(&self, name: &str) -> bool {
-        gguf_name(name).is_some_and(|g| self.file.tensor(&g).is_some())
+        gguf_name(name, self.family).is_some_and(|g| self.file.tensor(&g).is_some())
     }
 
     fn load(&self, name: &str, shape: &[i64], kind: Kind, device: Device) -> Result<Tensor> {
-        let gname = gguf_name(name).ok_or_else(|| missing(name, self.file.path()))?;
+        let gname = gguf_name(name, self.family).ok_or_else(|| missing(name, self.file.path()))?;
         let info = self.file.tensor(&gname).ok_or_else(|| missing(&gname, self.file.path()))?;
         check_shape(name, shape, &info.shape())?;
-        let values = self.file.dequantize(info)?;
+        let mut values = self.file.dequantize(info)?;
+        if self.family == Family::Gemma && gname.ends_with("norm.weight") {
+            // llama.cpp's converter stores Gemma's norm weights as 1 + w; HF keeps w.
+            values.iter_mut().for_each(|v| *v -= 1.0);
+        }
         let mut tensor = Tensor::f_from_slice(&values)?.f_reshape(shape)?;
         if let Some((n_head, n_kv_head)) = self.unpermute_heads {
             if gname.contains(".attn_q.") {
@@ -220,10 +232,17 @@ mod tests {
 
     #[test]
     fn maps_hf_names_to_gguf() {
-        assert_eq!(gguf_name("model.layers.3.self_attn.q_proj.bias").as_deref(), Some("blk.3.attn_q.bias"));
-        assert_eq!(gguf_name("model.layers.0.mlp.down_proj.weight").as_deref(), Some("blk.0.ffn_down.weight"));
-        assert_eq!(gguf_name("lm_head.weight").as_deref(), Some("output.weight"));
-        assert_eq!(gguf_name("model.layers.0.unknown.weight"), None);
+        let name = |hf: &str, family| gguf_name(hf, family);
+        assert_eq!(name("model.layers.3.self_attn.q_proj.bias", Family::Llama).as_deref(), Some("blk.3.attn_q.bias"));
+        assert_eq!(name("model.layers.0.mlp.down_proj.weight", Family::Llama).as_deref(), Some("blk.0.ffn_down.weight"));
+        assert_eq!(name("lm_head.weight", Family::Llama).as_deref(), Some("output.weight"));
+        assert_eq!(name("model.layers.0.unknown.weight", Family::Llama), None);
+        let gemma = |hf: &str| name(&format!("model.layers.2.{hf}.weight"), Family::Gemma);
+        assert_eq!(gemma("post_attention_layernorm").as_deref(), Some("blk.2.post_attention_norm.weight"));
+        assert_eq!(gemma("pre_feedforward_layernorm").as_deref(), Some("blk.2.ffn_norm.weight"));
+        assert_eq!(gemma("post_feedforward_layernorm").as_deref(), Some("blk.2.post_ffw_norm.weight"));
+        assert_eq!(name("model.layers.2.post_attention_layernorm.weight", Family::Llama).as_deref(),
+                   Some("blk.2.ffn_norm.weight"));
     }
 
     #[test]

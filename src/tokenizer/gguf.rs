@@ -70,7 +70,12 @@ const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 
 /// The architectures whose `AutoTokenizer` class we mirror (the ones the engine runs).
-const ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+const ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma3"];
+
+/// Architectures whose sentencepiece vocabulary transformers builds with `gemma_tokenizer`.
+fn is_gemma(architecture: &str) -> bool {
+    matches!(architecture, "gemma" | "gemma2" | "gemma3")
+}
 
 // The split regexes of `GGUF_PRE_TOKENIZER_SPLITS` (`gguf_tokenizer_mapping.py`), verbatim.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -102,6 +107,7 @@ pub fn tokenizer_from_gguf(spec: &GgufTokenizerSpec) -> Result<Tokenizer> {
     check_spec(spec)?;
     let mut tokenizer = match spec.model.as_str() {
         "gpt2" => byte_level_base(spec)?,
+        _ if is_gemma(&spec.architecture) => gemma_base(spec)?,
         _ => sentencepiece_base(spec)?,
     };
     add_typed_tokens(&mut tokenizer, spec)?;
@@ -214,6 +220,38 @@ fn sentencepiece_base(spec: &GgufTokenizerSpec) -> Result<Tokenizer> {
     ])));
     // `LlamaTokenizer`'s own defaults, in bos, eos, unk order.
     finish_base(&mut tokenizer, &["<s>", "</s>", "<unk>"])?;
+    Ok(tokenizer)
+}
+
+/// `GemmaTokenizer(vocab, merges)` as `gemma_tokenizer` calls it. Two fixes first: tokens of
+/// two or more blanks, stored as real spaces, are respelled as that many "▁"; and the merges
+/// (the file has none) are ranked by the tokens' order in the file, not by their scores. Then
+/// Gemma's pipeline: spaces become "▁" in a normalizer (no prefix space), BPE with byte
+/// fallback, and a decoder that maps "▁" back without stripping anything.
+fn gemma_base(spec: &GgufTokenizerSpec) -> Result<Tokenizer> {
+    let respelled: Vec<String> = spec
+        .tokens
+        .iter()
+        .map(|t| if t.contains(' ') && t.trim().is_empty() { "▁".repeat(t.chars().count()) } else { t.clone() })
+        .collect();
+    let vocab = token_ids(respelled.iter().cloned());
+    let positions: Vec<f32> = (0..respelled.len()).map(|i| -(i as f32)).collect(); // exact below 2^24
+    let merges = generate_merges(&respelled, &positions, &vocab);
+    let bpe = BPE::builder().fuse_unk(true).byte_fallback(true).unk_token("<unk>".into());
+    let mut tokenizer = Tokenizer::new(build_bpe(bpe, vocab, merges)?);
+    let spaces = Replace::new(" ", "▁").map_err(|e| tokenizer_error(e.to_string()))?;
+    tokenizer.with_normalizer(Some(spaces)).map_err(|e| tokenizer_error(e.to_string()))?;
+    let split = Split::new(SplitPattern::String(" ".into()), SplitDelimiterBehavior::MergedWithPrevious, false)
+        .map_err(|e| tokenizer_error(e.to_string()))?;
+    tokenizer.with_pre_tokenizer(Some(split));
+    let replace = Replace::new("▁", " ").map_err(|e| tokenizer_error(e.to_string()))?;
+    tokenizer.with_decoder(Some(DecoderSequence::new(vec![
+        replace.into(),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+    ])));
+    // `GemmaTokenizer`'s own defaults, in bos, eos, unk, pad, mask order.
+    finish_base(&mut tokenizer, &["<bos>", "<eos>", "<unk>", "<pad>", "<mask>"])?;
     Ok(tokenizer)
 }
 
