@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use epsvec::model::gguf::GgufFile;
+use epsvec::gguf::GgufFile;
 use safetensors::{Dtype, SafeTensors};
 
 fn data(name: &str) -> PathBuf {

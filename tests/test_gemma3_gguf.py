@@ -87,3 +87,15 @@ def test_long_text_crosses_the_sliding_window(gemma, hf_gemma, rotten_tomatoes):
 def test_greedy_matches_transformers(gemma, hf_gemma):
     prompts = ["The capital of France is", "Below are several diverse examples of movie reviews.\n\n<begin>\nText:"]
     assert ours(gemma, prompts, 16, batch_size=2) == hf_greedy(hf_gemma, gemma, prompts, 16)
+
+
+def test_steered_greedy_matches_a_transformers_hook(gemma, hf_gemma):
+    from test_generate import adding_hook
+
+    layer = 9
+    vector = np.random.default_rng(0).standard_normal(gemma.config.hidden_size).astype(np.float32)
+    vector *= 200.0 / np.linalg.norm(vector)
+    prompts = ["The capital of France is"]
+    got = ours(gemma, prompts, 12, steer={layer: vector}, positions="last")
+    assert got == hf_greedy(hf_gemma, gemma, prompts, 12, hook=(layer, adding_hook(torch.from_numpy(vector), "last")))
+    assert got != ours(gemma, prompts, 12), "the steering should change the text"

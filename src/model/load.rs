@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{EpsvecError, Result};
+use crate::gguf::GgufFile;
 use crate::model::config::ModelConfig;
 use crate::model::decoder::Decoder;
-use crate::model::gguf::GgufFile;
 use crate::model::placement::Placement;
 use crate::model::weights::{GgufWeights, SafetensorsWeights};
 use crate::tokenizer::gguf::spec_from_metadata;

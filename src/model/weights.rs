@@ -12,8 +12,8 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
+use crate::gguf::GgufFile;
 use crate::model::config::Family;
-use crate::model::gguf::GgufFile;
 
 /// Where a model's weights come from.
 pub trait WeightSource {
@@ -173,18 +173,18 @@ pub fn gguf_name(hf: &str, family: Family) -> Option<String> {
         ("pre_feedforward_layernorm", Family::Gemma) => "ffn_norm",
         ("post_feedforward_layernorm", Family::Gemma) => "post_ffw_norm",
         (module, _) => match module {
-        "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "self_attn.q_norm" => "attn_q_norm",
-        "self_attn.k_norm" => "attn_k_norm",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
+            "input_layernorm" => "attn_norm",
+            "post_attention_layernorm" => "ffn_norm",
+            "self_attn.q_proj" => "attn_q",
+            "self_attn.k_proj" => "attn_k",
+            "self_attn.v_proj" => "attn_v",
+            "self_attn.o_proj" => "attn_output",
+            "self_attn.q_norm" => "attn_q_norm",
+            "self_attn.k_norm" => "attn_k_norm",
+            "mlp.gate_proj" => "ffn_gate",
+            "mlp.up_proj" => "ffn_up",
+            "mlp.down_proj" => "ffn_down",
+            _ => return None,
         },
     };
     Some(format!("blk.{layer}.{gguf}.{suffix}"))
@@ -234,15 +234,20 @@ mod tests {
     fn maps_hf_names_to_gguf() {
         let name = |hf: &str, family| gguf_name(hf, family);
         assert_eq!(name("model.layers.3.self_attn.q_proj.bias", Family::Llama).as_deref(), Some("blk.3.attn_q.bias"));
-        assert_eq!(name("model.layers.0.mlp.down_proj.weight", Family::Llama).as_deref(), Some("blk.0.ffn_down.weight"));
+        assert_eq!(
+            name("model.layers.0.mlp.down_proj.weight", Family::Llama).as_deref(),
+            Some("blk.0.ffn_down.weight")
+        );
         assert_eq!(name("lm_head.weight", Family::Llama).as_deref(), Some("output.weight"));
         assert_eq!(name("model.layers.0.unknown.weight", Family::Llama), None);
         let gemma = |hf: &str| name(&format!("model.layers.2.{hf}.weight"), Family::Gemma);
         assert_eq!(gemma("post_attention_layernorm").as_deref(), Some("blk.2.post_attention_norm.weight"));
         assert_eq!(gemma("pre_feedforward_layernorm").as_deref(), Some("blk.2.ffn_norm.weight"));
         assert_eq!(gemma("post_feedforward_layernorm").as_deref(), Some("blk.2.post_ffw_norm.weight"));
-        assert_eq!(name("model.layers.2.post_attention_layernorm.weight", Family::Llama).as_deref(),
-                   Some("blk.2.ffn_norm.weight"));
+        assert_eq!(
+            name("model.layers.2.post_attention_layernorm.weight", Family::Llama).as_deref(),
+            Some("blk.2.ffn_norm.weight")
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use crate::error::{EpsvecError, Result};
-use crate::model::gguf::GgufFile;
+use crate::gguf::GgufFile;
 
 /// Tokenizer fields read from GGUF metadata (`tokenizer.ggml.*`, plus `general.architecture`).
 #[derive(Debug, Clone, Default)]

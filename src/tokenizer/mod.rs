@@ -8,7 +8,7 @@ pub mod gguf;
 use serde_json::Value;
 
 use crate::error::{EpsvecError, Result};
-use crate::model::gguf::GgufFile;
+use crate::gguf::GgufFile;
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,

@@ -5,6 +5,7 @@
 //! metadata key-value pairs, tensor infos, padding to `general.alignment`,
 //! then the data section that tensor offsets are relative to.
 
+pub mod dequant;
 mod reader;
 #[cfg(test)]
 mod tests;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use crate::error::{EpsvecError, Result};
-use crate::model::dequant::{self, GgmlType};
+use dequant::GgmlType;
 use reader::{Parse, Reader};
 pub use value::GgufValue;
 
