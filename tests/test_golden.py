@@ -97,3 +97,22 @@ def test_default_tokenizer_matches_transformers(default_model, default_gguf, rot
     for text, got in zip(texts, ours):
         assert got == hf_tok(text)["input_ids"], text
     assert default_model.decode(ours[0]) == hf_tok.decode(hf_tok(texts[0])["input_ids"])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_half_precision_matches_transformers(tiny_models, variant, dtype):
+    """In bf16/f16 the families round differently (where RMSNorm scales, in
+    which dtype RoPE rotates); matching transformers there checks each op's
+    dtype, not just its math. Same libtorch kernels on both sides, so the
+    agreement is near exact."""
+    from transformers import AutoModelForCausalLM
+
+    path = tiny_models[variant]
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+    model = epsvec.load_model(path, device="cpu", dtype=dtype)
+    for ids in model.tokenize(SENTENCES):
+        with torch.no_grad():
+            want = hf(torch.tensor([ids])).logits[0].float().numpy()
+        got = model._engine.logits([ids], 1)[0]
+        assert np.abs(got - want).max() <= 5e-3 * np.abs(want).max(), f"{variant} {dtype}"

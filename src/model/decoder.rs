@@ -1,7 +1,7 @@
 //! The decoder: embeddings, one block per layer (of the checkpoint's family),
 //! the final norm and the LM head, run with hooks on the residual stream.
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
 use crate::hooks::BlockHook;
@@ -114,7 +114,8 @@ impl Decoder {
             )));
         }
         let queries = batch.input_ids.size()[1];
-        let kind = self.placement.kind;
+        // OLMo's rotary tables stay float32 (HF does not cast them to the activations' dtype).
+        let kind = if self.config.architecture.family() == Family::Olmo { Kind::Float } else { self.placement.kind };
         let ropes = self.inv_freq.iter().map(|f| Rope::new(f, &batch.positions, kind)).collect::<Result<Vec<_>>>()?;
         let mut masks: Vec<(Option<i64>, Tensor)> = Vec::new();
         let mut hidden = Tensor::f_embedding(&self.embed_tokens, &batch.input_ids, -1, false, false)?;

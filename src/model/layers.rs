@@ -179,8 +179,11 @@ impl Rope {
         })
     }
 
+    /// Rotates `x`; with float32 tables (OLMo) the rotation runs in float32
+    /// and the result is cast back, as HF does.
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_mul(&self.cos)?.f_add(&rotate_half(x)?.f_mul(&self.sin)?)?)
+        let out = x.f_mul(&self.cos)?.f_add(&rotate_half(x)?.f_mul(&self.sin)?)?;
+        Ok(if out.kind() == x.kind() { out } else { out.f_to_kind(x.kind())? })
     }
 }
 
