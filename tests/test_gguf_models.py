@@ -1,7 +1,7 @@
 """The engine's GGUF loading path on tiny random-weight models of every GGUF
-architecture it runs (llama, qwen2, qwen3; Mistral checkpoints convert to
-"llama"), against HF transformers loading the same file, and against the
-safetensors checkpoint each file was converted from.
+architecture it runs (llama, qwen2, qwen3, gemma2, gemma3; Mistral
+checkpoints convert to "llama"), against HF transformers loading the same
+file, and against the safetensors checkpoint each file was converted from.
 
 The files are written here with gguf-py the way llama.cpp's
 `convert_hf_to_gguf.py` writes them (metadata keys, gpt2-style BPE vocab,
@@ -77,12 +77,19 @@ _TOP_TENSORS = {
 }
 
 
-def gguf_tensor_name(hf_name: str) -> str:
+# Gemma's four norms per block (llama.cpp's Gemma2Model / Gemma3Model).
+_GEMMA_LAYER_TENSORS = dict(_LAYER_TENSORS, post_attention_layernorm="post_attention_norm",
+                            pre_feedforward_layernorm="ffn_norm", post_feedforward_layernorm="post_ffw_norm")
+GEMMA = ("gemma2", "gemma3")
+
+
+def gguf_tensor_name(hf_name: str, arch: str = "llama") -> str:
     if hf_name in _TOP_TENSORS:
         return _TOP_TENSORS[hf_name]
     layer, part = hf_name.removeprefix("model.layers.").split(".", 1)
     module, suffix = part.rsplit(".", 1)
-    return f"blk.{layer}.{_LAYER_TENSORS[module]}.{suffix}"
+    table = _GEMMA_LAYER_TENSORS if arch in GEMMA else _LAYER_TENSORS
+    return f"blk.{layer}.{table[module]}.{suffix}"
 
 
 def llama_permute(w: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
@@ -178,6 +185,11 @@ def write_gguf(src: Path, out: Path, arch: str, kind: str, name: str | None = No
     if arch == "llama":  # LlamaModel.set_gguf_parameters
         w.add_vocab_size(cfg["vocab_size"])
         w.add_rope_dimension_count(head_dim)
+    if arch in GEMMA:  # Gemma2Model / Gemma3Model.set_gguf_parameters
+        w.add_sliding_window(cfg["sliding_window"])
+    if arch == "gemma2":
+        w.add_attn_logit_softcapping(cfg["attn_logit_softcapping"])
+        w.add_final_logit_softcapping(cfg["final_logit_softcapping"])
     # _set_vocab_gpt2. The tiny tokenizer's pre-tokenizer is GPT-2's ByteLevel
     # regex, llama.cpp's "gpt-2" pre type.
     tokens, types = _vocab(src, cfg["vocab_size"])
@@ -193,12 +205,17 @@ def write_gguf(src: Path, out: Path, arch: str, kind: str, name: str | None = No
     index = 0
     for hf_name, tensor in load_file(src / "model.safetensors").items():
         tensor = tensor.astype(np.float32)
+        if arch in GEMMA:  # Gemma2Model.modify_tensors: tied head dropped, norms stored as 1 + w
+            if hf_name == "lm_head.weight":
+                continue
+            if hf_name.endswith("norm.weight"):
+                tensor = tensor + 1
         if arch == "llama":  # LlamaModel.modify_tensors
             if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
                 tensor = llama_permute(tensor, n_head, n_head)
             if hf_name.endswith(("k_proj.weight", "k_proj.bias")):
                 tensor = llama_permute(tensor, n_head, n_head_kv)
-        gname = gguf_tensor_name(hf_name)
+        gname = gguf_tensor_name(hf_name, arch)
         if tensor.ndim == 1:
             w.add_tensor(gname, tensor)
             continue
@@ -351,3 +368,35 @@ def test_llama_gguf_with_biases_matches_the_checkpoint(tiny_models, tmp_path):
     path = write_gguf(src, tmp_path / "biased.gguf", "llama", "f32")
     hf = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
     assert_matches_hf(epsvec.load_model(path, device="cpu"), hf, SENTENCES, tol=TOL)
+
+
+@pytest.mark.parametrize("arch", GEMMA)
+def test_gemma_f32_gguf_matches_the_checkpoint(arch, tmp_path):
+    """Gemma 2 and 3 from GGUF (llama.cpp's names for the four norms, norms
+    stored as 1 + w, the soft-caps and sliding window in metadata) against
+    transformers on the checkpoint the file was converted from. The tiny
+    checkpoints use what a GGUF cannot state at transformers' defaults
+    (query_pre_attn_scalar, the layer pattern, Gemma 3's local RoPE base)."""
+    import transformers as tf
+    from transformers import AutoModelForCausalLM
+
+    from conftest import TINY, _tokenizer_json
+
+    tokenizer = _tokenizer_json(300)
+    common = dict(TINY, vocab_size=len(tokenizer), bos_token_id=0, eos_token_id=0, pad_token_id=0, head_dim=16,
+                  sliding_window=4)
+    config = (tf.Gemma2Config(**common, attn_logit_softcapping=2.0, final_logit_softcapping=3.0) if arch == "gemma2"
+              else tf.Gemma3TextConfig(**common))
+    torch.manual_seed(7)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2 if p.ndim > 1 else 0.5)
+    src = tmp_path / "hf"
+    model.save_pretrained(src)
+    tokenizer.save_pretrained(src)
+    path = write_gguf(src, tmp_path / f"{arch}.gguf", arch, "f32")
+    engine = epsvec.load_model(path, device="cpu")
+    assert engine.config.architecture == {"gemma2": "Gemma2ForCausalLM", "gemma3": "Gemma3ForCausalLM"}[arch]
+    hf = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    assert_matches_hf(engine, hf, SENTENCES, tol=TOL)

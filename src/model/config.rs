@@ -40,7 +40,7 @@ const REGISTRY: &[(Architecture, &str, Option<&str>, Family)] = &[
     (Architecture::Mistral, "MistralForCausalLM", Some("mistral"), Family::Llama),
     (Architecture::Qwen2, "Qwen2ForCausalLM", Some("qwen2"), Family::Llama),
     (Architecture::Qwen3, "Qwen3ForCausalLM", Some("qwen3"), Family::Llama),
-    (Architecture::Gemma2, "Gemma2ForCausalLM", None, Family::Gemma),
+    (Architecture::Gemma2, "Gemma2ForCausalLM", Some("gemma2"), Family::Gemma),
     (Architecture::Gemma3, "Gemma3ForCausalLM", Some("gemma3"), Family::Gemma),
     (Architecture::Olmo2, "Olmo2ForCausalLM", None, Family::Olmo),
     (Architecture::Olmo3, "Olmo3ForCausalLM", None, Family::Olmo),
@@ -475,8 +475,14 @@ pub fn from_gguf_metadata(
     // five layers of six, with its own RoPE base (10,000) there, and query_pre_attn_scalar 256.
     let sliding_window = match architecture {
         Architecture::Mistral => vec![window; num_layers],
-        Architecture::Gemma3 => resolve_sliding(architecture, num_layers, window, None, None, None, None)?,
+        Architecture::Gemma2 | Architecture::Gemma3 => {
+            resolve_sliding(architecture, num_layers, window, None, None, None, None)?
+        }
         _ => vec![None; num_layers],
+    };
+    // Gemma 2's soft-caps: llama.cpp writes them; Gemma2Config's defaults otherwise.
+    let softcap = |name: &str, default: f64| {
+        (architecture == Architecture::Gemma2).then(|| get_f64(&key(name)).unwrap_or(default))
     };
     let config = ModelConfig {
         architecture,
@@ -501,8 +507,8 @@ pub fn from_gguf_metadata(
             _ => QkNormKind::None,
         },
         query_pre_attn_scalar: gemma.then_some(256.0),
-        attn_logit_softcapping: None,
-        final_logit_softcapping: None,
+        attn_logit_softcapping: softcap("attn_logit_softcapping", 50.0),
+        final_logit_softcapping: softcap("final_logit_softcapping", 30.0),
         sliding_rope_theta: (architecture == Architecture::Gemma3 && sliding_window.iter().any(Option::is_some))
             .then_some(10_000.0),
         sliding_window,
