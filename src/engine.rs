@@ -324,15 +324,14 @@ impl Engine {
             true => Some(self.run_prefix(prefix, layers)?),
             false => None,
         };
-        let pad = 0;
         for (i, prompt) in prompts.iter().enumerate() {
             let states = match &head {
                 Some(head) => {
-                    let batch = Batch::left_padded(&[&prompt[prefix.len()..]], pad, self.device())?;
+                    let batch = Batch::left_padded(&[&prompt[prefix.len()..]], 0, self.device())?;
                     self.pooled_tails(head, &batch, &[i], &all_weights, pool)?
                 }
                 None => {
-                    let batch = Batch::left_padded(&[prompt.as_slice()], pad, self.device())?;
+                    let batch = Batch::left_padded(&[prompt.as_slice()], 0, self.device())?;
                     let mask = left_padded_weights(&all_weights, &[i], prompt.len() as i64, self.device())?;
                     let mask = if pool == Pool::Last { None } else { Some(&mask) };
                     Tensor::f_stack(&self.capture(&batch, layers, pool, mask)?, 1)?

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -153,17 +154,21 @@ def extract(
     return vectors[None] if labels is None else vectors
 
 
+@dataclass
 class ClassPrompts:
     """One class's private prompts, tokenized before any model work. Each
     example is cut to a public length that fits the context (the requested
     ``max_example_tokens``, lowered if the prompt around it leaves less room),
     so no record can make the release fail."""
 
-    def __init__(self, label, domain, shots, head, pieces, max_example_tokens):
-        self.label, self.domain, self.shots, self.head, self.pieces = label, domain, shots, head, pieces
-        self.label_text = None if label is None else str(label)
-        self.prefix_text = prompts.prefix(domain, self.label_text, shots)
-        self.max_example_tokens = max_example_tokens
+    label: Any
+    label_text: str | None
+    domain: str | None
+    shots: list[str]
+    prefix_text: str
+    head: list[int]
+    pieces: list[prompts.PromptIds]
+    max_example_tokens: int
 
     @classmethod
     def build(cls, model: Model, label, domain, shots: list[str], records: list[str], max_example_tokens: int):
@@ -182,7 +187,7 @@ class ClassPrompts:
         if truncated:  # to the data holder only; nothing of it is stored
             warnings.warn(f"class {label_text!r}: {truncated} record(s) were cut to {max_example_tokens} tokens",
                           stacklevel=4)
-        return cls(label, domain, shots, head, pieces, max_example_tokens)
+        return cls(label, label_text, domain, shots, prefix_text, head, pieces, max_example_tokens)
 
 
 def extract_class(model: Model, plan: ClassPrompts, *, eps, delta, negatives, layers, clip_norm, pool, sample_rate,

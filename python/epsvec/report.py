@@ -102,9 +102,6 @@ class PrivacyReport:
     def seeded(self) -> bool:
         return any(s.seeded for s in self.steps)
 
-    def with_(self, **changes) -> "PrivacyReport":
-        return PrivacyReport(**{**self.__dict__, **changes})
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,

@@ -18,6 +18,7 @@ read from the data and neither costs anything.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -186,7 +187,7 @@ def synthesize(
     sample_seed = secrets.randbits(62) if seed is None else seed
     results = {}
     for e, (plans, report) in zip(eps_grid, releases):
-        report = report.with_(generation={"per_class": n, "rule": "n samples for every declared class (not read "
+        report = dataclasses.replace(report, generation={"per_class": n, "rule": "n samples for every declared class (not read "
                                           "from the data: free)", **sampling})
         out_texts, out_labels = [], []
         for plan in plans:
@@ -318,7 +319,7 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
         )
         if len(eps_grid) > 1 and method == "epsvec":
             sigmas = [p[0].vector.privacy["sigma"] for p in plans]
-            report = report.with_(sweep=sweep_composition(sigmas, [b["vector"][0] for b in budgets],
+            report = dataclasses.replace(report, sweep=sweep_composition(sigmas, [b["vector"][0] for b in budgets],
                                                           budgets[0]["vector"][1], adjacency))
         out.append((class_plans, report))
     return model, out
