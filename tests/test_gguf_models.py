@@ -1,7 +1,8 @@
 """The engine's GGUF loading path on tiny random-weight models of every GGUF
-architecture it runs (llama, qwen2, qwen3, gemma2, gemma3; Mistral
-checkpoints convert to "llama"), against HF transformers loading the same
-file, and against the safetensors checkpoint each file was converted from.
+architecture it runs (llama, qwen2, qwen3, gemma2, gemma3, olmo2; Mistral
+checkpoints convert to "llama", OLMo 3 to "olmo2"), against HF transformers
+loading the same file (where transformers reads that architecture from GGUF:
+not OLMo), and against the safetensors checkpoint each file was converted from.
 
 The files are written here with gguf-py the way llama.cpp's
 `convert_hf_to_gguf.py` writes them (metadata keys, gpt2-style BPE vocab,
@@ -42,7 +43,11 @@ ARCH = {
     "mistral": "llama",  # llama.cpp converts MistralForCausalLM as LlamaModel
     "qwen2": "qwen2",
     "qwen3": "qwen3",
+    "olmo2": "olmo2",
+    "olmo3": "olmo2",  # llama.cpp's Olmo2Model converts both, OLMo 3 with its window and layer pattern
 }
+# transformers' GGUF loader has no "olmo2".
+HF_READS_GGUF = [v for v in ARCH if ARCH[v] != "olmo2"]
 KINDS = ["f32", "q8_0", "lowbit"]
 
 TOKENIZER_TEXTS = SENTENCES + [
@@ -81,6 +86,9 @@ _TOP_TENSORS = {
 _GEMMA_LAYER_TENSORS = dict(_LAYER_TENSORS, post_attention_layernorm="post_attention_norm",
                             pre_feedforward_layernorm="ffn_norm", post_feedforward_layernorm="post_ffw_norm")
 GEMMA = ("gemma2", "gemma3")
+# OLMo's two post-norms (llama.cpp's Olmo2Model); it has no pre-norms.
+_OLMO_LAYER_TENSORS = dict(_LAYER_TENSORS, post_attention_layernorm="post_attention_norm",
+                           post_feedforward_layernorm="post_ffw_norm")
 
 
 def gguf_tensor_name(hf_name: str, arch: str = "llama") -> str:
@@ -88,7 +96,7 @@ def gguf_tensor_name(hf_name: str, arch: str = "llama") -> str:
         return _TOP_TENSORS[hf_name]
     layer, part = hf_name.removeprefix("model.layers.").split(".", 1)
     module, suffix = part.rsplit(".", 1)
-    table = _GEMMA_LAYER_TENSORS if arch in GEMMA else _LAYER_TENSORS
+    table = _GEMMA_LAYER_TENSORS if arch in GEMMA else _OLMO_LAYER_TENSORS if arch == "olmo2" else _LAYER_TENSORS
     return f"blk.{layer}.{table[module]}.{suffix}"
 
 
@@ -163,6 +171,7 @@ def write_gguf(src: Path, out: Path, arch: str, kind: str, name: str | None = No
 
     cfg = json.loads((src / "config.json").read_text())
     rope = cfg.get("rope_parameters") or {}
+    rope = rope.get("full_attention", rope)  # per layer type (OLMo 3): the global layers' base
     n_head, n_head_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
 
@@ -187,6 +196,9 @@ def write_gguf(src: Path, out: Path, arch: str, kind: str, name: str | None = No
         w.add_rope_dimension_count(head_dim)
     if arch in GEMMA:  # Gemma2Model / Gemma3Model.set_gguf_parameters
         w.add_sliding_window(cfg["sliding_window"])
+    if arch == "olmo2" and "sliding_window" in cfg:  # Olmo2Model.set_gguf_parameters (OLMo 3)
+        w.add_sliding_window(cfg["sliding_window"])
+        w.add_sliding_window_pattern([t == "sliding_attention" for t in cfg["layer_types"]])
     if arch == "gemma2":
         w.add_attn_logit_softcapping(cfg["attn_logit_softcapping"])
         w.add_final_logit_softcapping(cfg["final_logit_softcapping"])
@@ -289,14 +301,14 @@ def test_gguf_metadata_is_read(engine_models, tiny_models, variant):
     assert (cfg.num_heads, cfg.num_kv_heads) == (hf_cfg["num_attention_heads"], hf_cfg["num_key_value_heads"])
     assert cfg.head_dim == (hf_cfg.get("head_dim") or hf_cfg["hidden_size"] // hf_cfg["num_attention_heads"])
     assert cfg.vocab_size == hf_cfg["vocab_size"]
-    assert cfg.rope_theta == hf_cfg["rope_parameters"]["rope_theta"]
+    rope = hf_cfg["rope_parameters"]
+    assert cfg.rope_theta == rope.get("full_attention", rope)["rope_theta"]
     assert cfg.tie_word_embeddings == hf_cfg["tie_word_embeddings"]
     assert cfg.bos_token_id == 0 and cfg.eos_token_ids == [0]
-    expected_arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
-    assert cfg.architecture == expected_arch[ARCH[variant]]
+    assert cfg.architecture == hf_cfg["architectures"][0].replace("Mistral", "Llama")
 
 
-@pytest.mark.parametrize("variant", list(ARCH))
+@pytest.mark.parametrize("variant", HF_READS_GGUF)
 def test_gguf_tokenizer_matches_transformers(engine_models, ggufs, tiny_models, variant):
     from transformers import AutoTokenizer
 
@@ -316,7 +328,7 @@ def test_gguf_tokenizer_matches_transformers(engine_models, ggufs, tiny_models, 
 # llama.cpp writes (its GGUF loader has no llama3 rope), so its model of that
 # file is not the checkpoint's. The engine honours it; see the next test.
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("variant", [v for v in ARCH if v != "llama3_rope"])
+@pytest.mark.parametrize("variant", [v for v in HF_READS_GGUF if v != "llama3_rope"])
 def test_gguf_matches_transformers_on_same_file(engine_models, ggufs, variant, kind):
     hf = hf_from_gguf(ggufs[variant, kind], variant)
     assert_matches_hf(engine_models(variant, kind), hf, SENTENCES, tol=TOL)

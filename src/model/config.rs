@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{EpsvecError, Result};
+use crate::gguf::GgufValue;
 
 /// Architectures the engine implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +43,7 @@ const REGISTRY: &[(Architecture, &str, Option<&str>, Family)] = &[
     (Architecture::Qwen3, "Qwen3ForCausalLM", Some("qwen3"), Family::Llama),
     (Architecture::Gemma2, "Gemma2ForCausalLM", Some("gemma2"), Family::Gemma),
     (Architecture::Gemma3, "Gemma3ForCausalLM", Some("gemma3"), Family::Gemma),
-    (Architecture::Olmo2, "Olmo2ForCausalLM", None, Family::Olmo),
+    (Architecture::Olmo2, "Olmo2ForCausalLM", Some("olmo2"), Family::Olmo),
     (Architecture::Olmo3, "Olmo3ForCausalLM", None, Family::Olmo),
 ];
 
@@ -450,40 +451,64 @@ fn resolve_sliding(
     })
 }
 
-/// Reads GGUF metadata keys `{arch}.*` into a config. `has_output` says
-/// whether the file has its own `output.weight` (else embeddings are tied).
-pub fn from_gguf_metadata(
+/// Reads GGUF metadata keys `{arch}.*` (through `get`) into a config.
+/// `has_output` says whether the file has its own `output.weight` (else
+/// embeddings are tied).
+pub fn from_gguf_metadata<'a>(
     arch_name: &str,
-    get_u64: impl Fn(&str) -> Option<u64>,
-    get_f64: impl Fn(&str) -> Option<f64>,
+    get: impl Fn(&str) -> Option<&'a GgufValue>,
     vocab_size: i64,
     has_output: bool,
     rope_factors: Option<Vec<f32>>,
 ) -> Result<ModelConfig> {
-    let architecture = Architecture::from_gguf(arch_name)
-        .ok_or_else(|| EpsvecError::UnsupportedArchitecture { found: arch_name.to_string(), supported: supported() })?;
     let key = |k: &str| format!("{arch_name}.{k}");
-    let need =
-        |k: &str| get_u64(&key(k)).ok_or_else(|| EpsvecError::ModelLoad(format!("GGUF metadata lacks {}", key(k))));
+    let get_u64 = |k: &str| get(&key(k)).and_then(GgufValue::as_u64);
+    let get_f64 = |k: &str| get(&key(k)).and_then(GgufValue::as_f64);
+    let window = get_u64("attention.sliding_window").map(|w| w as i64);
+    let architecture = match Architecture::from_gguf(arch_name) {
+        // llama.cpp converts OLMo 3 as "olmo2" with a sliding window.
+        Some(Architecture::Olmo2) if window.is_some() => Architecture::Olmo3,
+        Some(arch) => arch,
+        None => {
+            return Err(EpsvecError::UnsupportedArchitecture { found: arch_name.to_string(), supported: supported() })
+        }
+    };
+    if let Some(kind) = get(&key("rope.scaling.type")).and_then(GgufValue::as_str) {
+        if !matches!(kind, "none" | "linear") {
+            return Err(EpsvecError::ModelLoad(format!(
+                "GGUF rope scaling {kind:?} is not supported; supported: none, linear"
+            )));
+        }
+    }
+    let need = |k: &str| get_u64(k).ok_or_else(|| EpsvecError::ModelLoad(format!("GGUF metadata lacks {}", key(k))));
     let hidden_size = need("embedding_length")? as i64;
     let num_heads = need("attention.head_count")? as i64;
     let num_layers = need("block_count")? as usize;
-    let head_dim = get_u64(&key("attention.key_length")).map(|v| v as i64).unwrap_or(hidden_size / num_heads.max(1));
-    let window = get_u64(&key("attention.sliding_window")).map(|w| w as i64);
-    let gemma = architecture.family() == Family::Gemma;
-    // What transformers' GGUF loader leaves at the config class's defaults: Gemma 3 slides on
-    // five layers of six, with its own RoPE base (10,000) there, and query_pre_attn_scalar 256.
+    let head_dim = get_u64("attention.key_length").map(|v| v as i64).unwrap_or(hidden_size / num_heads.max(1));
+    let family = architecture.family();
+    let gemma = family == Family::Gemma;
+    // The sliding layers: llama.cpp's per-layer pattern (bools, or "every n-th layer is global") when
+    // written; otherwise what transformers' GGUF loader leaves at the config class's defaults: Gemma 3
+    // slides on five layers of six, with its own RoPE base (10,000) there, and query_pre_attn_scalar 256.
+    let pattern = get(&key("attention.sliding_window_pattern"));
+    let layer_types: Option<Vec<String>> = pattern.and_then(GgufValue::as_array).map(|flags| {
+        flags
+            .iter()
+            .map(|f| if f.as_bool() == Some(true) { "sliding_attention" } else { "full_attention" }.to_string())
+            .collect()
+    });
+    let every = pattern.and_then(GgufValue::as_u64).map(|n| n as usize);
     let sliding_window = match architecture {
         Architecture::Mistral => vec![window; num_layers],
-        Architecture::Gemma2 | Architecture::Gemma3 => {
-            resolve_sliding(architecture, num_layers, window, None, None, None, None)?
+        Architecture::Gemma2 | Architecture::Gemma3 | Architecture::Olmo3 => {
+            resolve_sliding(architecture, num_layers, window, None, None, layer_types.as_deref(), every)?
         }
         _ => vec![None; num_layers],
     };
     // Gemma 2's soft-caps: llama.cpp writes them; Gemma2Config's defaults otherwise.
-    let softcap = |name: &str, default: f64| {
-        (architecture == Architecture::Gemma2).then(|| get_f64(&key(name)).unwrap_or(default))
-    };
+    let softcap =
+        |name: &str, default: f64| (architecture == Architecture::Gemma2).then(|| get_f64(name).unwrap_or(default));
+    let token_id = |k: &str| get(k).and_then(GgufValue::as_u64).map(|v| v as u32);
     let config = ModelConfig {
         architecture,
         vocab_size,
@@ -491,12 +516,16 @@ pub fn from_gguf_metadata(
         intermediate_size: need("feed_forward_length")? as i64,
         num_layers,
         num_heads,
-        num_kv_heads: get_u64(&key("attention.head_count_kv")).map(|v| v as i64).unwrap_or(num_heads),
+        num_kv_heads: get_u64("attention.head_count_kv").map(|v| v as i64).unwrap_or(num_heads),
         head_dim,
-        rms_norm_eps: get_f64(&key("attention.layer_norm_rms_epsilon")).unwrap_or(if gemma { 1e-6 } else { 1e-5 }),
-        rope_theta: get_f64(&key("rope.freq_base")).unwrap_or(1e4),
-        rope_scaling: rope_factors.map(RopeScaling::Factors).unwrap_or(RopeScaling::None),
-        max_position_embeddings: get_u64(&key("context_length")).map(|v| v as i64).unwrap_or(2048),
+        rms_norm_eps: get_f64("attention.layer_norm_rms_epsilon").unwrap_or(if gemma { 1e-6 } else { 1e-5 }),
+        rope_theta: get_f64("rope.freq_base").unwrap_or(1e4),
+        rope_scaling: match (rope_factors, get_f64("rope.scaling.factor")) {
+            (Some(factors), _) => RopeScaling::Factors(factors),
+            (None, Some(factor)) if factor != 1.0 => RopeScaling::Linear(factor),
+            _ => RopeScaling::None,
+        },
+        max_position_embeddings: get_u64("context_length").map(|v| v as i64).unwrap_or(2048),
         tie_word_embeddings: !has_output,
         qkv_bias: architecture == Architecture::Qwen2,
         o_bias: false,
@@ -504,6 +533,7 @@ pub fn from_gguf_metadata(
         activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
         qk_norm: match architecture {
             Architecture::Qwen3 | Architecture::Gemma3 => QkNormKind::PerHead,
+            _ if family == Family::Olmo => QkNormKind::FullWidth,
             _ => QkNormKind::None,
         },
         query_pre_attn_scalar: gemma.then_some(256.0),
@@ -512,9 +542,9 @@ pub fn from_gguf_metadata(
         sliding_rope_theta: (architecture == Architecture::Gemma3 && sliding_window.iter().any(Option::is_some))
             .then_some(10_000.0),
         sliding_window,
-        bos_token_id: get_u64("tokenizer.ggml.bos_token_id").map(|v| v as u32),
-        eos_token_ids: get_u64("tokenizer.ggml.eos_token_id").map(|v| vec![v as u32]).unwrap_or_default(),
-        pad_token_id: get_u64("tokenizer.ggml.padding_token_id").map(|v| v as u32),
+        bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
+        eos_token_ids: token_id("tokenizer.ggml.eos_token_id").map(|v| vec![v]).unwrap_or_default(),
+        pad_token_id: token_id("tokenizer.ggml.padding_token_id"),
     };
     config.validate()?;
     Ok(config)
@@ -630,5 +660,39 @@ mod tests {
             r#"{{"architectures": ["Olmo3ForCausalLM"], {BASE}, "rope_parameters": {{"rope_type": "yarn", "factor": 4.0}}}}"#
         ));
         assert!(yarn.unwrap_err().to_string().contains("yarn"));
+    }
+
+    fn from_metadata(entries: &[(&str, GgufValue)]) -> Result<ModelConfig> {
+        let map: std::collections::HashMap<String, GgufValue> =
+            entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        from_gguf_metadata("olmo2", |k| map.get(k), 100, true, None)
+    }
+
+    #[test]
+    fn olmo_from_gguf_metadata() {
+        let mut entries = vec![
+            ("olmo2.embedding_length", GgufValue::U32(64)),
+            ("olmo2.feed_forward_length", GgufValue::U32(128)),
+            ("olmo2.block_count", GgufValue::U32(3)),
+            ("olmo2.attention.head_count", GgufValue::U32(4)),
+            ("olmo2.attention.head_count_kv", GgufValue::U32(2)),
+        ];
+        let o2 = from_metadata(&entries).unwrap();
+        assert_eq!((o2.architecture, o2.qk_norm), (Architecture::Olmo2, QkNormKind::FullWidth));
+        assert_eq!(o2.sliding_window, vec![None; 3]);
+        // llama.cpp writes OLMo 3 as "olmo2" with a window and a per-layer pattern.
+        entries.push(("olmo2.attention.sliding_window", GgufValue::U32(8)));
+        let o3_default = from_metadata(&entries).unwrap();
+        assert_eq!(o3_default.architecture, Architecture::Olmo3);
+        assert_eq!(o3_default.sliding_window, vec![Some(8), Some(8), Some(8)]);
+        let flags = [true, false, true].map(GgufValue::Bool).to_vec();
+        entries.push(("olmo2.attention.sliding_window_pattern", GgufValue::Array(flags)));
+        assert_eq!(from_metadata(&entries).unwrap().sliding_window, vec![Some(8), None, Some(8)]);
+        entries.push(("olmo2.rope.scaling.factor", GgufValue::F32(8.0)));
+        entries.push(("olmo2.rope.scaling.type", GgufValue::Str("linear".into())));
+        assert_eq!(from_metadata(&entries).unwrap().rope_scaling, RopeScaling::Linear(8.0));
+        entries.pop();
+        entries.push(("olmo2.rope.scaling.type", GgufValue::Str("yarn".into())));
+        assert!(from_metadata(&entries).unwrap_err().to_string().contains("yarn"));
     }
 }

@@ -94,8 +94,7 @@ fn load_gguf(path: &Path, at: Placement) -> Result<(Decoder, Tokenizer)> {
     };
     let mut config = crate::model::config::from_gguf_metadata(
         &arch,
-        |k| file.get(k).and_then(|v| v.as_u64()),
-        |k| file.get(k).and_then(|v| v.as_f64()),
+        |k| file.get(k),
         vocab_size,
         file.tensor("output.weight").is_some(),
         rope_factors,

@@ -154,7 +154,7 @@ impl GgufWeights {
 }
 
 /// The llama.cpp name of an HF tensor name, in a model of `family` (Gemma's
-/// four norms per block take names llama.cpp uses differently for Llama).
+/// and OLMo's post-norms take names llama.cpp uses differently for Llama).
 pub fn gguf_name(hf: &str, family: Family) -> Option<String> {
     let top = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
@@ -169,9 +169,9 @@ pub fn gguf_name(hf: &str, family: Family) -> Option<String> {
     let (layer, part) = rest.split_once('.')?;
     let (module, suffix) = part.rsplit_once('.')?;
     let gguf = match (module, family) {
-        ("post_attention_layernorm", Family::Gemma) => "post_attention_norm",
+        ("post_attention_layernorm", Family::Gemma | Family::Olmo) => "post_attention_norm",
         ("pre_feedforward_layernorm", Family::Gemma) => "ffn_norm",
-        ("post_feedforward_layernorm", Family::Gemma) => "post_ffw_norm",
+        ("post_feedforward_layernorm", Family::Gemma | Family::Olmo) => "post_ffw_norm",
         (module, _) => match module {
             "input_layernorm" => "attn_norm",
             "post_attention_layernorm" => "ffn_norm",
@@ -248,6 +248,10 @@ mod tests {
             name("model.layers.2.post_attention_layernorm.weight", Family::Llama).as_deref(),
             Some("blk.2.ffn_norm.weight")
         );
+        let olmo = |hf: &str| name(&format!("model.layers.1.{hf}.weight"), Family::Olmo);
+        assert_eq!(olmo("post_attention_layernorm").as_deref(), Some("blk.1.post_attention_norm.weight"));
+        assert_eq!(olmo("post_feedforward_layernorm").as_deref(), Some("blk.1.post_ffw_norm.weight"));
+        assert_eq!(olmo("self_attn.q_norm").as_deref(), Some("blk.1.attn_q_norm.weight"));
     }
 
     #[test]

@@ -70,7 +70,7 @@ const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 
 /// The architectures whose `AutoTokenizer` class we mirror (the ones the engine runs).
-const ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3"];
+const ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2"];
 
 /// Architectures whose sentencepiece vocabulary transformers builds with `gemma_tokenizer`.
 fn is_gemma(architecture: &str) -> bool {
