@@ -143,5 +143,10 @@ def test_info_describes_releases_vectors_and_models(private_jsonl, tiny_models, 
     vector = next((release / "vectors").iterdir())
     about = json.loads(epsvec("info", vector).stdout)
     assert about["layers"] == [1, 2] and about["privacy"]["eps"] == 2.0 and about["prompt"]["fixed_shots"]
+    assert about["prompt"]["format"]["name"] == "raw", "no chat template: raw text"
     about = json.loads(epsvec("info", tiny_models["llama"]).stdout)
     assert about["num_layers"] == 3 and about["architecture"] == "LlamaForCausalLM"
+    assert about["prompt_format"] == "raw"
+    r = epsvec("extract", private_jsonl, "--text-column", "review", "--eps", 2, "--out", tmp_path / "chat",
+               "--model", tiny_models["llama"], "--prompt-format", "chat", check_rc=cli.EXIT_USAGE)
+    assert "no chat template" in r.stderr and not (tmp_path / "chat").exists()

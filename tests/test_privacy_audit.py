@@ -45,7 +45,7 @@ def model(tiny_models):
 
 def releases(model, records, trials, *, seed, sample_rate=1.0, adjacency="add_remove", negatives=PUBLIC, clip=1.0):
     """``trials`` released directions ``[trials, hidden]`` of the real class extraction on ``records``."""
-    plan = ClassPrompts.build(model, None, None, [], records, 800)
+    plan = ClassPrompts.build(model, None, None, [], records, 800, prompts.PromptFormat())
     kw = dict(delta=DELTA, negatives=negatives, layers=[LAYER], clip_norm=clip, pool="mean", sample_rate=sample_rate,
               adjacency=adjacency, batch_size=8, progress=False, seed=None, temperature=1.0, max_new_tokens=8,
               num_negatives=4)

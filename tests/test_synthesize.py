@@ -21,6 +21,7 @@ RECORDS = [
 LABELS = ["pos", "pos", "neg", "pos", "neg", "pos", "neg", "pos"]
 CLASSES = ["neg", "pos"]
 FAST = dict(max_new_tokens=6, progress=False, seed=3, noise_seed=4)
+RAW = epsvec.prompts.PromptFormat()
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,8 @@ def test_n_per_class_labels_and_report(model):
     assert epsvec.PrivacyReport.from_dict(json.loads(report.to_json())) == report, "the JSON round-trips"
     for plan in out.plans:
         assert plan.shots == [] and plan.vector.label == plan.label, "no shots by default"
-        assert plan.vector.prompt == {"domain": "reviews", "fixed_shots": plan.shots}
+        assert plan.vector.prompt == {"domain": "reviews", "fixed_shots": plan.shots,
+                                      "format": {"name": "raw", "before": "", "after": ""}}
         assert set(plan.vector.residual_norms) == {1, 2} and min(plan.vector.residual_norms.values()) > 0
     again = epsvec.synthesize(RECORDS, 3, eps=4.0, labels=LABELS, classes=CLASSES, model=model, domain="reviews", **FAST)
     assert again.texts == out.texts, "a seed reproduces the run"
@@ -137,12 +139,12 @@ def test_private_shots_compose_to_the_budget(model):
 
 def test_private_vote_picks_the_most_voted_candidates(model):
     """With little noise, records that copy candidates 5 and 9 elect them."""
-    candidates = [g.text.strip() or "." for g in synth._zero_shot(model, None, None, synth.SHOT_CANDIDATES, 16, 7)]
+    candidates = [g.text.strip() or "." for g in synth._zero_shot(model, RAW, None, None, synth.SHOT_CANDIDATES, 16, 7)]
     emb = synth._embed(model, candidates, 1, 16)
     distinct = [i for i in range(len(candidates)) if (emb @ emb[i] > 0.9999).sum() == 1]
     a, b = distinct[0], distinct[1]
     records = [candidates[a]] * 30 + [candidates[b]] * 20 + [candidates[distinct[2]]] * 5
-    shots, step = synth._vote_shots(model, records, None, None, 2, (50.0, 1e-6), "add_remove", 16, False, 7, None)
+    shots, step = synth._vote_shots(model, RAW, records, None, None, 2, (50.0, 1e-6), "add_remove", 16, False, 7, None)
     assert shots == [candidates[a], candidates[b]]
     assert step.sigma == pytest.approx(epsvec.privacy.gaussian_sigma(50.0, 1e-6)) and not step.seeded
 

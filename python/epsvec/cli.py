@@ -86,8 +86,7 @@ def _generate(args) -> int:
         if os.path.isdir(path):
             plans += release.load(path)[0]
         else:
-            v = DatasetVector.load(path)
-            plans.append(ClassPlan(v.label, v.prompt.get("domain"), list(v.prompt.get("fixed_shots", [])), v))
+            plans.append(ClassPlan.from_vector(DatasetVector.load(path)))
     _generate_file(args, plans, args.out)
     print(f"synthetic data: {args.out}")
     return EXIT_OK
@@ -110,7 +109,8 @@ def _info(args) -> int:
         from .model import load_model
 
         model = load_model(path, device=args.device)
-        print(json.dumps({k: v for k, v in vars(model.config).items() if k != "chat_template"}, indent=1))
+        print(json.dumps({**{k: v for k, v in vars(model.config).items() if k != "chat_template"},
+                          "prompt_format": model.prompt_format}, indent=1))
     return EXIT_OK
 
 
@@ -125,7 +125,7 @@ def _private_release(args, release_dir: str):
     from .synthesis import private_steps
 
     settings = {k: getattr(args, k) for k in ("input", "corpus", "text_column", "label_column", "eps", "delta",
-                                              "domain", "method", "fixed_shots", "num_shots", "shots_eps",
+                                              "domain", "method", "fixed_shots", "num_shots", "shots_eps", "prompt_format",
                                               "layers", "classes", "sample_rate", "adjacency", "num_negatives", "noise_seed",
                                               "max_new_tokens", "model")}
     if settings["input"] is not None:  # the release names its input by a hash, not by its (private) path
@@ -149,7 +149,7 @@ def _private_release(args, release_dir: str):
     _, plans, report = private_steps(
         texts, args.eps, labels=labels, classes=classes, delta=args.delta, model=model, domain=args.domain,
         method=args.method, fixed_shots=_shots_arg(args.fixed_shots), num_shots=args.num_shots,
-        shots_eps=args.shots_eps, layers=layers, sample_rate=args.sample_rate, adjacency=args.adjacency,
+        shots_eps=args.shots_eps, prompt_format=args.prompt_format, layers=layers, sample_rate=args.sample_rate, adjacency=args.adjacency,
         batch_size=args.batch_size, progress=not args.no_progress, seed=args.seed, noise_seed=args.noise_seed,
         max_new_tokens=args.max_new_tokens, num_negatives=args.num_negatives,
     )
@@ -289,7 +289,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(p):
-        p.add_argument("--model", default=None, help="HF model directory or .gguf file (default: embedded SmolLM2-135M)")
+        p.add_argument("--model", default=None, help="HF model directory, .gguf file or a known name: "
+                       "smollm2-135m-instruct (the embedded default), gemma-3-270m (a base model)")
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
         p.add_argument("--batch-size", type=int, default=16)
         p.add_argument("--seed", type=int, default=None, help="reproducible sampling (the privacy noise stays secret)")
@@ -308,6 +309,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--fixed-shots", default="none", help='"none" (the zero-shot prompt), "synthetic" (free), '
                        '"private" (DP vote) or a file of public texts')
         p.add_argument("--num-shots", type=int, default=2)
+        p.add_argument("--prompt-format", choices=("auto", "raw", "chat"), default="auto", help='"raw" text (base '
+                       'models), "chat" (through the chat template), or "auto" (chosen from the model)')
         p.add_argument("--shots-eps", type=float, default=None, help="budget of the private shot vote (0.1)")
         p.add_argument("--layers", default="auto", help='"auto" or comma-separated block indices')
         p.add_argument("--sample-rate", type=float, default=None, help="Poisson-sample each record at this public "

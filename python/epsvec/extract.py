@@ -62,6 +62,7 @@ def extract(
     negatives: Sequence[str] | None = None,
     domain: str | None = None,
     fixed_shots: Sequence[str] | Mapping[Any, Sequence[str]] | None = None,
+    prompt_format: str = "auto",
     layers: str | Sequence[int] = "auto",
     clip_norm: str | float = "auto",
     pool: str = "mean",
@@ -98,6 +99,9 @@ def extract(
         domain: What the texts are, for the prompt ("movie reviews").
         fixed_shots: Public example texts placed in every prompt, or
             ``{label: texts}`` for per-class shots.
+        prompt_format: ``"raw"`` text (base models), ``"chat"`` (the shots as
+            a user message through the chat template), or ``"auto"``: the
+            model's :attr:`~epsvec.Model.prompt_format`.
         layers: Blocks to release, or "auto" (by depth).
         clip_norm: L2 bound C on each record's term, or "auto" (the median
             distance of a public negative's state from the others' mean).
@@ -141,7 +145,8 @@ def extract(
     if not isinstance(model, Model):
         model = load_model(model)
     layer_list = resolve_layers(layers, model.config.num_layers)
-    plans = {label: ClassPrompts.build(model, label, domain, shots_of(label), records, max_example_tokens)
+    fmt = prompts.resolve_format(model, prompt_format)
+    plans = {label: ClassPrompts.build(model, label, domain, shots_of(label), records, max_example_tokens, fmt)
              for label, records in groups.items()}
     vectors = {}
     for label, plan in plans.items():
@@ -166,15 +171,17 @@ class ClassPrompts:
     domain: str | None
     shots: list[str]
     prefix_text: str
+    format: prompts.PromptFormat
     head: list[int]
     pieces: list[prompts.PromptIds]
     max_example_tokens: int
 
     @classmethod
-    def build(cls, model: Model, label, domain, shots: list[str], records: list[str], max_example_tokens: int):
+    def build(cls, model: Model, label, domain, shots: list[str], records: list[str], max_example_tokens: int,
+              fmt: prompts.PromptFormat):
         label_text = None if label is None else str(label)
         prefix_text = prompts.prefix(domain, label_text, shots)
-        head, tail = prompts.frame(model, prefix_text, label_text)
+        head, tail = prompts.frame(model, prefix_text, label_text, fmt)
         room = model.config.context_length - len(head) - len(tail)
         if room < 1:
             raise InvalidInputError(f"the prompt of class {label_text!r} alone fills the model's context of "
@@ -183,11 +190,12 @@ class ClassPrompts:
             warnings.warn(f"class {label_text!r}: examples are cut to {room} tokens (not max_example_tokens = "
                           f"{max_example_tokens}) to fit the model's context", stacklevel=4)
             max_example_tokens = room
-        head, pieces, truncated = prompts.with_examples(model, prefix_text, records, label_text, max_example_tokens)
+        head, pieces, truncated = prompts.with_examples(model, prefix_text, records, label_text, max_example_tokens,
+                                                        fmt)
         if truncated:  # to the data holder only; nothing of it is stored
             warnings.warn(f"class {label_text!r}: {truncated} record(s) were cut to {max_example_tokens} tokens",
                           stacklevel=4)
-        return cls(label, label_text, domain, shots, prefix_text, head, pieces, max_example_tokens)
+        return cls(label, label_text, domain, shots, prefix_text, fmt, head, pieces, max_example_tokens)
 
 
 def extract_class(model: Model, plan: ClassPrompts, *, eps, delta, negatives, layers, clip_norm, pool, sample_rate,
@@ -200,10 +208,11 @@ def extract_class(model: Model, plan: ClassPrompts, *, eps, delta, negatives, la
     if n and delta > 1 / n:
         warnings.warn(f"delta = {delta:g} exceeds 1/N = {1 / n:g} for {n} records: the guarantee is weak", stacklevel=3)
     if negatives is None:
-        negatives = model_negatives(model, plan.prefix_text, label, num_negatives, temperature, max_new_tokens,
-                                    batch_size, progress, derive_seed(seed, "negatives", label))
+        negatives = model_negatives(model, plan.format.prompt(plan.prefix_text, label), plan.format, num_negatives,
+                                    temperature, max_new_tokens, batch_size, progress,
+                                    derive_seed(seed, "negatives", label))
     _, negative_prompts, _ = prompts.with_examples(model, plan.prefix_text, negatives, label,
-                                                 plan.max_example_tokens)
+                                                 plan.max_example_tokens, plan.format)
     negative_states = _pooled(model, negative_prompts, layers, pool, batch_size)
     baseline = negative_states.mean(axis=0)  # [layers, hidden], public
     clip = _clip_norm(clip_norm, negative_states)
@@ -239,7 +248,8 @@ def extract_class(model: Model, plan: ClassPrompts, *, eps, delta, negatives, la
         )
         vectors.append(DatasetVector({layer: directions[i] for i, layer in enumerate(layers)}, label,
                                      model.fingerprint(), step.to_dict(), residual_norms,
-                                     {"domain": plan.domain, "fixed_shots": list(plan.shots)}))
+                                     {"domain": plan.domain, "fixed_shots": list(plan.shots),
+                                      "format": plan.format.to_dict()}))
     return vectors
 
 
@@ -285,12 +295,11 @@ def _weights(piece: prompts.PromptIds, pool: str) -> list[float]:
     return w.tolist()
 
 
-def model_negatives(model, prefix_text, label, count, temperature, max_new_tokens, batch_size, progress, seed):
+def model_negatives(model, prompt, fmt, count, temperature, max_new_tokens, batch_size, progress, seed):
     """The public prior: the unsteered model's own samples from the fixed-shot prompt."""
-    prompt = prefix_text + prompts.opening(label)
     texts = model.generate([prompt] * count, max_new_tokens=max_new_tokens, temperature=temperature,
                            stop=prompts.STOP, seed=seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
-                           progress=progress)
+                           progress=progress, add_special_tokens=fmt.add_special_tokens)
     return [t.strip() or "." for t in texts]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple, Sequence
@@ -11,7 +12,7 @@ import numpy as np
 
 from . import _cuda
 from .chat import render as chat_render
-from ._default_model import NAMED_MODELS, default_model_path
+from ._default_model import MEASURED_PROMPT_FORMAT, NAMED_MODELS, default_model_path
 from ._epsvec import Engine, SamplingParams
 
 # Copies of one prompt share a single prefill, so each extra row costs one
@@ -21,6 +22,9 @@ from .errors import InvalidInputError
 from .steering import steering_matrix
 
 __all__ = ["Model", "ModelConfig", "Generation", "load_model"]
+
+# Names that mark a pretrained (base) checkpoint, which may still ship a chat template.
+BASE_MODEL_NAME = re.compile(r"(?i)(?:^|[-_. ])(?:base|pt|pretrained)(?:[-_. ]|$)")
 
 
 @dataclass(frozen=True)
@@ -89,15 +93,16 @@ def _as_layers(layers: int | Sequence[int] | None) -> list[int] | None:
 
 
 class Model:
-    """A Llama-family model loaded by the epsvec engine.
+    """A decoder (Llama, Mistral, Qwen, Gemma or OLMo family) loaded by the epsvec engine.
 
     Create one with :func:`load_model`.
     """
 
-    def __init__(self, engine: Engine, path: str):
+    def __init__(self, engine: Engine, path: str, prompt_format: str | None = None):
         self._engine = engine
         self.path = path
         self.config = ModelConfig(**engine.config())
+        self._prompt_format = prompt_format
 
     def __repr__(self) -> str:
         c = self.config
@@ -193,6 +198,7 @@ class Model:
         positions: str = "last",
         batch_size: int = 16,
         chat: bool = False,
+        add_special_tokens: bool = True,
         progress: bool | None = None,
         return_ids: bool = False,
         stream_start: int = 0,
@@ -222,6 +228,9 @@ class Model:
                 or ``"generated"`` (generated tokens only).
             batch_size: Prompts decoded together (sorted by length).
             chat: Render each prompt through the model's chat template.
+            add_special_tokens: Let the tokenizer add its special tokens
+                (BOS) to raw prompts; False for text that already has them
+                (e.g. rendered through a chat template).
             progress: Show a progress bar (default: when there are several batches).
             return_ids: Return :class:`Generation` tuples (text, token ids,
                 finish reason) instead of strings.
@@ -249,7 +258,7 @@ class Model:
             raise InvalidInputError(f"stop must be non-empty strings, got {stop!r}")
         if chat:
             texts = [self.chat_prompt(t) for t in texts]
-        ids = self._encode(texts, add_special_tokens=not chat)
+        ids = self._encode(texts, add_special_tokens=add_special_tokens and not chat)
         for s in _flatten_steers(steer):
             if hasattr(s, "check_model"):
                 s.check_model(self)
@@ -286,6 +295,20 @@ class Model:
             self._fingerprint = {"architecture": c.architecture, "num_layers": c.num_layers,
                                  "hidden_size": c.hidden_size, "weights_sha256": self._engine.fingerprint()}
         return self._fingerprint
+
+    @property
+    def prompt_format(self) -> str:
+        """The fixed-shot prompt format ``extract`` and ``synthesize`` use by
+        default (``prompt_format="auto"``): ``"chat"`` for an instruct model
+        (it has a chat template, and its file or folder name does not mark it
+        as a base model: "base", "pt", "pretrained"), ``"raw"`` otherwise.
+        A shipped model carries the format measured best for it (raw for
+        the embedded SmolLM2-135M-Instruct)."""
+        if self._prompt_format is not None:
+            return self._prompt_format
+        if not self.config.chat_template or BASE_MODEL_NAME.search(os.path.basename(self.path.rstrip("/"))):
+            return "raw"
+        return "chat"
 
     def chat_prompt(self, message: str) -> str:
         """The text the model's chat template makes of one user message, with
@@ -356,4 +379,5 @@ def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", d
         raise TypeError("device and dtype must be strings, e.g. device='cuda', dtype='bfloat16'")
     if device != "cpu":
         _cuda.enable_cuda()
-    return Model(Engine(str(resolved), device, dtype), str(resolved))
+    measured = MEASURED_PROMPT_FORMAT.get(os.path.basename(resolved))
+    return Model(Engine(str(resolved), device, dtype), str(resolved), measured)

@@ -1,13 +1,82 @@
 """The fixed-shot prompts of EPSVec (METHOD.md section 1), built as token
-ids piece by piece so the example's own tokens are known exactly."""
+ids piece by piece so the example's own tokens are known exactly, in either
+prompt format: raw text (base models) or through the chat template
+(instruct models)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from .errors import InvalidInputError
+
 # METHOD.md's stops, plus the tag misspellings small models write.
 STOP = ["</end>", "<begin>", "Label:", "Text:", "<end>", "</begin>"]
+FORMATS = ("auto", "raw", "chat")
+# In the chat format the shots are the user's message, which ends asking for one more.
+CHAT_REQUEST = "Write one more example in the same format."
+_USER_MESSAGE = "\x00epsvec user message\x00"  # stands for the message while the template is split
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a fixed-shot prompt reaches the model.
+
+    ``"raw"``: the text itself, after the tokenizer's BOS (base models).
+    ``"chat"``: the header and shots as one user message through the model's
+    chat template, ending with :data:`CHAT_REQUEST`, and the shot opening
+    (``<begin>\nText:``) as the start of the assistant's answer; ``before``
+    and ``after`` are the template's text around the message.
+    """
+
+    name: str = "raw"
+    before: str = ""
+    after: str = ""
+
+    @property
+    def add_special_tokens(self) -> bool:
+        """Whether the tokenizer adds its special tokens (BOS): a chat template writes its own."""
+        return self.name == "raw"
+
+    def prompt(self, prefix_text: str, label: str | None) -> str:
+        """The continuation prompt: header and shots, then the opening the model completes."""
+        return self.before + prefix_text + self._tail(label)
+
+    def head(self, prefix_text: str, label: str | None) -> str:
+        """What precedes a data shot's text (through its ``Text:``)."""
+        return self.before + prefix_text + opening(label)
+
+    def tail(self, label: str | None) -> str:
+        """What follows a data shot's text: its closing tag, then the opening the model completes."""
+        return "\n</end>\n" + self._tail(label)
+
+    def _tail(self, label: str | None) -> str:
+        return (CHAT_REQUEST + self.after if self.name == "chat" else "") + opening(label)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "before": self.before, "after": self.after}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "PromptFormat":
+        """From :meth:`to_dict`; None (files written before formats existed) is raw."""
+        return cls() if d is None else cls(d["name"], d.get("before", ""), d.get("after", ""))
+
+
+def resolve_format(model, prompt_format: str = "auto") -> PromptFormat:
+    """The :class:`PromptFormat` for ``prompt_format`` ("raw", "chat", or
+    "auto": the model's :attr:`~epsvec.Model.prompt_format`)."""
+    if prompt_format not in FORMATS:
+        raise InvalidInputError(f"prompt_format must be one of {FORMATS}, got {prompt_format!r}")
+    if prompt_format == "auto":
+        prompt_format = model.prompt_format
+    if prompt_format == "raw":
+        return PromptFormat()
+    rendered = model.chat_prompt(_USER_MESSAGE)
+    before, found, after = rendered.partition(_USER_MESSAGE)
+    if not found:
+        raise InvalidInputError("this model's chat template does not write the user message verbatim; "
+                                "use prompt_format='raw'")
+    return PromptFormat("chat", before, after)
 
 
 def header(domain: str | None, label: str | None) -> str:
@@ -46,23 +115,24 @@ class PromptIds:
     example: slice
 
 
-def with_example(model, prefix_text: str, example: str, label: str | None, max_example_tokens: int) -> tuple[PromptIds, bool]:
+def with_example(model, prefix_text: str, example: str, label: str | None, max_example_tokens: int,
+                 fmt: PromptFormat = PromptFormat()) -> tuple[PromptIds, bool]:
     """The prompt prefix + one data shot + the opening, as token ids.
 
     The example is cut to ``max_example_tokens`` at the last sentence end
     that fits (at the token limit if none does). Returns the prompt and
     whether the example was truncated.
     """
-    _, [piece], truncated = with_examples(model, prefix_text, [example], label, max_example_tokens)
+    _, [piece], truncated = with_examples(model, prefix_text, [example], label, max_example_tokens, fmt)
     return piece, truncated == 1
 
 
-def with_examples(model, prefix_text: str, examples: list[str], label: str | None, max_example_tokens: int
-                  ) -> tuple[list[int], list[PromptIds], int]:
+def with_examples(model, prefix_text: str, examples: list[str], label: str | None, max_example_tokens: int,
+                  fmt: PromptFormat = PromptFormat()) -> tuple[list[int], list[PromptIds], int]:
     """:func:`with_example` for many examples at once: ``(head, prompts,
     how many were truncated)``, where ``head`` (the prefix and the data
     shot's opening, public) starts every prompt."""
-    head, tail = frame(model, prefix_text, label)
+    head, tail = frame(model, prefix_text, label, fmt)
     bodies = model.tokenize([" " + e.strip() for e in examples], add_special_tokens=False) if examples else []
     pieces, truncated = [], 0
     for body in bodies:
@@ -73,11 +143,12 @@ def with_examples(model, prefix_text: str, examples: list[str], label: str | Non
     return head, pieces, truncated
 
 
-def frame(model, prefix_text: str, label: str | None) -> tuple[list[int], list[int]]:
+def frame(model, prefix_text: str, label: str | None, fmt: PromptFormat = PromptFormat()
+          ) -> tuple[list[int], list[int]]:
     """The token ids around a data shot: ``head`` (prefix and the shot's
     opening) and ``tail`` (its closing tag and the continuation prefix)."""
-    head = model.tokenize(prefix_text + opening(label))[0]
-    tail = model.tokenize("\n</end>\n" + opening(label), add_special_tokens=False)[0]
+    head = model.tokenize(fmt.head(prefix_text, label), add_special_tokens=fmt.add_special_tokens)[0]
+    tail = model.tokenize(fmt.tail(label), add_special_tokens=False)[0]
     return head, tail
 
 

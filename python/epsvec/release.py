@@ -1,6 +1,6 @@
 """A release directory: what the private steps produced, on disk.
 
-``release/plan.json`` (per class: label, prompt domain, shots, vector file),
+``release/plan.json`` (per class: label, prompt domain, shots, prompt format, vector file),
 ``release/privacy_report.json`` and ``release/vectors/*.safetensors``.
 Everything in it is public (DP-released or chosen without private data), so
 generating from it any number of times costs no privacy. It is written
@@ -15,6 +15,7 @@ import re
 import shutil
 
 from .errors import CorruptFileError
+from .prompts import PromptFormat
 from .report import PrivacyReport
 from .synthesis import ClassPlan
 from .vector import DatasetVector
@@ -30,7 +31,8 @@ def save(path: str, plans: list[ClassPlan], report: PrivacyReport, settings: dic
     os.makedirs(os.path.join(tmp, "vectors"))
     classes = []
     for i, plan in enumerate(plans):
-        entry = {"label": plan.label, "domain": plan.domain, "shots": plan.shots, "vector": None}
+        entry = {"label": plan.label, "domain": plan.domain, "shots": plan.shots, "format": plan.format.to_dict(),
+                 "vector": None}
         if plan.vector is not None:
             entry["vector"] = f"vectors/{i:03d}-{_slug(plan.label)}.safetensors"
             plan.vector.save(os.path.join(tmp, entry["vector"]))
@@ -49,7 +51,8 @@ def load(path: str) -> tuple[list[ClassPlan], PrivacyReport, dict]:
             report = PrivacyReport.from_dict(json.load(f))
         plans = [
             ClassPlan(c["label"], c["domain"], list(c["shots"]),
-                      None if c["vector"] is None else DatasetVector.load(os.path.join(path, c["vector"])))
+                      None if c["vector"] is None else DatasetVector.load(os.path.join(path, c["vector"])),
+                      PromptFormat.from_dict(c.get("format")))
             for c in plan["classes"]
         ]
     except (OSError, ValueError, KeyError, TypeError, CorruptFileError) as e:

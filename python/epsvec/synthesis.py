@@ -57,11 +57,19 @@ class ClassPlan:
     domain: str | None
     shots: list[str]
     vector: DatasetVector | None = None
+    format: prompts.PromptFormat = prompts.PromptFormat()
 
     @property
     def prompt(self) -> str:
         label = None if self.label is None else str(self.label)
-        return prompts.prefix(self.domain, label, self.shots) + prompts.opening(label)
+        return self.format.prompt(prompts.prefix(self.domain, label, self.shots), label)
+
+    @classmethod
+    def from_vector(cls, vector: DatasetVector) -> "ClassPlan":
+        """The plan a saved vector steers best: the prompt it was extracted with."""
+        p = vector.prompt
+        return cls(vector.label, p.get("domain"), list(p.get("fixed_shots", [])), vector,
+                   prompts.PromptFormat.from_dict(p.get("format")))
 
 
 @dataclass
@@ -98,6 +106,7 @@ def synthesize(
     fixed_shots: str | Sequence[str] | Mapping[Any, Sequence[str]] | None = None,
     num_shots: int = 2,
     shots_eps: float | None = None,
+    prompt_format: str = "auto",
     classes: Sequence[Any] | None = None,
     strength: float = 0.06,
     temperature: float = 1.0,
@@ -145,6 +154,10 @@ def synthesize(
         num_shots: Shots per prompt (k) for "synthetic" and "private".
         shots_eps: Budget of the private shot vote (default 0.1, with a
             tenth of delta, as in the reference); the vector gets the rest.
+        prompt_format: ``"raw"`` text (base models, as the paper runs them),
+            ``"chat"`` (the shots as a user message through the chat
+            template, instruct models), or ``"auto"``: the model's
+            :attr:`~epsvec.Model.prompt_format`.
         classes: The public label set, required with ``labels`` (a
             ``datasets.ClassLabel`` column declares its own): every class
             gets ``n`` samples, even one without records (its vector is pure
@@ -177,7 +190,8 @@ def synthesize(
         raise PrivacyError(f"eps must be a number or a list of distinct numbers, got {eps!r}")
     model, releases = _private_steps_grid(
         texts, eps_grid, labels=labels, delta=delta, model=model, domain=domain, method=method,
-        fixed_shots=fixed_shots, num_shots=num_shots, shots_eps=shots_eps, classes=classes, layers=layers,
+        fixed_shots=fixed_shots, num_shots=num_shots, shots_eps=shots_eps, prompt_format=prompt_format,
+        classes=classes, layers=layers,
         clip_norm=clip_norm, pool=pool, sample_rate=sample_rate, adjacency=adjacency,
         text_column=text_column, label_column=label_column, batch_size=batch_size, progress=progress, seed=seed,
         noise_seed=noise_seed, max_new_tokens=max_new_tokens, num_negatives=num_negatives,
@@ -216,7 +230,8 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
             texts = model.generate([plan.prompt] * len(rows), steer=steer, strength=strength, temperature=temperature,
                                    top_p=top_p, max_new_tokens=max_new_tokens, stop=prompts.STOP,
                                    seed=seed if attempt == 0 else derive_seed(seed, "empty retry", attempt),
-                                   batch_size=batch_size, progress=progress and attempt == 0, stream_start=start)
+                                   batch_size=batch_size, progress=progress and attempt == 0, stream_start=start,
+                                   add_special_tokens=plan.format.add_special_tokens)
             for r, text in zip(rows, texts):
                 out[r] = text.strip()
         todo = [r for r in todo if not out[r]]
@@ -244,7 +259,7 @@ def private_steps(texts, eps, **options) -> tuple[Model, list[ClassPlan], dict]:
 
 
 def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None, domain=None, method="epsvec",
-                        fixed_shots=None, num_shots=2, shots_eps=None, classes=None, layers="auto",
+                        fixed_shots=None, num_shots=2, shots_eps=None, prompt_format="auto", classes=None, layers="auto",
                         clip_norm="auto", pool="mean", sample_rate=None, adjacency="add_remove",
                         text_column="text", label_column="label", batch_size=16, progress=True, seed=None,
                         noise_seed=None, max_new_tokens=64, num_negatives=64,
@@ -273,9 +288,12 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
         raise InvalidInputError("an eps sweep needs public shots and no sample_rate")
     groups = group_by_class(texts, labels, classes)
     budgets = [_split_budget(eps, delta, shots_eps, private_shots, vector=method == "epsvec") for eps in eps_grid]
+    if prompt_format not in prompts.FORMATS:
+        raise InvalidInputError(f"prompt_format must be one of {prompts.FORMATS}, got {prompt_format!r}")
     if not isinstance(model, Model):
         model = load_model(model)
     layer_list = resolve_layers(layers, model.config.num_layers) if method == "epsvec" else []
+    fmt = prompts.resolve_format(model, prompt_format)
 
     plans = [[] for _ in eps_grid]
     vote_steps = []
@@ -285,16 +303,16 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
         if method == "zero_shot" or fixed_shots is None:
             shots = []
         elif private_shots:
-            shots, step = _vote_shots(model, records, domain, label_text, num_shots, budgets[0]["shots"], adjacency,
-                                      batch_size, progress, seed_for("shot candidates"),
+            shots, step = _vote_shots(model, fmt, records, domain, label_text, num_shots, budgets[0]["shots"],
+                                      adjacency, batch_size, progress, seed_for("shot candidates"),
                                       derive_seed(noise_seed, "shot vote noise", label_text), max_new_tokens)
             vote_steps.append(step)
         else:
-            shots = _public_shots(model, fixed_shots, label, domain, label_text, num_shots, batch_size,
+            shots = _public_shots(model, fmt, fixed_shots, label, domain, label_text, num_shots, batch_size,
                                   seed_for("shot candidates"), max_new_tokens)
         vectors = [None] * len(eps_grid)
         if method == "epsvec":
-            prompts_ = ClassPrompts.build(model, label, domain, shots, records, max_example_tokens)
+            prompts_ = ClassPrompts.build(model, label, domain, shots, records, max_example_tokens, fmt)
             vectors = extract_class(
                 model, prompts_, eps=[b["vector"][0] for b in budgets], delta=budgets[0]["vector"][1],
                 negatives=None, layers=layer_list, clip_norm=clip_norm, pool=pool, sample_rate=rate,
@@ -302,7 +320,7 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
                 temperature=1.0, max_new_tokens=max_new_tokens, num_negatives=num_negatives,
             )
         for j, vector in enumerate(vectors):
-            plans[j].append(ClassPlan(label, domain, shots, vector))
+            plans[j].append(ClassPlan(label, domain, shots, vector, fmt))
     steps_of = [_merge_classes(vote_steps)] if vote_steps else []
     out = []
     for j, (eps, class_plans) in enumerate(zip(eps_grid, plans)):
@@ -347,19 +365,21 @@ def _split_budget(eps, delta, shots_eps, private_shots: bool, vector: bool) -> d
     return budget
 
 
-def _zero_shot(model, domain, label_text, count, batch_size, seed, progress=False, max_new_tokens=64) -> list:
+def _zero_shot(model, fmt, domain, label_text, count, batch_size, seed, progress=False, max_new_tokens=64) -> list:
     """The model's own samples from the prompt without shots (public), at
     SHOT_TEMPERATURE: shot candidates for both the free and the voted shots."""
-    prompt = prompts.prefix(domain, label_text, []) + prompts.opening(label_text)
+    prompt = fmt.prompt(prompts.prefix(domain, label_text, []), label_text)
     return model.generate([prompt] * count, max_new_tokens=max_new_tokens, temperature=SHOT_TEMPERATURE,
                           stop=prompts.STOP, seed=seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
-                          progress=progress, return_ids=True)
+                          progress=progress, return_ids=True, add_special_tokens=fmt.add_special_tokens)
 
 
-def _public_shots(model, fixed_shots, label, domain, label_text, k, batch_size, seed, max_new_tokens) -> list[str]:
+def _public_shots(model, fmt, fixed_shots, label, domain, label_text, k, batch_size, seed, max_new_tokens
+                  ) -> list[str]:
     if not isinstance(fixed_shots, str):
         return shots_by_label(fixed_shots)(label)
-    samples = _zero_shot(model, domain, label_text, SHOT_CANDIDATES, batch_size, seed, max_new_tokens=max_new_tokens)
+    samples = _zero_shot(model, fmt, domain, label_text, SHOT_CANDIDATES, batch_size, seed,
+                         max_new_tokens=max_new_tokens)
     candidates = [g.text.strip() for g in samples if g.finish_reason != "length"
                   and len(g.text.split()) >= MIN_SHOT_WORDS] or [g.text.strip() for g in samples if g.text.strip()]
     if len(candidates) < k:
@@ -368,7 +388,7 @@ def _public_shots(model, fixed_shots, label, domain, label_text, k, batch_size, 
     return candidates[:k]
 
 
-def _vote_shots(model, records, domain, label_text, k, budget, adjacency, batch_size, progress, seed, noise_seed,
+def _vote_shots(model, fmt, records, domain, label_text, k, budget, adjacency, batch_size, progress, seed, noise_seed,
                 max_new_tokens=64) -> tuple[list[str], PrivacyStep]:
     """k zero-shot candidates chosen by the records' noisy nearest-candidate
     vote, and the step's report. Each record's vote depends on that record
@@ -376,8 +396,8 @@ def _vote_shots(model, records, domain, label_text, k, budget, adjacency, batch_
     under add/remove (sqrt 2 under substitution; calibrated to 2)."""
     e, d = budget
     sigma = gaussian_sigma(e, d, adjacency=adjacency)
-    candidates = [g.text.strip() or "." for g in _zero_shot(model, domain, label_text, SHOT_CANDIDATES, batch_size,
-                                                            seed, progress, max_new_tokens)]
+    candidates = [g.text.strip() or "." for g in _zero_shot(model, fmt, domain, label_text, SHOT_CANDIDATES,
+                                                            batch_size, seed, progress, max_new_tokens)]
     layer = auto_layers(model.config.num_layers)[0]
     c = _embed(model, candidates, layer, batch_size)
     histogram = np.zeros((len(records), len(candidates)), dtype=np.float32)

@@ -39,7 +39,9 @@ class DatasetVector:
             layer, measured on public (model-generated) prompts; empty means
             ``strength`` is absolute.
         prompt: The prompt the vector was extracted with and steers best:
-            ``{"domain": ..., "fixed_shots": [...]}`` (public or DP-chosen).
+            ``{"domain": ..., "fixed_shots": [...], "format": {...}}`` (shots
+            public or DP-chosen; the format as :class:`epsvec.prompts.PromptFormat`
+            writes it; none in older files means raw).
     """
 
     directions: dict[int, np.ndarray]

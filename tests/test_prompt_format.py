@@ -1,0 +1,130 @@
+"""Prompt formats: raw text for base models, the chat template for instruct
+models, chosen from the model and overridable. The token ids of each format
+are checked against transformers' own tokenizer and chat template, and the
+chosen format travels with the vector, the release and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import epsvec
+from epsvec import prompts, release
+from epsvec.synthesis import ClassPlan
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*the vector will be mostly noise")
+
+PREFIX_ARGS = ("movie reviews", "positive", ["A warm little film.", "Two hours well spent."])
+RECORD = "A private record, with a comma."
+# What the reference prompt (METHOD.md section 1) writes for these, by hand.
+SHOTS = ("<begin>\nLabel: positive\nText: A warm little film.\n</end>\n"
+         "<begin>\nLabel: positive\nText: Two hours well spent.\n</end>\n")
+OPENING = "<begin>\nLabel: positive\nText:"
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer(default_gguf):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_gguf.parent, gguf_file=default_gguf.name)
+
+
+def chat_text(hf_tokenizer, message: str) -> str:
+    return hf_tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
+                                            tokenize=False)
+
+
+def test_chat_format_matches_transformers_chat_template(default_model, hf_tokenizer):
+    fmt = prompts.resolve_format(default_model, "chat")
+    prefix = prompts.prefix(*PREFIX_ARGS)
+    header = prefix[: -len(SHOTS)]
+    assert header.startswith("Below are several diverse examples of movie reviews.")
+    # The data shot goes into the user message; the assistant's answer opens the next shot.
+    message = header + SHOTS + f"<begin>\nLabel: positive\nText: {RECORD}\n</end>\n" + prompts.CHAT_REQUEST
+    want = hf_tokenizer(chat_text(hf_tokenizer, message) + OPENING, add_special_tokens=False)["input_ids"]
+    piece, truncated = prompts.with_example(default_model, prefix, RECORD, "positive", 800, fmt)
+    assert piece.ids == want and not truncated
+    assert default_model.decode(piece.ids[piece.example]) == " " + RECORD
+    # The generation prompt: the same without the data shot.
+    generation = fmt.prompt(prefix, "positive")
+    assert generation == chat_text(hf_tokenizer, header + SHOTS + prompts.CHAT_REQUEST) + OPENING
+    assert default_model.tokenize(generation, add_special_tokens=fmt.add_special_tokens)[0] == hf_tokenizer(
+        generation, add_special_tokens=False)["input_ids"]
+
+
+def test_raw_format_is_the_text_itself(default_model, hf_tokenizer):
+    fmt = prompts.resolve_format(default_model, "raw")
+    prefix = prompts.prefix(*PREFIX_ARGS)
+    piece, _ = prompts.with_example(default_model, prefix, RECORD, "positive", 800, fmt)
+    text = prefix + f"<begin>\nLabel: positive\nText: {RECORD}\n</end>\n" + OPENING
+    assert piece.ids == hf_tokenizer(text)["input_ids"]
+    assert fmt.prompt(prefix, "positive") == prefix + OPENING
+
+
+def with_name(src, tmp_path, name: str, template: bool):
+    """A copy of a tiny checkpoint in a folder called ``name``, with or without a chat template."""
+    dst = tmp_path / name
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    if template:
+        config["chat_template"] = "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}<|bot|>"
+    (dst / "tokenizer_config.json").write_text(json.dumps(config))
+    (dst / "chat_template.jinja").unlink(missing_ok=True)
+    return epsvec.load_model(dst, device="cpu")
+
+
+def test_auto_format_follows_the_model(tiny_models, tmp_path, default_model, default_gguf):
+    # The embedded instruct model has a template, but raw text measured better with it.
+    assert default_model.config.chat_template and default_model.prompt_format == "raw"
+    assert epsvec.load_model(default_gguf, device="cpu").prompt_format == "raw", "by file, however it is named"
+    src = tiny_models["llama"]
+    assert with_name(src, tmp_path, "tiny-instruct", template=True).prompt_format == "chat"
+    assert with_name(src, tmp_path, "tiny", template=False).prompt_format == "raw", "no template: a base model"
+    # Base checkpoints often ship a chat template anyway; their name says what they are.
+    for name in ("Tiny-7B-Base", "tiny-3-4b-pt", "tiny_pretrained"):
+        assert with_name(src, tmp_path, name, template=True).prompt_format == "raw", name
+    model = with_name(src, tmp_path, "tiny-chat", template=True)
+    fmt = prompts.resolve_format(model, "auto")
+    assert (fmt.name, fmt.before, fmt.after, fmt.add_special_tokens) == ("chat", "<|user|>", "<|end|><|bot|>", False)
+    assert prompts.resolve_format(model, "raw") == prompts.PromptFormat(), "overridable"
+
+
+def test_chat_without_a_template_and_unknown_formats_are_clear_errors(tiny_models, tmp_path):
+    model = with_name(tiny_models["llama"], tmp_path, "plain", template=False)
+    with pytest.raises(epsvec.InvalidInputError, match="no chat template"):
+        epsvec.extract(["a record"], eps=1.0, model=model, prompt_format="chat", negatives=["x", "y"], progress=False)
+    with pytest.raises(epsvec.InvalidInputError, match="prompt_format"):
+        epsvec.synthesize(["a record"], 1, eps=1.0, model="/no/such/model", prompt_format="markdown")
+
+
+def test_chat_format_end_to_end_and_saved(tiny_models, tmp_path):
+    """synthesize in the chat format: negatives, vector and samples use the
+    rendered prompt, and the format is saved with the vector and the release."""
+    model = with_name(tiny_models["llama"], tmp_path, "tiny-chat", template=True)
+    out = epsvec.synthesize(["A tender film.", "Dull and long.", "A triumph."], 2, eps=4.0, model=model,
+                            domain="reviews", max_new_tokens=6, num_negatives=4, progress=False, seed=1, noise_seed=2)
+    [plan] = out.plans
+    assert plan.format.name == "chat" and plan.prompt.startswith("<|user|>Below are")
+    assert plan.prompt.endswith(prompts.CHAT_REQUEST + "<|end|><|bot|><begin>\nText:")
+    assert plan.vector.prompt["format"] == plan.format.to_dict()
+    assert len(out.texts) == 2 and all(isinstance(t, str) for t in out.texts)
+    path = tmp_path / "v.safetensors"
+    plan.vector.save(path)
+    assert ClassPlan.from_vector(epsvec.DatasetVector.load(path)).prompt == plan.prompt
+    release.save(str(tmp_path / "release"), out.plans, out.report, {})
+    [loaded], _, _ = release.load(str(tmp_path / "release"))
+    assert loaded.format == plan.format and loaded.prompt == plan.prompt
+    raw = epsvec.synthesize(["A tender film.", "Dull and long.", "A triumph."], 2, eps=4.0, model=model,
+                            domain="reviews", max_new_tokens=6, num_negatives=4, progress=False, seed=1, noise_seed=2,
+                            prompt_format="raw")
+    assert raw.plans[0].format.name == "raw" and raw.plans[0].prompt.startswith("Below are")
+    assert raw.plans[0].prompt.endswith("Here are the examples:\n\n<begin>\nText:")
+
+
+def test_files_without_a_format_are_raw():
+    assert prompts.PromptFormat.from_dict(None) == prompts.PromptFormat()
+    assert prompts.PromptFormat.from_dict({"name": "chat", "before": "a", "after": "b"}).prompt("P", None) == (
+        "aP" + prompts.CHAT_REQUEST + "b<begin>\nText:")
