@@ -1,5 +1,6 @@
 //! The layers the decoder families share, each written to match HF
-//! transformers' modeling code op for op: linears (fused, oneDNN on CPU),
+//! transformers' modeling code op for op: linears (fused, with the CPU
+//! kernel measured fastest per shape),
 //! RMSNorm in its three HF styles, rotary embeddings, attention (with q/k
 //! norms, custom scale and logit soft-capping), the gated MLP, masks and
 //! left-padded batches.
@@ -8,17 +9,17 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
 use crate::model::config::{Activation, ModelConfig, QkNormKind, RopeScaling};
+use crate::model::kernels::{self, Kernel};
 use crate::model::kv_cache::KvCache;
 use crate::model::placement::Placement;
 use crate::model::weights::WeightSource;
 
 pub struct Linear {
+    /// `[out, in]` for `Kernel::Dense`, `[in, out]` for `Kernel::Transposed`,
+    /// oneDNN's layout for `Kernel::Onednn`.
     weight: Tensor,
     bias: Option<Tensor>,
-    /// Weight and bias held in oneDNN's layout (CPU float32), where its
-    /// GEMM is ~1.7x faster than the default for the few-row products of
-    /// decoding; `forward` converts the activations around the call.
-    mkldnn: bool,
+    kernel: Kernel,
 }
 
 impl Linear {
@@ -48,12 +49,13 @@ impl Linear {
         Self::new(weight, bias, at)
     }
 
+    /// A linear with `weight` `[out, in]`, held in the layout of the kernel
+    /// that is fastest for its shape on this machine (`kernels::choose`).
     pub fn new(weight: Tensor, bias: Option<Tensor>, at: Placement) -> Result<Self> {
-        if at.device != Device::Cpu || at.kind != Kind::Float {
-            return Ok(Self { weight, bias, mkldnn: false });
-        }
-        let bias = bias.map(|b| b.f_to_mkldnn(None)).transpose()?;
-        Ok(Self { weight: weight.f_to_mkldnn(None)?, bias, mkldnn: true })
+        let size = weight.size();
+        let kernel = kernels::choose(at, size[1], size[0])?;
+        let (weight, bias) = kernels::layout(kernel, weight, bias)?;
+        Ok(Self { weight, bias, kernel })
     }
 
     pub fn load(
@@ -68,13 +70,13 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if !self.mkldnn {
+        if self.kernel == Kernel::Dense {
             return Ok(x.f_linear(&self.weight, self.bias.as_ref())?);
         }
         let mut shape = x.size();
         let in_dim = shape.pop().unwrap_or(0);
-        let rows = x.f_reshape([-1, in_dim])?.f_contiguous()?.f_to_mkldnn(None)?;
-        let out = rows.f_mkldnn_linear(&self.weight, self.bias.as_ref())?.f_to_dense(None, false)?;
+        let rows = x.f_reshape([-1, in_dim])?;
+        let out = kernels::apply(self.kernel, &rows, &self.weight, self.bias.as_ref())?;
         shape.push(out.size()[1]);
         Ok(out.f_reshape(shape.as_slice())?)
     }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod decoder;
 pub mod fingerprint;
 pub mod gemma;
+pub mod kernels;
 pub mod kv_cache;
 pub mod layers;
 pub mod llama;
