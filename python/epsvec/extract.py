@@ -142,6 +142,7 @@ def extract(
     groups = group_by_class(texts, labels, classes)
     shots_of = shots_by_label(fixed_shots)
     public = check_texts(negatives, "negatives") if negatives is not None else None
+    prompts.check_format(prompt_format)
     if not isinstance(model, Model):
         model = load_model(model)
     layer_list = resolve_layers(layers, model.config.num_layers)

@@ -62,11 +62,16 @@ class PromptFormat:
         return cls() if d is None else cls(d["name"], d.get("before", ""), d.get("after", ""))
 
 
+def check_format(prompt_format) -> None:
+    """Refuses an unknown format (before any model work)."""
+    if prompt_format not in FORMATS:
+        raise InvalidInputError(f"prompt_format must be one of {FORMATS}, got {prompt_format!r}")
+
+
 def resolve_format(model, prompt_format: str = "auto") -> PromptFormat:
     """The :class:`PromptFormat` for ``prompt_format`` ("raw", "chat", or
     "auto": the model's :attr:`~epsvec.Model.prompt_format`)."""
-    if prompt_format not in FORMATS:
-        raise InvalidInputError(f"prompt_format must be one of {FORMATS}, got {prompt_format!r}")
+    check_format(prompt_format)
     if prompt_format == "auto":
         prompt_format = model.prompt_format
     if prompt_format == "raw":

@@ -288,8 +288,7 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
         raise InvalidInputError("an eps sweep needs public shots and no sample_rate")
     groups = group_by_class(texts, labels, classes)
     budgets = [_split_budget(eps, delta, shots_eps, private_shots, vector=method == "epsvec") for eps in eps_grid]
-    if prompt_format not in prompts.FORMATS:
-        raise InvalidInputError(f"prompt_format must be one of {prompts.FORMATS}, got {prompt_format!r}")
+    prompts.check_format(prompt_format)
     if not isinstance(model, Model):
         model = load_model(model)
     layer_list = resolve_layers(layers, model.config.num_layers) if method == "epsvec" else []
