@@ -115,7 +115,7 @@ def test_bad_device_and_dtype(tiny_llama):
         epsvec.load_model(tiny_llama, dtype="int8")
 
 
-@pytest.mark.skipif(epsvec._epsvec.cuda_device_count() > 0, reason="a GPU is present")
+@pytest.mark.skipif(epsvec.cuda_device_count() > 0, reason="a GPU is present")
 def test_cuda_asked_for_but_absent(tiny_llama):
     with pytest.raises(epsvec.DeviceError, match="CUDA is not available"):
         epsvec.load_model(tiny_llama, device="cuda")

@@ -26,10 +26,12 @@ from .report import PrivacyReport, PrivacyStep
 from .synthesis import SyntheticData, synthesize
 from .model import Generation, Model, ModelConfig, load_model
 from .vector import DatasetVector
+from ._cuda import device_count as cuda_device_count
 
 __all__ = [
     "__version__",
     "load_model",
+    "cuda_device_count",
     "extract",
     "synthesize",
     "SyntheticData",

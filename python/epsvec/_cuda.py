@@ -4,6 +4,11 @@ The extension links only libtorch's CPU library, so importing epsvec stays
 light. libtorch registers its CUDA backend when ``libtorch_cuda.so`` is
 loaded; that happens here, only when a CUDA device may be used and an NVIDIA
 driver is present (``import torch`` would do the same, at higher cost).
+
+The load must come before anything asks libtorch about CUDA: the first
+question fixes the answer for the whole process, torch's included (torch
+then fails with "Cannot initialize CUDA without ATen_cuda library"). So
+nothing in epsvec asks except after :func:`enable_cuda`.
 """
 
 from __future__ import annotations
@@ -40,3 +45,11 @@ def enable_cuda() -> None:
             ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
             _loaded = True
             return
+
+
+def device_count() -> int:
+    """How many CUDA devices libtorch sees (0 without a GPU or driver)."""
+    from ._epsvec import cuda_device_count
+
+    enable_cuda()
+    return cuda_device_count()

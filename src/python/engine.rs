@@ -23,7 +23,13 @@ pub struct PyEngine {
     inner: Mutex<Engine>,
 }
 
+/// Asks libtorch about CUDA only when the name is not "cpu": the first such
+/// question fixes, for the whole process (torch's too), whether CUDA exists,
+/// so it must come after `epsvec._cuda.enable_cuda` has loaded torch's CUDA library.
 fn parse_device(name: &str) -> crate::Result<Device> {
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
     let cuda_count = tch::Cuda::device_count() as usize;
     let cuda = |index: usize| {
         if cuda_count == 0 {
@@ -38,7 +44,6 @@ fn parse_device(name: &str) -> crate::Result<Device> {
         }
     };
     match name {
-        "cpu" => Ok(Device::Cpu),
         "auto" => Ok(if cuda_count > 0 { Device::Cuda(0) } else { Device::Cpu }),
         "cuda" => cuda(0),
         other => match other.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok()) {
@@ -251,7 +256,8 @@ impl PyEngine {
     }
 }
 
-/// How many CUDA devices libtorch sees (0 without a GPU or driver).
+/// How many CUDA devices libtorch sees (0 without a GPU or driver); call
+/// through `epsvec.cuda_device_count`, which loads torch's CUDA library first.
 #[pyfunction]
 pub fn cuda_device_count() -> usize {
     tch::Cuda::device_count() as usize
