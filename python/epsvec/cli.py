@@ -201,7 +201,8 @@ def _generate_file(args, plans, out: str) -> None:
     Sample ``k`` (class ``k // n``, index ``k % n``) depends only on the seed
     and ``k``, so a resumed file is the same as an uninterrupted one. The
     run's settings (and its seed, drawn once when not given) sit beside the
-    output in ``OUT.state.json``.
+    output in ``OUT.state.json``. With ``--ray``, OUT is a directory of
+    JSONL shards written by Ray actors (``epsvec.distributed``).
     """
     from .model import _progress, load_model
     from .seeds import derive_seed
@@ -209,42 +210,75 @@ def _generate_file(args, plans, out: str) -> None:
 
     sampling = {"strength": args.strength, "temperature": args.temperature, "top_p": args.top_p,
                 "max_new_tokens": args.max_new_tokens}
-    state = {"n": args.n, "classes": [str(p.label) for p in plans], **sampling,
-             "prompts": [p.prompt for p in plans],
-             "vectors": [None if p.vector is None else p.vector.privacy.get("noise") for p in plans]}
-    state_path = out + ".state.json"
-    done = 0
-    if os.path.exists(out) and not args.overwrite:
-        saved = _read_state(state_path, out)
-        seed = saved.pop("seed")
-        if args.seed is not None and args.seed != seed or saved != state:
-            raise InvalidInputError(f"{out} was written by a run with other settings; pass --overwrite to replace it")
-        done = _complete_lines(out)
-    else:
-        seed = args.seed if args.seed is not None else secrets.randbits(62)
-        _atomic_json(state_path, {**state, "seed": seed})
-        open(out, "w").close()
-    total = args.n * len(plans)
-    if done:
-        print(f"resuming {out} at sample {done} of {total}", file=sys.stderr)
+    out = out.rstrip(os.sep) or out
+    seed, resuming = _start_or_resume(args, plans, out, sampling)
     model = getattr(args, "_model", None) or load_model(args.model, device=args.device)
     for plan in plans:
         if plan.vector is not None:
             plan.vector.check_model(model)
+    seeds = [derive_seed(seed, "samples", plan.label) for plan in plans]
+    if getattr(args, "ray", False):
+        _generate_on_ray(args, plans, model, out, seeds, sampling, resuming)
+        return
+    done = _complete_lines(out) if resuming else 0
+    if not resuming:
+        open(out, "w").close()
+    total = args.n * len(plans)
+    if done:
+        print(f"resuming {out} at sample {done} of {total}", file=sys.stderr)
     with open(out, "a", encoding="utf-8") as f, _progress(total, not args.no_progress, "generating", "sample") as bar:
         bar.update(done)
         k = done
         while k < total:
             c, j = divmod(k, args.n)
             stop = min(j + args.batch_size, args.n)
-            texts = generate_for_class(model, plans[c], range(j, stop), seed=derive_seed(seed, "samples", plans[c].label),
-                                       batch_size=args.batch_size, **sampling)
+            texts = generate_for_class(model, plans[c], range(j, stop), seed=seeds[c], batch_size=args.batch_size,
+                                       **sampling)
             for i, text in zip(range(j, stop), texts):
                 f.write(json.dumps({"text": text, "label": plans[c].label, "index": i}, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
             bar.update(stop - j)
             k += stop - j
+
+
+def _start_or_resume(args, plans, out: str, sampling: dict) -> tuple[int, bool]:
+    """``(seed, resuming)``: an existing output made with these settings is
+    resumed (its saved seed reused); otherwise the settings and a seed are saved."""
+    state = {"n": args.n, "classes": [str(p.label) for p in plans], **sampling,
+             "prompts": [p.prompt for p in plans],
+             "vectors": [None if p.vector is None else p.vector.privacy.get("noise") for p in plans]}
+    state_path = out + ".state.json"
+    if os.path.exists(out) and not args.overwrite:
+        saved = _read_state(state_path, out)
+        seed = saved.pop("seed")
+        if args.seed is not None and args.seed != seed or saved != state:
+            raise InvalidInputError(f"{out} was written by a run with other settings; pass --overwrite to replace it")
+        return seed, True
+    seed = args.seed if args.seed is not None else secrets.randbits(62)
+    _atomic_json(state_path, {**state, "seed": seed})
+    return seed, False
+
+
+def _generate_on_ray(args, plans, model, out: str, seeds: list[int], sampling: dict, resuming: bool) -> None:
+    """The samples as JSONL shards in the directory ``out``, written by Ray
+    actors; a resumed run writes only the shards that are missing."""
+    import shutil
+
+    import ray
+
+    from .distributed import RayConfig, generate_to_dir
+
+    if not resuming and os.path.exists(out):
+        shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
+    if not ray.is_initialized():
+        ray.init(address=args.ray_address, log_to_driver=False)
+    config = RayConfig(workers=args.workers, num_cpus=args.cpus_per_worker, num_gpus=args.gpus_per_worker,
+                       batch_size=args.shard_batches)
+    written = generate_to_dir(plans, args.n, model, config, out, seeds=seeds, sampling=sampling,
+                              batch_size=args.batch_size, progress=not args.no_progress)
+    if resuming:
+        print(f"resumed {out}: {written} missing shard(s) written", file=sys.stderr)
 
 
 def _read_state(state_path: str, out: str) -> dict:
@@ -344,7 +378,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="steered samples from a release (or vector files) to JSONL; resumable")
     p.add_argument("release", nargs="+", help="release directories or vector .safetensors files")
     sampling(p), common(p)
-    p.add_argument("--out", required=True, help="output .jsonl")
+    p.add_argument("--out", required=True, help="output .jsonl (with --ray: a directory of .jsonl shards)")
+    p.add_argument("--ray", action="store_true", help="generate on a Ray cluster (pip install epsvec[ray])")
+    p.add_argument("--ray-address", default=None, help="the cluster to join (default: RAY_ADDRESS, else a local one)")
+    p.add_argument("--workers", type=int, default=2, help="Ray actors, each with one loaded model")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="1: each actor's model on its own GPU")
+    p.add_argument("--shard-batches", type=int, default=64, help="batches per shard file (one Ray task; a rerun "
+                   "writes the missing shards)")
     p.set_defaults(run=_generate)
 
     p = sub.add_parser("info", help="describe a release, a vector file or a model")

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _epsvec, prompts
+from . import _epsvec, distributed, prompts
 from .data import records_from
 from .errors import InvalidInputError, PrivacyError
 from .model import REPEATED_PROMPT_ROWS, Model, _progress, load_model
@@ -78,12 +78,14 @@ def extract(
     num_negatives: int = 64,
     text_column: str = "text",
     label_column: str | None = "label",
+    ray: Any = None,
 ) -> DatasetVector | dict[Any, DatasetVector]:
     """Extract an (eps, delta)-DP dataset vector from private texts.
 
     Args:
-        texts: The private records: a list of strings, or a
-            ``datasets.Dataset`` (``text_column``, labels from ``label_column``).
+        texts: The private records: a list of strings, a ``datasets.Dataset``
+            or a ``ray.data.Dataset`` (``text_column``, labels from ``label_column``;
+            a Ray dataset is read by Ray actors, see ``ray``).
         eps: Privacy budget of this release (finite, > 0).
         delta: (0, 1); should be well below 1/len(texts).
         model: A loaded model or a path; the embedded default if None.
@@ -122,7 +124,10 @@ def extract(
         negative_max_new_tokens: Length cap of the default negatives.
         num_negatives: How many default negatives to generate per class (a
             constant, so the work done does not depend on private counts).
-        text_column, label_column: Columns of a ``datasets.Dataset``.
+        text_column, label_column: Columns of a ``datasets.Dataset`` or ``ray.data.Dataset``.
+        ray: An :class:`epsvec.distributed.RayConfig` (actors, CPUs and GPUs
+            each, records per task) for a ``ray.data.Dataset``; the default
+            config when None. The model must be a path every actor can load.
 
     Returns:
         A :class:`DatasetVector`, or ``{label: DatasetVector}`` with labels.
@@ -133,13 +138,20 @@ def extract(
             them, bad options.
         PrivacyError: impossible eps, delta or sample rate.
     """
-    texts, labels, classes = records_from(texts, labels, text_column, label_column, classes)
-    texts = check_texts(texts)
+    on_ray = distributed.is_ray_dataset(texts)
+    if on_ray:
+        classes = distributed.declared_classes(texts, labels, classes, text_column, label_column)
+        groups = {None: []} if classes is None else {label: [] for label in classes}
+    else:
+        texts, labels, classes = records_from(texts, labels, text_column, label_column, classes)
+        groups = group_by_class(check_texts(texts), labels, classes)
     check_privacy(eps, delta, adjacency)
     rate = check_sample_rate(sample_rate)
+    if on_ray and rate < 1:
+        raise PrivacyError("sample_rate is not offered on Ray: the Poisson coins are drawn inside the in-process "
+                           "release; read every record (sample_rate=None)")
     check_options(pool=pool, max_example_tokens=max_example_tokens, num_negatives=num_negatives, clip_norm=clip_norm,
                   seed=seed, noise_seed=noise_seed)
-    groups = group_by_class(texts, labels, classes)
     shots_of = shots_by_label(fixed_shots)
     public = check_texts(negatives, "negatives") if negatives is not None else None
     prompts.check_format(prompt_format)
@@ -149,15 +161,12 @@ def extract(
     fmt = prompts.resolve_format(model, prompt_format)
     plans = {label: ClassPrompts.build(model, label, domain, shots_of(label), records, max_example_tokens, fmt)
              for label, records in groups.items()}
-    vectors = {}
-    for label, plan in plans.items():
-        [vectors[label]] = extract_class(
-            model, plan, eps=[eps], delta=delta, negatives=public, layers=layer_list, clip_norm=clip_norm, pool=pool,
-            sample_rate=rate, adjacency=adjacency, batch_size=batch_size, progress=progress, seed=seed,
-            noise_seed=noise_seed, temperature=negative_temperature, max_new_tokens=negative_max_new_tokens,
-            num_negatives=num_negatives,
-        )
-    return vectors[None] if labels is None else vectors
+    options = dict(eps=[eps], delta=delta, negatives=public, layers=layer_list, clip_norm=clip_norm, pool=pool,
+                   sample_rate=rate, adjacency=adjacency, batch_size=batch_size, progress=progress, seed=seed,
+                   noise_seed=noise_seed, temperature=negative_temperature, max_new_tokens=negative_max_new_tokens,
+                   num_negatives=num_negatives)
+    vectors = extract_classes(model, plans, texts if on_ray else None, ray, text_column, label_column, **options)
+    return vectors[None][0] if None in vectors else {label: v[0] for label, v in vectors.items()}
 
 
 @dataclass
@@ -199,59 +208,125 @@ class ClassPrompts:
         return cls(label, label_text, domain, shots, prefix_text, fmt, head, pieces, max_example_tokens)
 
 
+def extract_classes(model: Model, plans: dict, ray_records, ray, text_column: str, label_column: str | None,
+                    **options) -> dict:
+    """``{label: [DatasetVector per budget]}`` for ``{label: ClassPrompts}``:
+    each plan's records read in this process, or, given a Ray dataset of
+    them (``ray_records``), by Ray actors in one pass over every class."""
+    if ray_records is None:
+        return {label: extract_class(model, plan, **options) for label, plan in plans.items()}
+    releases = {label: ClassRelease.prepare(model, plan, **options) for label, plan in plans.items()}
+    return distributed.extract_classes(ray_records, model, releases, ray or distributed.RayConfig(), text_column,
+                                       label_column, options["progress"])
+
+
 def extract_class(model: Model, plan: ClassPrompts, *, eps, delta, negatives, layers, clip_norm, pool, sample_rate,
                   adjacency, batch_size, progress, seed, noise_seed, temperature, max_new_tokens,
                   num_negatives) -> list[DatasetVector]:
     """One class's vectors, one per budget in ``eps`` (a list): the records
     are read once, and each budget gets its own independent noise draw."""
-    n, label = len(plan.pieces), plan.label_text
-    # Warnings go to the data holder only; nothing here enters the release.
-    if n and delta > 1 / n:
-        warnings.warn(f"delta = {delta:g} exceeds 1/N = {1 / n:g} for {n} records: the guarantee is weak", stacklevel=3)
-    if negatives is None:
-        negatives = model_negatives(model, plan.format.prompt(plan.prefix_text, label), plan.format, num_negatives,
-                                    temperature, max_new_tokens, batch_size, progress,
-                                    derive_seed(seed, "negatives", label))
-    _, negative_prompts, _ = prompts.with_examples(model, plan.prefix_text, negatives, label,
-                                                 plan.max_example_tokens, plan.format)
-    negative_states = _pooled(model, negative_prompts, layers, pool, batch_size)
-    baseline = negative_states.mean(axis=0)  # [layers, hidden], public
-    clip = _clip_norm(clip_norm, negative_states)
-    residual_norms = _residual_norms(model, negative_prompts[:16], layers, batch_size)
-    sigmas = [gaussian_sigma(e, delta, sample_rate=sample_rate, adjacency=adjacency) for e in eps]
-    dim = len(layers) * model.config.hidden_size
-    if n < max(sigmas) * math.sqrt(dim):
-        # The noise's norm is about sigma*C*sqrt(dim); the sum of n clipped terms is at most n*C.
-        warnings.warn(f"class {label!r}: {n} records against noise of norm ~{max(sigmas) * math.sqrt(dim):.0f} C; "
-                      "the vector will be mostly noise (use more records, a larger eps, or fewer layers)", stacklevel=3)
+    release = ClassRelease.prepare(
+        model, plan, eps=eps, delta=delta, negatives=negatives, layers=layers, clip_norm=clip_norm, pool=pool,
+        sample_rate=sample_rate, adjacency=adjacency, batch_size=batch_size, progress=progress, seed=seed,
+        noise_seed=noise_seed, temperature=temperature, max_new_tokens=max_new_tokens, num_negatives=num_negatives)
+    release.warn_about_size(len(plan.pieces))
+    release.offer_records(model, plan.pieces, progress)
+    return release.finish(model)
 
-    release = _epsvec.PrivateRelease(len(layers), model.config.hidden_size, clip, sample_rate,
-                                     derive_seed(noise_seed, "vector noise", label))
-    engine_pool = "last" if pool == "last" else "mean"
-    flat_baseline = np.ascontiguousarray(baseline.reshape(-1), dtype=np.float32)
-    with _progress(n, progress, f"reading records{'' if label is None else f' ({label})'}", "record") as bar:
-        for start in range(0, n, RECORDS_PER_CALL):
-            part = plan.pieces[start : start + RECORDS_PER_CALL]
-            tails = [p.ids[len(plan.head):] for p in part]
-            weights = None if pool == "last" else [_weights(p, pool) for p in part]
-            release.offer_prompts(model._engine, plan.head, tails, layers, engine_pool, flat_baseline, weights)
-            bar.update(len(part))
-    if release.had_nonfinite:
-        warnings.warn(f"class {label!r}: some records gave non-finite activations and counted as zero; "
-                      "try dtype='float32'", stacklevel=3)
-    vectors = []
-    for e, (directions, info) in zip(eps, release.finish(sigmas)):
-        step = PrivacyStep(
-            "dataset vector", float(e), float(delta), info["sigma"], info["sample_rate"], adjacency,
-            {str(label): clip}, info["mechanism"], info["accountant"], info["noise"], list(layers), pool,
-            "median distance of a public negative's state from the mean of the others" if clip_norm == "auto"
-            else "given", info["seeded"],
-        )
-        vectors.append(DatasetVector({layer: directions[i] for i, layer in enumerate(layers)}, label,
-                                     model.fingerprint(), step.to_dict(), residual_norms,
-                                     {"domain": plan.domain, "fixed_shots": list(plan.shots),
-                                      "format": plan.format.to_dict()}))
-    return vectors
+
+@dataclass
+class ClassRelease:
+    """One class's release in progress: its public side (the negatives' mean
+    state, the clip norm, the noise scales) and the Rust release the
+    records' terms go into, in this process or as workers' partial sums."""
+
+    plan: ClassPrompts
+    eps: list[float]
+    delta: float
+    adjacency: str
+    layers: list[int]
+    pool: str
+    clip: float
+    clip_rule: str
+    baseline: np.ndarray  # [layers * hidden] float32: the public negatives' mean pooled state
+    residual_norms: dict[int, float]
+    sigmas: list[float]
+    release: Any  # _epsvec.PrivateRelease
+
+    def __getstate__(self):  # Ray workers get the public side; the release stays with the driver
+        return {**self.__dict__, "release": None}
+
+    @classmethod
+    def prepare(cls, model: Model, plan: ClassPrompts, *, eps, delta, negatives, layers, clip_norm, pool, sample_rate,
+                adjacency, batch_size, progress, seed, noise_seed, temperature, max_new_tokens,
+                num_negatives) -> "ClassRelease":
+        """Everything public, before any record is read."""
+        label = plan.label_text
+        if negatives is None:
+            negatives = model_negatives(model, plan.format.prompt(plan.prefix_text, label), plan.format,
+                                        num_negatives, temperature, max_new_tokens, batch_size, progress,
+                                        derive_seed(seed, "negatives", label))
+        _, negative_prompts, _ = prompts.with_examples(model, plan.prefix_text, negatives, label,
+                                                     plan.max_example_tokens, plan.format)
+        negative_states = _pooled(model, negative_prompts, layers, pool, batch_size)
+        clip = _clip_norm(clip_norm, negative_states)
+        sigmas = [gaussian_sigma(e, delta, sample_rate=sample_rate, adjacency=adjacency) for e in eps]
+        release = _epsvec.PrivateRelease(len(layers), model.config.hidden_size, clip, sample_rate,
+                                         derive_seed(noise_seed, "vector noise", label))
+        clip_rule = ("median distance of a public negative's state from the mean of the others"
+                     if clip_norm == "auto" else "given")
+        return cls(plan, list(eps), delta, adjacency, list(layers), pool, clip, clip_rule,
+                   np.ascontiguousarray(negative_states.mean(axis=0).reshape(-1), dtype=np.float32),
+                   _residual_norms(model, negative_prompts[:16], layers, batch_size), sigmas, release)
+
+    def warn_about_size(self, n: int) -> None:
+        """Warnings to the data holder about the class size; nothing here enters the release."""
+        label, dim = self.plan.label_text, self.baseline.size
+        if n and self.delta > 1 / n:
+            warnings.warn(f"delta = {self.delta:g} exceeds 1/N = {1 / n:g} for {n} records: the guarantee is weak",
+                          stacklevel=4)
+        if n < max(self.sigmas) * math.sqrt(dim):
+            # The noise's norm is about sigma*C*sqrt(dim); the sum of n clipped terms is at most n*C.
+            warnings.warn(f"class {label!r}: {n} records against noise of norm ~{max(self.sigmas) * math.sqrt(dim):.0f}"
+                          " C; the vector will be mostly noise (use more records, a larger eps, or fewer layers)",
+                          stacklevel=4)
+
+    def term_arguments(self, pieces: list[prompts.PromptIds]) -> tuple:
+        """How the engine makes these records' terms: ``(prefix, tails, layers, pool, baseline, weights)``
+        for ``PrivateRelease.offer_prompts`` and ``ClippedSum.add_prompts``."""
+        head = self.plan.head
+        tails = [p.ids[len(head):] for p in pieces]
+        weights = None if self.pool == "last" else [_weights(p, self.pool) for p in pieces]
+        return head, tails, self.layers, "last" if self.pool == "last" else "mean", self.baseline, weights
+
+    def offer_records(self, model: Model, pieces: list[prompts.PromptIds], progress: bool) -> None:
+        """Reads the records in this process, inside the release (Poisson coins included)."""
+        label = self.plan.label_text
+        with _progress(len(pieces), progress, f"reading records{'' if label is None else f' ({label})'}",
+                       "record") as bar:
+            for start in range(0, len(pieces), RECORDS_PER_CALL):
+                part = pieces[start : start + RECORDS_PER_CALL]
+                self.release.offer_prompts(model._engine, *self.term_arguments(part))
+                bar.update(len(part))
+
+    def finish(self, model: Model) -> list[DatasetVector]:
+        """One vector per budget, each with its own noise draw; ends the release."""
+        label, plan = self.plan.label_text, self.plan
+        if self.release.had_nonfinite:
+            warnings.warn(f"class {label!r}: some records gave non-finite activations and counted as zero; "
+                          "try dtype='float32'", stacklevel=4)
+        vectors = []
+        for e, (directions, info) in zip(self.eps, self.release.finish(self.sigmas)):
+            step = PrivacyStep(
+                "dataset vector", float(e), float(self.delta), info["sigma"], info["sample_rate"], self.adjacency,
+                {str(label): self.clip}, info["mechanism"], info["accountant"], info["noise"], list(self.layers),
+                self.pool, self.clip_rule, info["seeded"],
+            )
+            vectors.append(DatasetVector({layer: directions[i] for i, layer in enumerate(self.layers)}, label,
+                                         model.fingerprint(), step.to_dict(), self.residual_norms,
+                                         {"domain": plan.domain, "fixed_shots": list(plan.shots),
+                                          "format": plan.format.to_dict()}))
+        return vectors
 
 
 def _clip_norm(clip_norm, negative_states: np.ndarray) -> float:

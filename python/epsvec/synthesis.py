@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _epsvec, prompts
+from . import _epsvec, distributed, prompts
 from ._epsvec import SamplingParams
 from .data import records_from
 from .errors import InvalidInputError, PrivacyError
 from .extract import (ClassPrompts, auto_layers, check_options, check_privacy, check_sample_rate, check_texts,
-                      extract_class, group_by_class, resolve_layers, shots_by_label)
+                      extract_classes, group_by_class, resolve_layers, shots_by_label)
 from .model import REPEATED_PROMPT_ROWS, Model, load_model, mean_states_without_sink
 from .privacy import gaussian_sigma
 from .report import PrivacyReport, PrivacyStep, sweep_composition
@@ -126,11 +126,14 @@ def synthesize(
     progress: bool = True,
     seed: int | None = None,
     noise_seed: int | None = None,
+    ray: Any = None,
 ) -> SyntheticData:
     """Make ``n`` synthetic samples per class from private texts, (eps, delta)-DP.
 
     Args:
-        texts: Private records: a list of strings or a ``datasets.Dataset``.
+        texts: Private records: a list of strings, a ``datasets.Dataset`` or a
+            ``ray.data.Dataset`` (read by Ray actors, which then generate the
+            samples too; see ``ray``).
         n: Samples generated per class (the same for every class).
         eps: Total privacy budget of every private step together (> 0);
             or a list of budgets, for a privacy-utility sweep: the records
@@ -175,6 +178,9 @@ def synthesize(
             samples); the privacy noise stays secret.
         noise_seed: For tests only: reproducible privacy noise and sample,
             which voids the guarantee (the report says ``seeded``).
+        ray: An :class:`epsvec.distributed.RayConfig` for a ``ray.data.Dataset``
+            (the default config when None). Private shots and ``sample_rate``
+            are not offered on Ray.
 
     Returns:
         :class:`SyntheticData` (texts, labels, report, plans), or a
@@ -195,7 +201,7 @@ def synthesize(
         clip_norm=clip_norm, pool=pool, sample_rate=sample_rate, adjacency=adjacency,
         text_column=text_column, label_column=label_column, batch_size=batch_size, progress=progress, seed=seed,
         noise_seed=noise_seed, max_new_tokens=max_new_tokens, num_negatives=num_negatives,
-        max_example_tokens=max_example_tokens,
+        max_example_tokens=max_example_tokens, ray=ray,
     )
     sampling = dict(strength=strength, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     sample_seed = secrets.randbits(62) if seed is None else seed
@@ -203,11 +209,16 @@ def synthesize(
     for e, (plans, report) in zip(eps_grid, releases):
         report = dataclasses.replace(report, generation={"per_class": n, "rule": "n samples for every declared class (not read "
                                           "from the data: free)", **sampling})
-        out_texts, out_labels = [], []
-        for plan in plans:
-            out_texts += generate_for_class(model, plan, range(n), seed=derive_seed(sample_seed, "samples", plan.label),
-                                            batch_size=REPEATED_PROMPT_ROWS * batch_size, progress=progress, **sampling)
-            out_labels += [plan.label] * n
+        seeds = [derive_seed(sample_seed, "samples", plan.label) for plan in plans]
+        if distributed.is_ray_dataset(texts):
+            out_texts = distributed.generate(plans, n, model, ray or distributed.RayConfig(), seeds=seeds,
+                                             sampling=sampling, batch_size=REPEATED_PROMPT_ROWS * batch_size,
+                                             progress=progress)
+        else:
+            out_texts = [text for plan, plan_seed in zip(plans, seeds) for text in generate_for_class(
+                model, plan, range(n), seed=plan_seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
+                progress=progress, **sampling)]
+        out_labels = [plan.label for plan in plans for _ in range(n)]
         result = SyntheticData(out_texts, out_labels, report, plans)
         results[e] = result.to_dataset() if return_dataset else result
     return results if sweep else results[eps]
@@ -225,8 +236,10 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
     for attempt in range(1 + EMPTY_RETRIES):
         if not todo:
             break
-        # One generate call per contiguous block keeps streams = sample indices.
-        for start, rows in _contiguous(indices, todo):
+        # One generate call per contiguous block keeps streams = sample indices; a retry runs
+        # each sample alone, so how the indices were split into calls cannot change it.
+        blocks = _contiguous(indices, todo) if attempt == 0 else [(indices[r], [r]) for r in todo]
+        for start, rows in blocks:
             texts = model.generate([plan.prompt] * len(rows), steer=steer, strength=strength, temperature=temperature,
                                    top_p=top_p, max_new_tokens=max_new_tokens, stop=prompts.STOP,
                                    seed=seed if attempt == 0 else derive_seed(seed, "empty retry", attempt),
@@ -263,13 +276,20 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
                         clip_norm="auto", pool="mean", sample_rate=None, adjacency="add_remove",
                         text_column="text", label_column="label", batch_size=16, progress=True, seed=None,
                         noise_seed=None, max_new_tokens=64, num_negatives=64,
-                        max_example_tokens=800) -> tuple[Model, list[tuple[list[ClassPlan], PrivacyReport]]]:
+                        max_example_tokens=800, ray=None) -> tuple[Model, list[tuple[list[ClassPlan], PrivacyReport]]]:
     """Private steps for each budget in ``eps_grid``, reading the records once:
     ``(model, [(plans, report) per budget])``. Every option and label is
     checked before the first model call; each class's records are tokenized
-    (and cut to a public length) before that class's release."""
-    texts, labels, classes = records_from(texts, labels, text_column, label_column, classes)
-    texts = check_texts(texts)
+    (and cut to a public length) before that class's release. A Ray
+    dataset's records are read by Ray actors (one pass for every class)."""
+    on_ray = distributed.is_ray_dataset(texts)
+    if on_ray:
+        classes = distributed.declared_classes(texts, labels, classes, text_column, label_column)
+        groups = {None: []} if classes is None else {label: [] for label in classes}
+    else:
+        texts, labels, classes = records_from(texts, labels, text_column, label_column, classes)
+        groups = group_by_class(check_texts(texts), labels, classes)
+    labelled = None not in groups
     for eps in eps_grid:
         check_privacy(eps, delta, adjacency)
     rate = check_sample_rate(sample_rate)
@@ -286,7 +306,9 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
     if len(eps_grid) > 1 and (private_shots or rate < 1):
         # Shared shots or a shared Poisson sample would couple the releases.
         raise InvalidInputError("an eps sweep needs public shots and no sample_rate")
-    groups = group_by_class(texts, labels, classes)
+    if on_ray and (private_shots or rate < 1):
+        raise InvalidInputError("private shots and sample_rate are not offered on Ray (the shot vote and the "
+                                "Poisson coins run in-process); use public or synthetic shots and every record")
     budgets = [_split_budget(eps, delta, shots_eps, private_shots, vector=method == "epsvec") for eps in eps_grid]
     prompts.check_format(prompt_format)
     if not isinstance(model, Model):
@@ -294,8 +316,7 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
     layer_list = resolve_layers(layers, model.config.num_layers) if method == "epsvec" else []
     fmt = prompts.resolve_format(model, prompt_format)
 
-    plans = [[] for _ in eps_grid]
-    vote_steps = []
+    vote_steps, shots_of, class_prompts = [], {}, {}
     for label, records in groups.items():
         label_text = None if label is None else str(label)
         seed_for = lambda purpose: derive_seed(seed, purpose, label_text)
@@ -309,17 +330,19 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
         else:
             shots = _public_shots(model, fmt, fixed_shots, label, domain, label_text, num_shots, batch_size,
                                   seed_for("shot candidates"), max_new_tokens)
-        vectors = [None] * len(eps_grid)
+        shots_of[label] = shots
         if method == "epsvec":
-            prompts_ = ClassPrompts.build(model, label, domain, shots, records, max_example_tokens, fmt)
-            vectors = extract_class(
-                model, prompts_, eps=[b["vector"][0] for b in budgets], delta=budgets[0]["vector"][1],
-                negatives=None, layers=layer_list, clip_norm=clip_norm, pool=pool, sample_rate=rate,
-                adjacency=adjacency, batch_size=batch_size, progress=progress, seed=seed, noise_seed=noise_seed,
-                temperature=1.0, max_new_tokens=max_new_tokens, num_negatives=num_negatives,
-            )
-        for j, vector in enumerate(vectors):
-            plans[j].append(ClassPlan(label, domain, shots, vector, fmt))
+            class_prompts[label] = ClassPrompts.build(model, label, domain, shots, records, max_example_tokens, fmt)
+    vectors = {}
+    if class_prompts:
+        options = dict(eps=[b["vector"][0] for b in budgets], delta=budgets[0]["vector"][1], negatives=None,
+                       layers=layer_list, clip_norm=clip_norm, pool=pool, sample_rate=rate, adjacency=adjacency,
+                       batch_size=batch_size, progress=progress, seed=seed, noise_seed=noise_seed, temperature=1.0,
+                       max_new_tokens=max_new_tokens, num_negatives=num_negatives)
+        vectors = extract_classes(model, class_prompts, texts if on_ray else None, ray, text_column, label_column,
+                                  **options)
+    plans = [[ClassPlan(label, domain, shots_of[label], vectors[label][j] if label in vectors else None, fmt)
+              for label in groups] for j in range(len(eps_grid))]
     steps_of = [_merge_classes(vote_steps)] if vote_steps else []
     out = []
     for j, (eps, class_plans) in enumerate(zip(eps_grid, plans)):
@@ -329,9 +352,9 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
         shots_kind = (fixed_shots if isinstance(fixed_shots, str) else "none" if fixed_shots is None
                       or method == "zero_shot" else "public texts given by the user")
         report = PrivacyReport(
-            steps, float(eps), float(delta), method, shots_kind, None if labels is None else [str(c) for c in groups],
+            steps, float(eps), float(delta), method, shots_kind, [str(c) for c in groups] if labelled else None,
             ["the model and its own generations (shot candidates, negatives)",
-             "the set of classes (declared by the caller)" if labels is not None else "that there is one class",
+             "the set of classes (declared by the caller)" if labelled else "that there is one class",
              "n, layers, strength, sampling settings, the sample rate"],
         )
         if len(eps_grid) > 1 and method == "epsvec":

@@ -46,18 +46,133 @@ pub fn describe(sample_rate: f64) -> String {
     )
 }
 
-/// A release in progress: records go in, one or more noisy sums come out.
-pub struct PrivateRelease<R: Rng = ChaCha20Rng> {
+/// The exact fixed-point sum of clipped terms, with no randomness: the part
+/// of a release that a worker of a distributed run computes over its share
+/// of the records (every record: no sampling) and sends, as
+/// [`ClippedSum::to_bytes`], to the one [`PrivateRelease`] that merges the
+/// shares exactly (integers: any order, any split, the same sum) and adds
+/// the noise once. It is un-noised private data: it travels only between
+/// the curator's own processes and is never published.
+#[derive(Clone)]
+pub struct ClippedSum {
     dim: usize,
     clip_norm: f64,
-    sample_rate: f64,
-    seeded: bool,
-    rng: R,
     sum: Vec<i128>,
     clipped_buf: Vec<f64>,
     ints: Vec<i64>,
-    counts: PrivateCounts,
+    records: usize,
+    clipped: usize,
     nonfinite: bool,
+}
+
+/// Leads every serialised [`ClippedSum`]: a name and a format version.
+const SUM_MAGIC: &[u8; 8] = b"EPSVSUM1";
+const SUM_HEADER: usize = 8 + 8 + 8 + 8 + 8 + 1;
+
+impl ClippedSum {
+    /// An empty sum of `dim` values clipped to `C`.
+    pub fn new(dim: usize, clip_norm: f64) -> Result<Self> {
+        check_params(dim, clip_norm, 1.0)?;
+        Ok(ClippedSum {
+            dim,
+            clip_norm,
+            sum: vec![0; dim],
+            clipped_buf: vec![0.0; dim],
+            ints: vec![0; dim],
+            records: 0,
+            clipped: 0,
+            nonfinite: false,
+        })
+    }
+
+    /// Adds one record's term: clipped to `C`, quantised, summed exactly; a
+    /// non-finite term counts as zero (see the module docs).
+    pub fn add(&mut self, row: &[f32]) -> Result<()> {
+        self.records += 1;
+        if row.iter().any(|x| !x.is_finite()) {
+            self.nonfinite = true;
+            return Ok(());
+        }
+        self.clipped += clip_row(row, self.clip_norm, &mut self.clipped_buf, 0)? as usize;
+        quantise_row(&self.clipped_buf, self.clip_norm, &mut self.ints);
+        for (s, &v) in self.sum.iter_mut().zip(&self.ints) {
+            *s += v as i128;
+        }
+        Ok(())
+    }
+
+    /// Adds `rows` (`n x dim`), one record each.
+    pub fn add_rows(&mut self, rows: &[f32]) -> Result<()> {
+        crate::privacy::mechanism::check_shape(rows, self.dim)?;
+        rows.chunks_exact(self.dim).try_for_each(|row| self.add(row))
+    }
+
+    /// Adds another share of the same release (same dimension and clip norm).
+    pub fn merge(&mut self, other: &ClippedSum) -> Result<()> {
+        if other.dim != self.dim || other.clip_norm.to_bits() != self.clip_norm.to_bits() {
+            return Err(EpsvecError::InvalidInput(format!(
+                "a partial sum of {} values clipped to {} cannot join a release of {} values clipped to {}",
+                other.dim, other.clip_norm, self.dim, self.clip_norm
+            )));
+        }
+        self.sum.iter_mut().zip(&other.sum).for_each(|(s, &o)| *s += o);
+        self.records += other.records;
+        self.clipped += other.clipped;
+        self.nonfinite |= other.nonfinite;
+        Ok(())
+    }
+
+    /// How many values each term has.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// How many records this share holds (for the curator's warnings only).
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// The share as bytes (little-endian), for the wire between workers and the release.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SUM_HEADER + 16 * self.dim);
+        out.extend_from_slice(SUM_MAGIC);
+        for v in [self.dim as u64, self.clip_norm.to_bits(), self.records as u64, self.clipped as u64] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.push(self.nonfinite as u8);
+        self.sum.iter().for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
+        out
+    }
+
+    /// A share back from [`ClippedSum::to_bytes`]; anything else is a clear error.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bad = |why: &str| EpsvecError::InvalidInput(format!("not an epsvec partial sum: {why}"));
+        if bytes.len() < SUM_HEADER || &bytes[..8] != SUM_MAGIC {
+            return Err(bad("wrong header"));
+        }
+        let word = |i: usize| u64::from_le_bytes(bytes[8 + 8 * i..16 + 8 * i].try_into().expect("8 bytes"));
+        let dim = usize::try_from(word(0)).map_err(|_| bad("dimension too large"))?;
+        if bytes.len() as u128 != SUM_HEADER as u128 + 16 * dim as u128 || bytes[SUM_HEADER - 1] > 1 {
+            return Err(bad("wrong length"));
+        }
+        let mut out = ClippedSum::new(dim, f64::from_bits(word(1)))?;
+        out.records = word(2) as usize;
+        out.clipped = word(3) as usize;
+        out.nonfinite = bytes[SUM_HEADER - 1] == 1;
+        for (s, chunk) in out.sum.iter_mut().zip(bytes[SUM_HEADER..].chunks_exact(16)) {
+            *s = i128::from_le_bytes(chunk.try_into().expect("16 bytes"));
+        }
+        Ok(out)
+    }
+}
+
+/// A release in progress: records go in, one or more noisy sums come out.
+pub struct PrivateRelease<R: Rng = ChaCha20Rng> {
+    sample_rate: f64,
+    seeded: bool,
+    rng: R,
+    sum: ClippedSum,
+    records_in: usize,
 }
 
 impl PrivateRelease<ChaCha20Rng> {
@@ -73,18 +188,8 @@ impl<R: Rng> PrivateRelease<R> {
     /// As [`PrivateRelease::new`] on a caller's generator (the Rust audits reuse one stream);
     /// parameters must already be valid.
     pub(crate) fn with_rng(dim: usize, clip_norm: f64, sample_rate: f64, seeded: bool, rng: R) -> Self {
-        PrivateRelease {
-            dim,
-            clip_norm,
-            sample_rate,
-            seeded,
-            rng,
-            sum: vec![0; dim],
-            clipped_buf: vec![0.0; dim],
-            ints: vec![0; dim],
-            counts: PrivateCounts { records_in: 0, records_used: 0, clipped: 0 },
-            nonfinite: false,
-        }
+        let sum = ClippedSum::new(dim, clip_norm).expect("parameters checked by the caller");
+        PrivateRelease { sample_rate, seeded, rng, sum, records_in: 0 }
     }
 
     /// Offers `n` more records: draws each one's Poisson coin and calls `read`
@@ -92,52 +197,49 @@ impl<R: Rng> PrivateRelease<R> {
     /// their terms (`len * dim` values, row-major). The indices never leave.
     pub fn offer(&mut self, n: usize, read: impl FnOnce(&[usize]) -> Result<Vec<f32>>) -> Result<()> {
         let drawn = poisson_sample(n, self.sample_rate, &mut self.rng);
-        self.counts.records_in += n;
+        self.records_in += n;
         if drawn.is_empty() {
             return Ok(());
         }
         let rows = read(&drawn)?;
-        if rows.len() != drawn.len() * self.dim {
+        if rows.len() != drawn.len() * self.sum.dim {
             return Err(EpsvecError::InvalidInput(format!(
                 "{} values for {} records of dimension {}",
                 rows.len(),
                 drawn.len(),
-                self.dim
+                self.sum.dim
             )));
         }
-        for row in rows.chunks_exact(self.dim) {
-            self.add(row)?;
-        }
-        Ok(())
+        self.sum.add_rows(&rows)
     }
 
     /// Offers records whose terms are already computed (`rows`, `n x dim`).
     pub fn offer_rows(&mut self, rows: &[f32]) -> Result<()> {
-        crate::privacy::mechanism::check_shape(rows, self.dim)?;
-        let dim = self.dim;
+        crate::privacy::mechanism::check_shape(rows, self.sum.dim)?;
+        let dim = self.sum.dim;
         self.offer(rows.len() / dim, |drawn| {
             Ok(drawn.iter().flat_map(|&i| rows[i * dim..(i + 1) * dim].to_vec()).collect())
         })
     }
 
-    fn add(&mut self, row: &[f32]) -> Result<()> {
-        self.counts.records_used += 1;
-        if row.iter().any(|x| !x.is_finite()) {
-            self.nonfinite = true; // contributes zero
-            return Ok(());
+    /// Merges a worker's share, which read every record of its part: only a
+    /// release over every record (rate 1) takes shares, since a share holds
+    /// no Poisson coins.
+    pub fn merge(&mut self, share: &ClippedSum) -> Result<()> {
+        if self.sample_rate < 1.0 {
+            return Err(EpsvecError::Privacy(
+                "a Poisson-sampled release cannot take partial sums: the coins are drawn inside the release".into(),
+            ));
         }
-        self.counts.clipped += clip_row(row, self.clip_norm, &mut self.clipped_buf, 0)? as usize;
-        quantise_row(&self.clipped_buf, self.clip_norm, &mut self.ints);
-        for (s, &v) in self.sum.iter_mut().zip(&self.ints) {
-            *s += v as i128;
-        }
+        self.sum.merge(share)?;
+        self.records_in += share.records;
         Ok(())
     }
 
     /// True when some drawn record's term was non-finite and counted as zero.
     /// For the curator's warning only; never publish.
     pub fn had_nonfinite(&self) -> bool {
-        self.nonfinite
+        self.sum.nonfinite
     }
 
     /// One noisy sum per noise multiplier in `sigmas` (units of `C`), each with
@@ -149,20 +251,24 @@ impl<R: Rng> PrivateRelease<R> {
         }
         let mut out = Vec::with_capacity(sigmas.len());
         for &sigma in sigmas {
-            let grid = OutputGrid::new(self.clip_norm, sigma);
-            let noisy = grid.add_noise(&self.sum, &mut self.rng);
+            let grid = OutputGrid::new(self.sum.clip_norm, sigma);
+            let noisy = grid.add_noise(&self.sum.sum, &mut self.rng);
             out.push(Release {
                 noisy,
                 report: ReleaseReport {
-                    noise_std: sigma * self.clip_norm,
+                    noise_std: sigma * self.sum.clip_norm,
                     grid: grid.spacing,
                     sigma,
-                    clip_norm: self.clip_norm,
+                    clip_norm: self.sum.clip_norm,
                     sample_rate: self.sample_rate,
-                    dim: self.dim,
+                    dim: self.sum.dim,
                     seeded: self.seeded,
                 },
-                private: self.counts.clone(),
+                private: PrivateCounts {
+                    records_in: self.records_in,
+                    records_used: self.sum.records,
+                    clipped: self.sum.clipped,
+                },
             });
         }
         Ok(out)
@@ -232,5 +338,45 @@ mod tests {
         assert!(rel.finish(&[f64::NAN]).is_err());
         let mut rel = PrivateRelease::new(2, 1.0, 1.0, &NoiseSource::Seeded(0)).unwrap();
         assert!(rel.offer(2, |_| Ok(vec![0.0; 3])).is_err());
+    }
+    #[test]
+    fn partial_sums_merged_in_any_split_equal_the_in_process_release() {
+        let r = rows(30, 4);
+        let whole = {
+            let mut rel = PrivateRelease::new(4, 5.0, 1.0, &NoiseSource::Seeded(9)).unwrap();
+            rel.offer_rows(&r).unwrap();
+            rel.finish(&[1.5]).unwrap()
+        };
+        for split in [1, 7, 30] {
+            let mut rel = PrivateRelease::new(4, 5.0, 1.0, &NoiseSource::Seeded(9)).unwrap();
+            // Shares in reverse order, each through the wire format.
+            for piece in r.chunks(4 * split).rev() {
+                let mut share = ClippedSum::new(4, 5.0).unwrap();
+                share.add_rows(piece).unwrap();
+                rel.merge(&ClippedSum::from_bytes(&share.to_bytes()).unwrap()).unwrap();
+            }
+            let got = rel.finish(&[1.5]).unwrap();
+            assert_eq!(got[0].noisy, whole[0].noisy, "split {split}");
+            assert_eq!(got[0].private.records_in, 30);
+            assert_eq!(got[0].private.clipped, whole[0].private.clipped);
+        }
+    }
+
+    #[test]
+    fn partial_sums_refuse_what_does_not_fit() {
+        let share = ClippedSum::new(4, 5.0).unwrap();
+        let mut sampled = PrivateRelease::new(4, 5.0, 0.5, &NoiseSource::Seeded(0)).unwrap();
+        assert!(sampled.merge(&share).is_err(), "a share carries no Poisson coins");
+        let mut other = PrivateRelease::new(4, 2.0, 1.0, &NoiseSource::Seeded(0)).unwrap();
+        assert!(other.merge(&share).is_err(), "another clip norm");
+        let mut wider = PrivateRelease::new(5, 5.0, 1.0, &NoiseSource::Seeded(0)).unwrap();
+        assert!(wider.merge(&share).is_err(), "another dimension");
+        let bytes = share.to_bytes();
+        for bad in [&bytes[..bytes.len() - 1], &bytes[1..], b"EPSVSUM1".as_slice(), &[]] {
+            assert!(ClippedSum::from_bytes(bad).is_err());
+        }
+        let mut flipped = bytes.clone();
+        flipped[8 + 8 * 4] = 2; // the non-finite flag must be 0 or 1
+        assert!(ClippedSum::from_bytes(&flipped).is_err());
     }
 }

@@ -15,6 +15,7 @@ fn _epsvec(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::PyEngine>()?;
     m.add_class::<sampling::PySamplingParams>()?;
     m.add_class::<release::PyPrivateRelease>()?;
+    m.add_class::<release::PyClippedSum>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(engine::cuda_device_count, m)?)?;
     m.add_function(wrap_pyfunction!(sampling::sample_logits, m)?)?;

@@ -6,14 +6,16 @@ use std::sync::Mutex;
 
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 
 use super::engine::{parse_pool, PyEngine};
 use super::errors::run;
+use crate::engine::Engine;
 use crate::error::EpsvecError;
 use crate::privacy::accounting;
 use crate::privacy::mechanism::{self, PrivateRelease, NOISE_DESCRIPTION};
 use crate::privacy::noise::NoiseSource;
+use crate::privacy::release::ClippedSum;
 
 /// One release as Python sees it: unit vectors `[n_layers, hidden]` and the public report.
 type Released<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyDict>);
@@ -85,36 +87,20 @@ impl PyPrivateRelease {
         baseline: PyReadonlyArray1<'_, f32>,
         weights: Option<Vec<Vec<f32>>>,
     ) -> PyResult<()> {
-        let baseline: Vec<f32> = baseline.as_array().iter().copied().collect();
+        let terms = RecordTerms::new(prefix, tails, layers, pool, baseline, weights);
         let engine = &*engine;
         run(py, || {
             let engine = engine.engine();
-            let layers = engine.resolve_layers(Some(&layers))?;
-            let pool = parse_pool(Some(pool))?;
-            let dim = layers.len() * engine.model.config.hidden_size as usize;
-            if layers.len() != self.n_layers || dim != self.n_layers * self.hidden || baseline.len() != dim {
-                return Err(EpsvecError::InvalidInput(format!(
-                    "layers, model width and baseline ({} values) do not match this release's {} x {}",
-                    baseline.len(),
-                    self.n_layers,
-                    self.hidden
-                )));
-            }
-            let all: Vec<&[u32]> = tails.iter().map(Vec::as_slice).collect();
-            engine.check_prompts(&prefix, &all, weights.as_deref())?;
-            self.with(|release| {
-                release.offer(tails.len(), |drawn| {
-                    let chosen: Vec<&[u32]> = drawn.iter().map(|&i| all[i]).collect();
-                    let w: Option<Vec<Vec<f32>>> =
-                        weights.as_ref().map(|w| drawn.iter().map(|&i| w[i].clone()).collect());
-                    let mut rows = engine.pooled_alone(&prefix, &chosen, w.as_deref(), &layers, pool)?;
-                    for row in rows.chunks_exact_mut(dim) {
-                        row.iter_mut().zip(&baseline).for_each(|(x, b)| *x -= b);
-                    }
-                    Ok(rows)
-                })
-            })
+            let terms = terms.checked(&engine, self.n_layers, self.hidden)?;
+            self.with(|release| release.offer(terms.tails.len(), |drawn| terms.compute(&engine, drawn)))
         })
+    }
+
+    /// Adds a worker's partial sum over every record of its part (releases
+    /// over every record only: a partial sum carries no Poisson coins).
+    fn merge(&self, py: Python<'_>, share: PyRef<'_, PyClippedSum>) -> PyResult<()> {
+        let share = share.inner.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        run(py, || self.with(|release| release.merge(&share)))
     }
 
     /// True when a drawn record's term was non-finite and counted as zero
@@ -155,5 +141,140 @@ impl PyPrivateRelease {
             out.push((array.into_pyarray(py), info));
         }
         Ok(out)
+    }
+}
+
+/// A record's prompt pieces and how its term is made, checked against an
+/// engine and a release before any record is run.
+struct RecordTerms {
+    prefix: Vec<u32>,
+    tails: Vec<Vec<u32>>,
+    layers: Vec<i64>,
+    pool: String,
+    baseline: Vec<f32>,
+    weights: Option<Vec<Vec<f32>>>,
+}
+
+/// [`RecordTerms`] resolved for one engine.
+struct CheckedTerms<'a> {
+    terms: &'a RecordTerms,
+    tails: Vec<&'a [u32]>,
+    layers: Vec<usize>,
+    pool: crate::hooks::Pool,
+}
+
+impl RecordTerms {
+    fn new(
+        prefix: Vec<u32>,
+        tails: Vec<Vec<u32>>,
+        layers: Vec<i64>,
+        pool: &str,
+        baseline: PyReadonlyArray1<'_, f32>,
+        weights: Option<Vec<Vec<f32>>>,
+    ) -> Self {
+        let baseline = baseline.as_array().iter().copied().collect();
+        RecordTerms { prefix, tails, layers, pool: pool.to_string(), baseline, weights }
+    }
+
+    /// Resolves layers and pool and checks every prompt and the shapes.
+    fn checked(&self, engine: &Engine, n_layers: usize, hidden: usize) -> crate::Result<CheckedTerms<'_>> {
+        let layers = engine.resolve_layers(Some(&self.layers))?;
+        let pool = parse_pool(Some(&self.pool))?;
+        let dim = layers.len() * engine.model.config.hidden_size as usize;
+        if layers.len() != n_layers || dim != n_layers * hidden || self.baseline.len() != dim {
+            return Err(EpsvecError::InvalidInput(format!(
+                "layers, model width and baseline ({} values) do not match this release's {n_layers} x {hidden}",
+                self.baseline.len()
+            )));
+        }
+        let tails: Vec<&[u32]> = self.tails.iter().map(Vec::as_slice).collect();
+        engine.check_prompts(&self.prefix, &tails, self.weights.as_deref())?;
+        Ok(CheckedTerms { terms: self, tails, layers, pool })
+    }
+}
+
+impl CheckedTerms<'_> {
+    /// The terms of records `chosen`, each run alone: `[chosen, dim]` row-major.
+    fn compute(&self, engine: &Engine, chosen: &[usize]) -> crate::Result<Vec<f32>> {
+        let tails: Vec<&[u32]> = chosen.iter().map(|&i| self.tails[i]).collect();
+        let weights: Option<Vec<Vec<f32>>> =
+            self.terms.weights.as_ref().map(|w| chosen.iter().map(|&i| w[i].clone()).collect());
+        let mut rows = engine.pooled_alone(&self.terms.prefix, &tails, weights.as_deref(), &self.layers, self.pool)?;
+        for row in rows.chunks_exact_mut(self.terms.baseline.len()) {
+            row.iter_mut().zip(&self.terms.baseline).for_each(|(x, b)| *x -= b);
+        }
+        Ok(rows)
+    }
+}
+
+/// `epsvec._epsvec.ClippedSum`: a distributed worker's exact sum of clipped
+/// terms over every record of its part, with no randomness; it travels as
+/// bytes to the driver's [`PyPrivateRelease`], which merges the parts and
+/// adds the noise once. Un-noised private data: never publish it.
+#[pyclass(name = "ClippedSum", module = "epsvec._epsvec")]
+pub struct PyClippedSum {
+    inner: Mutex<ClippedSum>,
+    n_layers: usize,
+    hidden: usize,
+}
+
+#[pymethods]
+impl PyClippedSum {
+    #[new]
+    fn new(py: Python<'_>, n_layers: usize, hidden: usize, clip_norm: f64) -> PyResult<Self> {
+        let inner = run(py, || ClippedSum::new(n_layers * hidden, clip_norm))?;
+        Ok(Self { inner: Mutex::new(inner), n_layers, hidden })
+    }
+
+    /// Adds every record `prefix + tails[i]`, each run alone, its term its
+    /// pooled state at `layers` minus `baseline` (as in `PrivateRelease.offer_prompts`).
+    #[pyo3(signature = (engine, prefix, tails, layers, pool, baseline, weights = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_prompts(
+        &self,
+        py: Python<'_>,
+        engine: PyRef<'_, PyEngine>,
+        prefix: Vec<u32>,
+        tails: Vec<Vec<u32>>,
+        layers: Vec<i64>,
+        pool: &str,
+        baseline: PyReadonlyArray1<'_, f32>,
+        weights: Option<Vec<Vec<f32>>>,
+    ) -> PyResult<()> {
+        let terms = RecordTerms::new(prefix, tails, layers, pool, baseline, weights);
+        let engine = &*engine;
+        run(py, || {
+            let engine = engine.engine();
+            let terms = terms.checked(&engine, self.n_layers, self.hidden)?;
+            let every: Vec<usize> = (0..terms.tails.len()).collect();
+            let rows = terms.compute(&engine, &every)?;
+            self.inner.lock().unwrap_or_else(|p| p.into_inner()).add_rows(&rows)
+        })
+    }
+
+    /// Records summed so far (for the curator's warnings only).
+    #[getter]
+    fn records(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).records()
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.lock().unwrap_or_else(|p| p.into_inner()).to_bytes())
+    }
+
+    /// A partial sum back from `to_bytes`, for a release of `n_layers x hidden` values.
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &[u8], n_layers: usize, hidden: usize) -> PyResult<Self> {
+        let inner = run(py, || {
+            let sum = ClippedSum::from_bytes(data)?;
+            if sum.dim() != n_layers * hidden {
+                return Err(EpsvecError::InvalidInput(format!(
+                    "a partial sum of {} values cannot join a release of {n_layers} x {hidden}",
+                    sum.dim()
+                )));
+            }
+            Ok(sum)
+        })?;
+        Ok(Self { inner: Mutex::new(inner), n_layers, hidden })
     }
 }

@@ -1,0 +1,343 @@
+"""Extraction and generation on a Ray cluster (``pip install epsvec[ray]``).
+
+**Extraction.** The driver does the public work (the negatives, their mean
+state, the clip norm) and holds each class's one ``PrivateRelease``. Ray
+Data actors, each holding one loaded model, turn batches of records into
+per-class partial sums (``ClippedSum``: each record run alone, clipped,
+quantised to the release's fixed-point grid and summed as integers), and
+those partial sums are all that comes back. The driver merges them: integer
+addition, so any split, order or retry gives the same sum, bit for bit. It
+adds the noise once, from its own secret source. A record's term is the one
+the in-process path computes (the same engine call on the same public
+prompt pieces), so with a test ``noise_seed`` the vectors equal the
+in-process run's whenever the actors compute as the driver does: the same
+model file, device and dtype, and the same number of libtorch threads
+(the default), since on CPU the thread count changes how float sums round
+and which linear kernel is measured fastest. The partial sums are
+un-noised private data: they move only between the curator's own processes
+and are never written out.
+
+Poisson sampling is not offered here: its coins are drawn inside the
+in-process release from the same secret stream as the noise. Workers read
+every record, so ``sample_rate`` must be None.
+
+**Generation.** Samples ``(class, index)`` are cut into shards aligned to
+the batch size. Each shard is one Ray Data task that runs the in-process
+``generate_for_class`` on its indices. Sample ``j`` of a class depends only
+on the seed and ``j``, so the texts equal the in-process run's.
+:func:`generate_to_dir` writes each shard to its own JSONL file
+(atomically: a temporary name, then a rename), so a rerun skips the shards
+already written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import warnings
+from typing import Any
+
+import numpy as np
+
+from . import _epsvec, prompts
+from .errors import EpsvecError, InvalidInputError
+from .model import Model, load_model
+
+__all__ = ["RayConfig", "is_ray_dataset"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RayConfig:
+    """How the work is spread over a Ray cluster (``ray.init`` is the caller's).
+
+    Args:
+        workers: Actors, each holding one loaded model.
+        num_cpus: CPUs per actor (libtorch in the actor runs this many threads).
+        num_gpus: GPUs per actor; with a GPU, the actor's model is on CUDA.
+        batch_size: Records per task when extracting. When generating, each
+            task's shard holds this many batches of samples.
+        dtype: The actors' dtype; ``None``: the driver model's dtype
+            if the actors run on the same kind of device, else the device's default.
+        threads: libtorch threads per actor; ``None``: as many as this
+            process uses, so the actors compute bit for bit as an in-process
+            run would. On a cluster, set it to ``num_cpus`` for speed.
+    """
+
+    workers: int = 2
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    batch_size: int = 64
+    dtype: str | None = None
+    threads: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise InvalidInputError(f"RayConfig.workers must be a positive integer, got {self.workers!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise InvalidInputError(f"RayConfig.batch_size must be a positive integer, got {self.batch_size!r}")
+        if not (self.num_cpus > 0 and self.num_gpus >= 0):
+            raise InvalidInputError("RayConfig needs num_cpus > 0 and num_gpus >= 0")
+
+    def model_spec(self, model: Model) -> dict:
+        """How the actors load their model: ``load_model``'s arguments and the thread count."""
+        import torch
+
+        device = "cuda" if self.num_gpus > 0 else "cpu"
+        same_kind = model.config.device.split(":")[0] == device
+        return dict(path=model.path, device=device, dtype=self.dtype or (model.config.dtype if same_kind else "auto"),
+                    threads=self.threads or torch.get_num_threads())
+
+    def map_options(self) -> dict:
+        import ray.data
+
+        return dict(compute=ray.data.ActorPoolStrategy(size=self.workers), num_cpus=self.num_cpus,
+                    num_gpus=self.num_gpus, batch_format="numpy")
+
+
+def is_ray_dataset(obj: Any) -> bool:
+    return type(obj).__module__.startswith("ray.data") and hasattr(obj, "map_batches")
+
+
+def declared_classes(ds, labels, classes, text_column: str, label_column: str | None) -> list | None:
+    """The public class list of a Ray dataset of records, from its schema and ``classes``."""
+    if labels is not None:
+        raise InvalidInputError("with a Ray dataset, labels come from its label_column, not labels=")
+    columns = list(ds.schema().names)
+    if text_column not in columns:
+        raise InvalidInputError(f"the Ray dataset has no text column {text_column!r}; its columns are {columns}")
+    if label_column is None or label_column not in columns:
+        if classes is not None:
+            raise InvalidInputError(f"classes needs a label column; the Ray dataset's columns are {columns}")
+        return None
+    if classes is None:
+        raise InvalidInputError("labels need classes=[...]: the set of classes must be public, declared in advance, "
+                                "not read from the private data (a label seen only in one record would reveal it)")
+    classes = list(classes)
+    if not classes or len(set(classes)) != len(classes):
+        raise InvalidInputError(f"classes must be a non-empty list of distinct labels, got {classes!r}")
+    return classes
+
+
+# ------------------------------------------------------------------ plumbing
+
+
+def _rows(ds, progress: bool):
+    """The rows of a Ray dataset of worker results; a bad-input error a worker
+    returned (see :func:`_reporting_errors`) is raised here as itself."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    for row in ds.iter_rows():
+        if row["error"]:
+            raise pickle.loads(row["error"])
+        yield row
+
+
+def _reporting_errors(work):
+    """Wraps a worker's ``__call__``: bad input (an epsvec or type error) comes
+    back as a one-row result holding the pickled error, since Ray Data would
+    wrap it in an exception that keeps only its text."""
+
+    def call(self, batch: dict) -> dict:
+        try:
+            out = work(self, batch)
+            return {**out, "error": np.array([b""] * len(out["class"]), dtype=object)}
+        except (EpsvecError, TypeError) as error:
+            return {"class": np.array([-1]), **{k: np.array([v], dtype=object) for k, v in self.empty_row.items()},
+                    "error": np.array([pickle.dumps(error)], dtype=object)}
+
+    return call
+
+
+# ------------------------------------------------------------------ extraction
+
+
+def extract_classes(ds, model: Model, releases: dict, config: RayConfig, text_column: str,
+                    label_column: str | None, progress: bool) -> dict:
+    """Reads the records of ``ds`` on Ray into each class's release
+    (``{label: ClassRelease}``, prepared by the driver) and returns
+    ``{label: [DatasetVector per budget]}``."""
+    classes = list(releases.values())
+    sums = ds.map_batches(
+        _RecordWorker, batch_size=config.batch_size, **config.map_options(),
+        fn_constructor_kwargs=dict(model_spec=config.model_spec(model), classes=classes, text_column=text_column,
+                                   label_column=label_column if classes[0].plan.label is not None else None),
+    )
+    records, truncated = [0] * len(classes), [0] * len(classes)
+    n_layers, hidden = len(classes[0].layers), model.config.hidden_size
+    for row in _rows(sums, progress):
+        part = _epsvec.ClippedSum.from_bytes(row["partial_sum"], n_layers, hidden)
+        c = int(row["class"])
+        classes[c].release.merge(part)
+        records[c] += part.records
+        truncated[c] += int(row["truncated"])
+    for release, n, cut in zip(classes, records, truncated):
+        if cut:  # to the data holder only; nothing of it is stored
+            warnings.warn(f"class {release.plan.label_text!r}: {cut} record(s) were cut to "
+                          f"{release.plan.max_example_tokens} tokens", stacklevel=4)
+        release.warn_about_size(n)
+    return {label: release.finish(model) for label, release in releases.items()}
+
+
+class _RecordWorker:
+    """A Ray actor: one loaded model; a batch of records in, one partial sum
+    per class present in the batch out (and how many records were cut)."""
+
+    empty_row = {"partial_sum": b"", "truncated": 0}
+
+    def __init__(self, model_spec, classes, text_column, label_column):
+        self.model = _load(model_spec)
+        self.classes = classes
+        self.index = {c.plan.label: i for i, c in enumerate(classes)}
+        self.text_column, self.label_column = text_column, label_column
+
+    @_reporting_errors
+    def __call__(self, batch: dict) -> dict:
+        texts = batch[self.text_column]
+        labels = batch[self.label_column] if self.label_column else [None] * len(texts)
+        groups: dict[int, list[str]] = {}
+        for text, label in zip(texts, labels):
+            text, label = _python(text), _python(label)
+            if not isinstance(text, str):
+                raise TypeError(f"a record's {self.text_column!r} is a {type(text).__name__}, not a string")
+            if not text.strip():
+                raise InvalidInputError(f"a record's {self.text_column!r} is empty")
+            if label not in self.index:
+                raise InvalidInputError(f"a record has the label {label!r}, which is not in classes "
+                                        f"{list(self.index)}")
+            groups.setdefault(self.index[label], []).append(text)
+        out = {"class": [], "partial_sum": [], "truncated": []}
+        for c, records in sorted(groups.items()):
+            release = self.classes[c]
+            plan = release.plan
+            _, pieces, truncated = prompts.with_examples(self.model, plan.prefix_text, records, plan.label_text,
+                                                         plan.max_example_tokens, plan.format)
+            part = _epsvec.ClippedSum(len(release.layers), self.model.config.hidden_size, release.clip)
+            part.add_prompts(self.model._engine, *release.term_arguments(pieces))
+            out["class"].append(c)
+            out["partial_sum"].append(part.to_bytes())
+            out["truncated"].append(truncated)
+        return {"class": np.array(out["class"], dtype=np.int64),
+                "partial_sum": np.array(out["partial_sum"], dtype=object),
+                "truncated": np.array(out["truncated"], dtype=np.int64)}
+
+
+def _load(spec: dict) -> Model:
+    """An actor's model; the thread count is set first, because the linear
+    kernels are chosen (and cached) per thread count when the model loads."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    return load_model(spec["path"], device=spec["device"], dtype=spec["dtype"])
+
+
+def _python(value):
+    """A numpy scalar from a Ray batch as the Python value users declared classes with."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# ------------------------------------------------------------------ generation
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """Samples ``start .. stop - 1`` of class ``cls``."""
+
+    cls: int
+    start: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.cls:04d}-{self.start:09d}.jsonl"
+
+
+def shards(n: int, num_classes: int, batch_size: int, batches_per_shard: int) -> list[Shard]:
+    """Every class's ``n`` samples in shards of ``batch_size * batches_per_shard``
+    (aligned to ``batch_size``, so each shard runs the batches the in-process run would)."""
+    size = batch_size * batches_per_shard
+    return [Shard(c, j, min(j + size, n)) for c in range(num_classes) for j in range(0, n, size)]
+
+
+def generate(plans: list, n: int, model: Model, config: RayConfig, *, seeds: list[int], sampling: dict,
+             batch_size: int, progress: bool = False) -> list[str]:
+    """``n`` samples of every plan, on Ray, in the in-process order (plan by plan)."""
+    todo = shards(n, len(plans), batch_size, config.batch_size)
+    rows = _rows(_generation(todo, plans, model, config, seeds, sampling, batch_size, None), progress)
+    texts = [[""] * n for _ in plans]
+    for row in rows:
+        for i, text in zip(json.loads(row["indices"]), json.loads(row["texts"])):
+            texts[int(row["class"])][i] = text
+    return [t for per_class in texts for t in per_class]
+
+
+def generate_to_dir(plans: list, n: int, model: Model, config: RayConfig, out_dir: str, *, seeds: list[int],
+                    sampling: dict, batch_size: int, progress: bool = False) -> int:
+    """Writes the samples as JSONL shards under ``out_dir`` (``{"text", "label",
+    "index"}`` per line), skipping shards already there; returns how many
+    shards this call wrote."""
+    os.makedirs(out_dir, exist_ok=True)
+    todo = [s for s in shards(n, len(plans), batch_size, config.batch_size)
+            if not os.path.exists(os.path.join(out_dir, s.name))]
+    if todo:
+        for _ in _rows(_generation(todo, plans, model, config, seeds, sampling, batch_size, out_dir), progress):
+            pass
+    return len(todo)
+
+
+def _generation(todo: list[Shard], plans, model, config, seeds, sampling, batch_size, out_dir):
+    import ray.data
+
+    items = [{"class": s.cls, "start": s.start, "stop": s.stop} for s in todo]
+    config = dataclasses.replace(config, workers=min(config.workers, len(todo)))  # no idle actors
+    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        _SampleWorker, batch_size=1, **config.map_options(),
+        fn_constructor_kwargs=dict(model_spec=config.model_spec(model), plans=plans, seeds=seeds, sampling=sampling,
+                                   batch_size=batch_size, out_dir=out_dir),
+    )
+
+
+class _SampleWorker:
+    """A Ray actor: one loaded model; a shard in, its samples out (or into its file)."""
+
+    empty_row = {"indices": "[]", "texts": "[]"}
+
+    def __init__(self, model_spec, plans, seeds, sampling, batch_size, out_dir):
+        from .synthesis import generate_for_class
+
+        self.generate_for_class = generate_for_class
+        self.model = _load(model_spec)
+        for plan in plans:
+            if plan.vector is not None:
+                plan.vector.check_model(self.model)
+        self.plans, self.seeds, self.sampling = plans, seeds, sampling
+        self.batch_size, self.out_dir = batch_size, out_dir
+
+    @_reporting_errors
+    def __call__(self, batch: dict) -> dict:
+        out = {"class": [], "indices": [], "texts": []}
+        for c, start, stop in zip(batch["class"], batch["start"], batch["stop"]):
+            shard = Shard(int(c), int(start), int(stop))
+            plan = self.plans[shard.cls]
+            indices = range(shard.start, shard.stop)
+            texts = self.generate_for_class(self.model, plan, indices, seed=self.seeds[shard.cls],
+                                            batch_size=self.batch_size, **self.sampling)
+            if self.out_dir is not None:
+                _write_shard(os.path.join(self.out_dir, shard.name), plan.label, indices, texts)
+                texts = []
+            out["class"].append(shard.cls)
+            out["indices"].append(json.dumps(list(indices)))
+            out["texts"].append(json.dumps(texts, ensure_ascii=False))
+        return {k: np.array(v, dtype=np.int64 if k == "class" else object) for k, v in out.items()}
+
+
+def _write_shard(path: str, label, indices, texts) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for i, text in zip(indices, texts):
+            f.write(json.dumps({"text": text, "label": label, "index": i}, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
