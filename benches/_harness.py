@@ -64,3 +64,13 @@ def run_workers(script: str, engines: list[str], rounds: int, reps: int) -> dict
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def add_to_last_position(vector):
+    """A transformers forward hook that steers as epsvec's ``positions="last"``:
+    the vector added to a block's output at the last position of every pass."""
+    def hook(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden[:, -1, :] += vector
+        return output
+    return hook

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import machine, median, side_by_side  # noqa: E402
+from _harness import add_to_last_position, machine, median, side_by_side  # noqa: E402
 
 NEW_TOKENS, LAYERS, STRENGTH = 64, (14, 15, 16, 17), 4.0
 SHORT = [
@@ -79,13 +79,6 @@ def run_transformers(reps: int) -> dict[str, list[float]]:
     tok.pad_token = tok.eos_token
     steer = {l: torch.from_numpy(v * STRENGTH) for l, v in vectors(model.config.hidden_size).items()}
 
-    def hook(vector):
-        def add_last(module, args, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            hidden[:, -1, :] += vector
-            return output
-        return add_last
-
     kw = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=True, temperature=1.0, top_k=0,
               top_p=1.0, pad_token_id=tok.pad_token_id)
     with torch.no_grad():
@@ -94,7 +87,8 @@ def run_transformers(reps: int) -> dict[str, list[float]]:
     for rep in range(reps):
         for case, batch, prompts in CASES:
             for name in ("plain", "steered"):
-                handles = ([model.model.layers[l].register_forward_hook(hook(v)) for l, v in steer.items()]
+                layers = model.model.layers
+                handles = ([layers[l].register_forward_hook(add_to_last_position(v)) for l, v in steer.items()]
                            if name == "steered" else [])
                 torch.manual_seed(rep)
                 tokens, start = 0, time.perf_counter()

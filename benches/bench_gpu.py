@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import median, side_by_side  # noqa: E402
+from _harness import add_to_last_position, median, side_by_side  # noqa: E402
 
 MODEL_DIR = Path(os.environ.get("EPSVEC_BENCH_DIR", "/tmp/epsvec-bench-llama1b"))
 NEW_TOKENS, LAYERS, STRENGTH = 64, (6, 7, 8, 9), 4.0
@@ -121,13 +121,6 @@ def run_transformers(reps: int) -> dict[str, list[float]]:
     steer = {l: torch.from_numpy(v * STRENGTH).to("cuda", torch.bfloat16)
              for l, v in vectors(model.config.hidden_size).items()}
 
-    def hook(vector):
-        def add_last(module, args, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            hidden[:, -1, :] += vector
-            return output
-        return add_last
-
     kw = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, top_k=0, top_p=1.0, pad_token_id=tok.pad_token_id)
 
     def generate(prompts, batch, greedy):
@@ -155,7 +148,8 @@ def run_transformers(reps: int) -> dict[str, list[float]]:
     for rep in range(reps + 1):  # the first round warms up and is dropped
         for case, batch, prompts, greedy in CASES:
             for name in ("plain", "steered"):
-                handles = ([model.model.layers[l].register_forward_hook(hook(v)) for l, v in steer.items()]
+                layers = model.model.layers
+                handles = ([layers[l].register_forward_hook(add_to_last_position(v)) for l, v in steer.items()]
                            if name == "steered" else [])
                 torch.manual_seed(rep)
                 timed(results, f"{case}, {name}", lambda n: n, lambda: generate(prompts, batch, greedy))
@@ -191,7 +185,8 @@ def main() -> None:
         lines.append(f"| {case} | {ep:.0f} | {tp:.0f} | {ep / tp:.2f}x | {es:.0f} | {ts:.0f} | "
                      f"{100 * (ep / es - 1):+.1f}% |")
     ec, tc = median(e["capture"]), median(t["capture"])
-    lines.append(f"| capture (mean-pooled), 256 x 100 tokens, batch 16, all 16 layers | {ec:.0f} | {tc:.0f} | {ec / tc:.2f}x | | | |")
+    lines.append(f"| capture (mean-pooled), 256 x 100 tokens, batch 16, all 16 layers | {ec:.0f} | {tc:.0f} | "
+                 f"{ec / tc:.2f}x | | | |")
     lines.append(f"| peak GPU memory (MiB) | {max(e['peak_gpu_mb']):.0f} | {max(t['peak_gpu_mb']):.0f} | | | | |")
     print("\n".join(lines))
     if os.environ.get("OUT"):

@@ -23,8 +23,10 @@ from epsvec.errors import InvalidInputError, PrivacyError
 CLASSES = ["fresh", "rotten"]
 # Enough public negatives and records to exercise every part; far too few for a useful vector.
 KW = dict(eps=4, noise_seed=11, seed=3, num_negatives=8, layers=[14, 15], progress=False)
-pytestmark = pytest.mark.filterwarnings("ignore:.*the vector will be mostly noise", "ignore:.*exceeds 1/N",
-                                        "ignore::DeprecationWarning:ray.*")  # Ray's own, from inside Ray
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*the vector will be mostly noise", "ignore:.*exceeds 1/N",
+    # Ray's own, from inside Ray: deprecations, and more actors than tiny inputs need.
+    "ignore::DeprecationWarning:ray.*", "ignore:The minimum number of concurrent actors")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,8 @@ def test_a_worker_killed_mid_run_changes_nothing(cluster, default_model, records
     def kill_after_first(ds, progress):
         for row in rows(ds, progress):
             if not killed:
-                actors = [p for p in psutil.process_iter(["cmdline"]) if "_RecordWorker" in " ".join(p.info["cmdline"] or [])]
+                actors = [p for p in psutil.process_iter(["cmdline"])
+                          if "_RecordWorker" in " ".join(p.info["cmdline"] or [])]
                 os.kill(actors[0].pid, signal.SIGKILL)
                 killed.append(actors[0].pid)
             yield row
@@ -101,6 +104,19 @@ def test_bad_records_and_options_are_clear_errors(cluster, default_model):
     with pytest.raises(InvalidInputError, match="not offered on Ray"):
         epsvec.synthesize(as_dataset(["Fine."], ["fresh"]), 2, 4, model=default_model, classes=CLASSES,
                           fixed_shots="private", progress=False)
+    with pytest.raises(TypeError, match="classes must be a list"):
+        epsvec.extract(as_dataset(["Fine."], ["fresh"]), **{**kw, "classes": "fresh"})
+    with pytest.raises(InvalidInputError, match="cannot include None"):
+        epsvec.extract(as_dataset(["Fine."], ["fresh"]), **{**kw, "classes": ["fresh", None]})
+    with pytest.raises(InvalidInputError, match="empty|no records"):
+        epsvec.extract(as_dataset(["Fine."]).limit(0), **{**kw, "classes": None})
+    context = ray.data.DataContext.get_current()
+    context.max_errored_blocks = 1  # Ray may then drop a failed batch of records silently
+    try:
+        with pytest.raises(InvalidInputError, match="max_errored_blocks"):
+            epsvec.extract(as_dataset(["Fine."], ["fresh"]), **kw)
+    finally:
+        context.max_errored_blocks = 0
     with pytest.raises(InvalidInputError, match="workers"):
         RayConfig(workers=0)
 
@@ -147,3 +163,10 @@ def test_cli_generate_on_ray_equals_the_file_and_resumes(cluster, records, tmp_p
     assert cli(["generate", release, "--ray", "--workers", "2", "--out", str(shards), *sampling]) == 0
     assert lines() == local
     assert all((shards / p).stat().st_mtime_ns == t for p, t in stamps.items())
+    # Other shard boundaries would not line up with the shards there: refused, as is a foreign directory.
+    assert cli(["generate", release, "--ray", "--out", str(shards), *sampling[:-len(common)], "--shard-batches", "3",
+                *common]) == 2
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert cli(["generate", release, "--ray", "--overwrite", "--out", str(tmp_path / "mine"), *sampling]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

@@ -211,6 +211,7 @@ def _generate_file(args, plans, out: str) -> None:
     sampling = {"strength": args.strength, "temperature": args.temperature, "top_p": args.top_p,
                 "max_new_tokens": args.max_new_tokens}
     out = out.rstrip(os.sep) or out
+    _check_out(out, getattr(args, "ray", False))
     seed, resuming = _start_or_resume(args, plans, out, sampling)
     model = getattr(args, "_model", None) or load_model(args.model, device=args.device)
     for plan in plans:
@@ -242,12 +243,29 @@ def _generate_file(args, plans, out: str) -> None:
             k += stop - j
 
 
+def _check_out(out: str, on_ray: bool) -> None:
+    """A .jsonl file, or with --ray a directory holding nothing but epsvec shards."""
+    if not on_ray:
+        if os.path.isdir(out):
+            raise InvalidInputError(f"{out} is a directory; without --ray, --out names a .jsonl file")
+        return
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise InvalidInputError(f"{out} is a file; with --ray, --out names a directory of shards")
+    others = [f for f in os.listdir(out) if not (f.startswith("part-") and f.endswith((".jsonl", ".tmp")))] \
+        if os.path.isdir(out) else []
+    if others:
+        raise InvalidInputError(f"{out} holds files that are not epsvec shards ({others[0]}, ...); "
+                                "choose another --out")
+
+
 def _start_or_resume(args, plans, out: str, sampling: dict) -> tuple[int, bool]:
     """``(seed, resuming)``: an existing output made with these settings is
     resumed (its saved seed reused); otherwise the settings and a seed are saved."""
     state = {"n": args.n, "classes": [str(p.label) for p in plans], **sampling,
              "prompts": [p.prompt for p in plans],
-             "vectors": [None if p.vector is None else p.vector.privacy.get("noise") for p in plans]}
+             "vectors": [None if p.vector is None else p.vector.privacy.get("noise") for p in plans],
+             # how the samples are split into batches (and, on Ray, into shard files)
+             "batch_size": args.batch_size, "shards": args.shard_batches if getattr(args, "ray", False) else None}
     state_path = out + ".state.json"
     if os.path.exists(out) and not args.overwrite:
         saved = _read_state(state_path, out)
@@ -263,14 +281,13 @@ def _start_or_resume(args, plans, out: str, sampling: dict) -> tuple[int, bool]:
 def _generate_on_ray(args, plans, model, out: str, seeds: list[int], sampling: dict, resuming: bool) -> None:
     """The samples as JSONL shards in the directory ``out``, written by Ray
     actors; a resumed run writes only the shards that are missing."""
-    import shutil
-
     import ray
 
     from .distributed import RayConfig, generate_to_dir
 
-    if not resuming and os.path.exists(out):
-        shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
+    if not resuming and os.path.isdir(out):  # --overwrite: only shards are there (checked first)
+        for name in os.listdir(out):
+            os.remove(os.path.join(out, name))
     if not ray.is_initialized():
         ray.init(address=args.ray_address, log_to_driver=False)
     config = RayConfig(workers=args.workers, num_cpus=args.cpus_per_worker, num_gpus=args.gpus_per_worker,

@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import InvalidInputError
 
-__all__ = ["records_from", "read_table"]
+__all__ = ["records_from", "read_table", "declared_classes"]
 
 
 def records_from(texts: Any, labels: Any = None, text_column: str = "text", label_column: str | None = "label",
@@ -20,8 +20,7 @@ def records_from(texts: Any, labels: Any = None, text_column: str = "text", labe
     when the dataset has it). A ``ClassLabel`` column's ids become their
     names, and its declared names are the classes unless ``classes`` is given:
     the feature is the dataset's public schema, not a reading of its rows."""
-    if isinstance(classes, str) or not (classes is None or isinstance(classes, (list, tuple, set, frozenset))):
-        raise TypeError(f"classes must be a list of labels, got {type(classes).__name__}")
+    check_classes_type(classes)
     classes = None if classes is None else list(classes)
     if not hasattr(texts, "column_names"):
         return texts, None if labels is None else list(labels), classes
@@ -36,6 +35,22 @@ def records_from(texts: Any, labels: Any = None, text_column: str = "text", labe
             labels = [names[i] for i in labels]
             classes = list(names) if classes is None else classes
     return dataset[text_column], None if labels is None else list(labels), classes
+
+
+def check_classes_type(classes) -> None:
+    if isinstance(classes, str) or not (classes is None or isinstance(classes, (list, tuple, set, frozenset))):
+        raise TypeError(f"classes must be a list of labels, got {type(classes).__name__}")
+
+
+def declared_classes(classes) -> list:
+    """The caller's public class list, checked: given, non-empty, distinct."""
+    if classes is None:
+        raise InvalidInputError("labels need classes=[...]: the set of classes must be public, declared in advance, "
+                                "not read from the private data (a label seen only in one record would reveal it)")
+    order = list(classes)
+    if not order or len(set(order)) != len(order):
+        raise InvalidInputError(f"classes must be a non-empty list of distinct labels, got {order!r}")
+    return order
 
 
 def read_table(path: str | os.PathLike, text_column: str = "text", label_column: str | None = None

@@ -14,12 +14,15 @@ in-process run's whenever the actors compute as the driver does: the same
 model file, device and dtype, and the same number of libtorch threads
 (the default), since on CPU the thread count changes how float sums round
 and which linear kernel is measured fastest. The partial sums are
-un-noised private data: they move only between the curator's own processes
-and are never written out.
+un-noised private data, like the records: epsvec sends them only between
+the curator's own processes and writes them nowhere (Ray's object store
+may spill them to the nodes' disks: the cluster must be trusted).
 
 Poisson sampling is not offered here: its coins are drawn inside the
 in-process release from the same secret stream as the noise. Workers read
-every record, so ``sample_rate`` must be None.
+every record, so ``sample_rate`` must be None. A batch Ray drops on error
+(``max_errored_blocks`` > 0) would remove many records at once, so that
+is refused.
 
 **Generation.** Samples ``(class, index)`` are cut into shards aligned to
 the batch size. Each shard is one Ray Data task that runs the in-process
@@ -36,12 +39,14 @@ import dataclasses
 import json
 import os
 import pickle
+import uuid
 import warnings
 from typing import Any
 
 import numpy as np
 
 from . import _epsvec, prompts
+from .data import check_classes_type, declared_classes
 from .errors import EpsvecError, InvalidInputError
 from .model import Model, load_model
 
@@ -54,7 +59,7 @@ class RayConfig:
 
     Args:
         workers: Actors, each holding one loaded model.
-        num_cpus: CPUs per actor (libtorch in the actor runs this many threads).
+        num_cpus: CPUs per actor, as Ray schedules them.
         num_gpus: GPUs per actor; with a GPU, the actor's model is on CUDA.
         batch_size: Records per task when extracting. When generating, each
             task's shard holds this many batches of samples.
@@ -100,23 +105,24 @@ def is_ray_dataset(obj: Any) -> bool:
     return type(obj).__module__.startswith("ray.data") and hasattr(obj, "map_batches")
 
 
-def declared_classes(ds, labels, classes, text_column: str, label_column: str | None) -> list | None:
-    """The public class list of a Ray dataset of records, from its schema and ``classes``."""
+def declared_ray_classes(ds, labels, classes, text_column: str, label_column: str | None) -> list | None:
+    """The public class list of a Ray dataset of records (None: unlabelled), from its schema and ``classes``."""
     if labels is not None:
         raise InvalidInputError("with a Ray dataset, labels come from its label_column, not labels=")
-    columns = list(ds.schema().names)
+    check_classes_type(classes)
+    schema = ds.schema()
+    if schema is None:
+        raise InvalidInputError("the Ray dataset is empty; pass at least one record")
+    columns = list(schema.names)
     if text_column not in columns:
         raise InvalidInputError(f"the Ray dataset has no text column {text_column!r}; its columns are {columns}")
     if label_column is None or label_column not in columns:
         if classes is not None:
             raise InvalidInputError(f"classes needs a label column; the Ray dataset's columns are {columns}")
         return None
-    if classes is None:
-        raise InvalidInputError("labels need classes=[...]: the set of classes must be public, declared in advance, "
-                                "not read from the private data (a label seen only in one record would reveal it)")
-    classes = list(classes)
-    if not classes or len(set(classes)) != len(classes):
-        raise InvalidInputError(f"classes must be a non-empty list of distinct labels, got {classes!r}")
+    classes = declared_classes(classes)
+    if None in classes:  # Arrow reads a missing label as None: it cannot name a class
+        raise InvalidInputError("classes cannot include None with a Ray dataset")
     return classes
 
 
@@ -126,13 +132,21 @@ def declared_classes(ds, labels, classes, text_column: str, label_column: str | 
 def _rows(ds, progress: bool):
     """The rows of a Ray dataset of worker results; a bad-input error a worker
     returned (see :func:`_reporting_errors`) is raised here as itself."""
+    context = _ray_context()
+    shown, context.enable_progress_bars = context.enable_progress_bars, progress
+    try:
+        for row in ds.iter_rows():
+            if row["error"]:
+                raise pickle.loads(row["error"])
+            yield row
+    finally:
+        context.enable_progress_bars = shown
+
+
+def _ray_context():
     import ray.data
 
-    ray.data.DataContext.get_current().enable_progress_bars = progress
-    for row in ds.iter_rows():
-        if row["error"]:
-            raise pickle.loads(row["error"])
-        yield row
+    return ray.data.DataContext.get_current()
 
 
 def _reporting_errors(work):
@@ -157,13 +171,16 @@ def _reporting_errors(work):
 def extract_classes(ds, model: Model, releases: dict, config: RayConfig, text_column: str,
                     label_column: str | None, progress: bool) -> dict:
     """Reads the records of ``ds`` on Ray into each class's release
-    (``{label: ClassRelease}``, prepared by the driver) and returns
-    ``{label: [DatasetVector per budget]}``."""
+    (``{label: ClassRelease}``, prepared by the driver; ``label_column``
+    None: one class) and returns ``{label: [DatasetVector per budget]}``."""
+    if ds.context.max_errored_blocks != 0 or _ray_context().max_errored_blocks != 0:
+        # Ray would drop a failed batch of records silently: one record could remove many.
+        raise InvalidInputError("DataContext.max_errored_blocks must be 0 for a private release")
     classes = list(releases.values())
     sums = ds.map_batches(
         _RecordWorker, batch_size=config.batch_size, **config.map_options(),
         fn_constructor_kwargs=dict(model_spec=config.model_spec(model), classes=classes, text_column=text_column,
-                                   label_column=label_column if classes[0].plan.label is not None else None),
+                                   label_column=label_column),
     )
     records, truncated = [0] * len(classes), [0] * len(classes)
     n_layers, hidden = len(classes[0].layers), model.config.hidden_size
@@ -173,6 +190,8 @@ def extract_classes(ds, model: Model, releases: dict, config: RayConfig, text_co
         classes[c].release.merge(part)
         records[c] += part.records
         truncated[c] += int(row["truncated"])
+    if not sum(records):
+        raise InvalidInputError("the Ray dataset has no records; pass at least one")
     for release, n, cut in zip(classes, records, truncated):
         if cut:  # to the data holder only; nothing of it is stored
             warnings.warn(f"class {release.plan.label_text!r}: {cut} record(s) were cut to "
@@ -279,11 +298,15 @@ def generate_to_dir(plans: list, n: int, model: Model, config: RayConfig, out_di
     "index"}`` per line), skipping shards already there; returns how many
     shards this call wrote."""
     os.makedirs(out_dir, exist_ok=True)
-    todo = [s for s in shards(n, len(plans), batch_size, config.batch_size)
-            if not os.path.exists(os.path.join(out_dir, s.name))]
+    every = shards(n, len(plans), batch_size, config.batch_size)
+    todo = [s for s in every if not os.path.exists(os.path.join(out_dir, s.name))]
     if todo:
         for _ in _rows(_generation(todo, plans, model, config, seeds, sampling, batch_size, out_dir), progress):
             pass
+    missing = [s.name for s in every if not os.path.exists(os.path.join(out_dir, s.name))]
+    if missing:
+        raise OSError(f"{len(missing)} shard(s) written by the actors are not in {out_dir} (e.g. {missing[0]}): "
+                      "on a cluster, the output must be on storage every node shares")
     return len(todo)
 
 
@@ -334,7 +357,7 @@ class _SampleWorker:
 
 
 def _write_shard(path: str, label, indices, texts) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for i, text in zip(indices, texts):
             f.write(json.dumps({"text": text, "label": label, "index": i}, ensure_ascii=False) + "\n")

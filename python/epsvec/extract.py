@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import _epsvec, distributed, prompts
-from .data import records_from
+from .data import declared_classes, records_from
 from .errors import InvalidInputError, PrivacyError
 from .model import REPEATED_PROMPT_ROWS, Model, _progress, load_model
 from .privacy import gaussian_sigma
@@ -139,12 +139,7 @@ def extract(
         PrivacyError: impossible eps, delta or sample rate.
     """
     on_ray = distributed.is_ray_dataset(texts)
-    if on_ray:
-        classes = distributed.declared_classes(texts, labels, classes, text_column, label_column)
-        groups = {None: []} if classes is None else {label: [] for label in classes}
-    else:
-        texts, labels, classes = records_from(texts, labels, text_column, label_column, classes)
-        groups = group_by_class(check_texts(texts), labels, classes)
+    groups, labelled = class_groups(texts, labels, classes, text_column, label_column)
     check_privacy(eps, delta, adjacency)
     rate = check_sample_rate(sample_rate)
     if on_ray and rate < 1:
@@ -165,8 +160,9 @@ def extract(
                    sample_rate=rate, adjacency=adjacency, batch_size=batch_size, progress=progress, seed=seed,
                    noise_seed=noise_seed, temperature=negative_temperature, max_new_tokens=negative_max_new_tokens,
                    num_negatives=num_negatives)
-    vectors = extract_classes(model, plans, texts if on_ray else None, ray, text_column, label_column, **options)
-    return vectors[None][0] if None in vectors else {label: v[0] for label, v in vectors.items()}
+    vectors = extract_classes(model, plans, texts if on_ray else None, ray, text_column,
+                              label_column if labelled else None, **options)
+    return {label: v[0] for label, v in vectors.items()} if labelled else vectors[None][0]
 
 
 @dataclass
@@ -379,6 +375,16 @@ def model_negatives(model, prompt, fmt, count, temperature, max_new_tokens, batc
     return [t.strip() or "." for t in texts]
 
 
+def class_groups(texts, labels, classes, text_column: str, label_column: str | None) -> tuple[dict, bool]:
+    """``({class: records}, labelled)`` for any input: lists, a ``datasets.Dataset``
+    or a Ray dataset (whose records stay where they are: empty lists here)."""
+    if distributed.is_ray_dataset(texts):
+        classes = distributed.declared_ray_classes(texts, labels, classes, text_column, label_column)
+        return ({None: []}, False) if classes is None else ({label: [] for label in classes}, True)
+    texts, labels, classes = records_from(texts, labels, text_column, label_column, classes)
+    return group_by_class(check_texts(texts), labels, classes), labels is not None
+
+
 def group_by_class(texts: list[str], labels: list | None, classes: list | None) -> dict:
     """``{class: records}`` in the order of the declared ``classes`` (every
     class present, even without records); refuses labels without classes
@@ -389,12 +395,7 @@ def group_by_class(texts: list[str], labels: list | None, classes: list | None) 
         return {None: texts}
     if len(labels) != len(texts):
         raise InvalidInputError(f"labels has {len(labels)} entries for {len(texts)} texts")
-    if classes is None:
-        raise InvalidInputError("labels need classes=[...]: the set of classes must be public, declared in advance, "
-                                "not read from the private data (a label seen only in one record would reveal it)")
-    order = list(classes)
-    if not order or len(set(order)) != len(order):
-        raise InvalidInputError(f"classes must be a non-empty list of distinct labels, got {order!r}")
+    order = declared_classes(classes)
     groups = {label: [] for label in order}
     for i, (text, label) in enumerate(zip(texts, labels)):
         if label not in groups:

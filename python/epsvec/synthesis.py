@@ -28,10 +28,9 @@ import numpy as np
 
 from . import _epsvec, distributed, prompts
 from ._epsvec import SamplingParams
-from .data import records_from
 from .errors import InvalidInputError, PrivacyError
-from .extract import (ClassPrompts, auto_layers, check_options, check_privacy, check_sample_rate, check_texts,
-                      extract_classes, group_by_class, resolve_layers, shots_by_label)
+from .extract import (ClassPrompts, auto_layers, check_options, check_privacy, check_sample_rate, class_groups,
+                      extract_classes, resolve_layers, shots_by_label)
 from .model import REPEATED_PROMPT_ROWS, Model, load_model, mean_states_without_sink
 from .privacy import gaussian_sigma
 from .report import PrivacyReport, PrivacyStep, sweep_composition
@@ -283,13 +282,7 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
     (and cut to a public length) before that class's release. A Ray
     dataset's records are read by Ray actors (one pass for every class)."""
     on_ray = distributed.is_ray_dataset(texts)
-    if on_ray:
-        classes = distributed.declared_classes(texts, labels, classes, text_column, label_column)
-        groups = {None: []} if classes is None else {label: [] for label in classes}
-    else:
-        texts, labels, classes = records_from(texts, labels, text_column, label_column, classes)
-        groups = group_by_class(check_texts(texts), labels, classes)
-    labelled = None not in groups
+    groups, labelled = class_groups(texts, labels, classes, text_column, label_column)
     for eps in eps_grid:
         check_privacy(eps, delta, adjacency)
     rate = check_sample_rate(sample_rate)
@@ -339,8 +332,8 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
                        layers=layer_list, clip_norm=clip_norm, pool=pool, sample_rate=rate, adjacency=adjacency,
                        batch_size=batch_size, progress=progress, seed=seed, noise_seed=noise_seed, temperature=1.0,
                        max_new_tokens=max_new_tokens, num_negatives=num_negatives)
-        vectors = extract_classes(model, class_prompts, texts if on_ray else None, ray, text_column, label_column,
-                                  **options)
+        vectors = extract_classes(model, class_prompts, texts if on_ray else None, ray, text_column,
+                                  label_column if labelled else None, **options)
     plans = [[ClassPlan(label, domain, shots_of[label], vectors[label][j] if label in vectors else None, fmt)
               for label in groups] for j in range(len(eps_grid))]
     steps_of = [_merge_classes(vote_steps)] if vote_steps else []

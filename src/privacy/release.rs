@@ -115,7 +115,9 @@ impl ClippedSum {
                 other.dim, other.clip_norm, self.dim, self.clip_norm
             )));
         }
-        self.sum.iter_mut().zip(&other.sum).for_each(|(s, &o)| *s += o);
+        // Checked, and all or nothing: only corrupt shares can overflow 128 bits.
+        self.sum = (self.sum.iter().zip(&other.sum).map(|(&s, &o)| s.checked_add(o)).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| EpsvecError::InvalidInput("partial sums overflow: not shares of one release".into()))?;
         self.records += other.records;
         self.clipped += other.clipped;
         self.nonfinite |= other.nonfinite;
@@ -158,6 +160,9 @@ impl ClippedSum {
         let mut out = ClippedSum::new(dim, f64::from_bits(word(1)))?;
         out.records = word(2) as usize;
         out.clipped = word(3) as usize;
+        if out.clipped > out.records {
+            return Err(bad("more records clipped than summed"));
+        }
         out.nonfinite = bytes[SUM_HEADER - 1] == 1;
         for (s, chunk) in out.sum.iter_mut().zip(bytes[SUM_HEADER..].chunks_exact(16)) {
             *s = i128::from_le_bytes(chunk.try_into().expect("16 bytes"));
@@ -378,5 +383,13 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[8 + 8 * 4] = 2; // the non-finite flag must be 0 or 1
         assert!(ClippedSum::from_bytes(&flipped).is_err());
+        let mut clipped = bytes.clone();
+        clipped[8 + 8 * 3] = 1; // one record clipped of none summed
+        assert!(ClippedSum::from_bytes(&clipped).is_err());
+        let mut huge = ClippedSum::new(4, 5.0).unwrap();
+        huge.sum[0] = i128::MAX;
+        let mut total = ClippedSum::new(4, 5.0).unwrap();
+        total.sum[0] = 1;
+        assert!(total.merge(&huge).is_err() && total.sum[0] == 1, "an overflow changes nothing");
     }
 }
