@@ -197,7 +197,10 @@ def extract_classes(ds, model: Model, releases: dict, config: RayConfig, text_co
             warnings.warn(f"class {release.plan.label_text!r}: {cut} record(s) were cut to "
                           f"{release.plan.max_example_tokens} tokens", stacklevel=4)
         release.warn_about_size(n)
-    return {label: release.finish(model) for label, release in releases.items()}
+    vectors = {}
+    for label, release in releases.items():
+        vectors[label] = release.finish(model)
+    return vectors
 
 
 class _RecordWorker:

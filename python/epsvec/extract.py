@@ -210,7 +210,10 @@ def extract_classes(model: Model, plans: dict, ray_records, ray, text_column: st
     each plan's records read in this process, or, given a Ray dataset of
     them (``ray_records``), by Ray actors in one pass over every class."""
     if ray_records is None:
-        return {label: extract_class(model, plan, **options) for label, plan in plans.items()}
+        vectors = {}
+        for label, plan in plans.items():  # a loop, not a comprehension: warnings point at the caller
+            vectors[label] = extract_class(model, plan, **options)
+        return vectors
     releases = {label: ClassRelease.prepare(model, plan, **options) for label, plan in plans.items()}
     return distributed.extract_classes(ray_records, model, releases, ray or distributed.RayConfig(), text_column,
                                        label_column, options["progress"])
@@ -280,12 +283,12 @@ class ClassRelease:
         label, dim = self.plan.label_text, self.baseline.size
         if n and self.delta > 1 / n:
             warnings.warn(f"delta = {self.delta:g} exceeds 1/N = {1 / n:g} for {n} records: the guarantee is weak",
-                          stacklevel=4)
+                          stacklevel=5)  # the caller of extract()
         if n < max(self.sigmas) * math.sqrt(dim):
             # The noise's norm is about sigma*C*sqrt(dim); the sum of n clipped terms is at most n*C.
             warnings.warn(f"class {label!r}: {n} records against noise of norm ~{max(self.sigmas) * math.sqrt(dim):.0f}"
                           " C; the vector will be mostly noise (use more records, a larger eps, or fewer layers)",
-                          stacklevel=4)
+                          stacklevel=5)
 
     def term_arguments(self, pieces: list[prompts.PromptIds]) -> tuple:
         """How the engine makes these records' terms: ``(prefix, tails, layers, pool, baseline, weights)``
@@ -310,7 +313,7 @@ class ClassRelease:
         label, plan = self.plan.label_text, self.plan
         if self.release.had_nonfinite:
             warnings.warn(f"class {label!r}: some records gave non-finite activations and counted as zero; "
-                          "try dtype='float32'", stacklevel=4)
+                          "try dtype='float32'", stacklevel=5)
         vectors = []
         for e, (directions, info) in zip(self.eps, self.release.finish(self.sigmas)):
             step = PrivacyStep(
