@@ -50,7 +50,7 @@ from .data import check_classes_type, declared_classes
 from .errors import EpsvecError, InvalidInputError
 from .model import Model, load_model
 
-__all__ = ["RayConfig", "is_ray_dataset"]
+__all__ = ["RayConfig", "is_ray_dataset", "generate", "generate_to_dir"]
 
 
 @dataclasses.dataclass(frozen=True)
