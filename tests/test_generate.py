@@ -18,13 +18,13 @@ PROMPTS = [
 
 
 def hf_greedy(hf_model, model: epsvec.Model, prompts, max_new_tokens, hook=None):
-    """transformers' greedy continuations of a left-padded batch, with an
-    optional forward hook `(layer, fn)` on a decoder layer."""
+    """transformers' greedy continuations of a left-padded batch (on the
+    model's device), with an optional forward hook `(layer, fn)` on a decoder layer."""
     ids = model.tokenize(prompts)
     width = max(map(len, ids))
     pad = model.config.eos_token_ids[0] if model.config.eos_token_ids else 0
-    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in ids])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids])
+    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in ids], device=hf_model.device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids], device=hf_model.device)
     handle = None
     if hook is not None:
         layer, fn = hook

@@ -77,37 +77,13 @@ def test_cuda_logits_and_greedy_match_transformers(tiny_models, variant):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     got = [g.token_ids for g in model.generate(SENTENCES, max_new_tokens=12, temperature=0, return_ids=True,
                                                batch_size=4)]
-    assert got == _hf_greedy_cuda(hf, model, SENTENCES, 12)
-
-
-def _hf_greedy_cuda(hf, model, prompts, max_new_tokens, hook=None):
-    """test_generate's transformers reference, on the GPU."""
-    import torch
-
-    ids = model.tokenize(prompts)
-    width = max(map(len, ids))
-    pad = model.config.eos_token_ids[0] if model.config.eos_token_ids else 0
-    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in ids], device="cuda")
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids], device="cuda")
-    handle = hf.model.layers[hook[0]].register_forward_hook(hook[1]) if hook else None
-    try:
-        with torch.no_grad():
-            out = hf.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                              do_sample=False, pad_token_id=pad, eos_token_id=model.config.eos_token_ids or None)
-    finally:
-        if handle is not None:
-            handle.remove()
-    result = []
-    for row in out[:, width:].tolist():
-        ends = [i for i, t in enumerate(row) if t in model.config.eos_token_ids]
-        result.append(row[: ends[0]] if ends else row)
-    return result
+    assert got == hf_greedy(hf, model, SENTENCES, 12)
 
 
 @pytest.mark.parametrize("positions", ["last", "all"])
 def test_cuda_steered_greedy_matches_transformers_hook(tiny_models, positions):
     import torch
-    from test_generate import adding_hook
+    from test_generate import adding_hook, hf_greedy
 
     path = tiny_models["llama"]
     hf = _hf_cuda(path)
@@ -117,7 +93,7 @@ def test_cuda_steered_greedy_matches_transformers_hook(tiny_models, positions):
     got = [g.token_ids for g in model.generate(SENTENCES, max_new_tokens=12, temperature=0, return_ids=True,
                                                steer={1: vector}, positions=positions)]
     hook = adding_hook(torch.from_numpy(vector).to("cuda"), positions)
-    assert got == _hf_greedy_cuda(hf, model, SENTENCES, 12, hook=(1, hook))
+    assert got == hf_greedy(hf, model, SENTENCES, 12, hook=(1, hook))
     plain = [g.token_ids for g in model.generate(SENTENCES, max_new_tokens=12, temperature=0, return_ids=True)]
     assert got != plain, "the steering should change the text"
 

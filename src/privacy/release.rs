@@ -344,6 +344,7 @@ mod tests {
         let mut rel = PrivateRelease::new(2, 1.0, 1.0, &NoiseSource::Seeded(0)).unwrap();
         assert!(rel.offer(2, |_| Ok(vec![0.0; 3])).is_err());
     }
+
     #[test]
     fn partial_sums_merged_in_any_split_equal_the_in_process_release() {
         let r = rows(30, 4);
