@@ -132,6 +132,20 @@ def test_exit_codes_and_messages(private_jsonl, tiny_models, tmp_path):
     assert epsvec(check_rc=cli.EXIT_USAGE).stdout.startswith("usage")
 
 
+def test_private_shots_from_a_public_file_and_multi_line(private_jsonl, tiny_models, tmp_path):
+    """--shot-candidates: the records vote over a public file's texts; --multi-line is saved with the vector."""
+    public = tmp_path / "public.jsonl"
+    public.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["fun plot", "dull scene", "great actor"]))
+    release = tmp_path / "release"
+    epsvec("extract", private_jsonl, "--text-column", "review", "--label-column", "stars", "--classes", "neg,pos",
+           "--eps", 2, "--out", release, "--model", tiny_models["llama"], "--max-new-tokens", 6, "--fixed-shots",
+           "private", "--shot-candidates", public, "--multi-line", "--no-progress")
+    for vector in (release / "vectors").iterdir():
+        about = json.loads(epsvec("info", vector).stdout)
+        assert set(about["prompt"]["fixed_shots"]) <= {"fun plot", "dull scene", "great actor"}
+        assert about["prompt"]["format"]["single_line"] is False
+
+
 def test_info_describes_releases_vectors_and_models(private_jsonl, tiny_models, tmp_path):
     release = tmp_path / "release"
     epsvec("extract", private_jsonl, "--text-column", "review", "--label-column", "stars", "--classes", "neg,pos",

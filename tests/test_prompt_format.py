@@ -124,7 +124,26 @@ def test_chat_format_end_to_end_and_saved(tiny_models, tmp_path):
     assert raw.plans[0].prompt.endswith("Here are the examples:\n\n<begin>\nText:")
 
 
+def test_single_line_examples_and_stops(default_model, hf_tokenizer):
+    """By default an example is one line (its line breaks become spaces) and
+    a sample ends at a newline; single_line=False keeps both as written."""
+    record = "First line.\n\nSecond  paragraph.\n"
+    prefix = prompts.prefix(*PREFIX_ARGS)
+    for single_line, written in ((True, "First line. Second paragraph."), (False, record.strip())):
+        fmt = prompts.resolve_format(default_model, "raw", single_line)
+        piece, _ = prompts.with_example(default_model, prefix, record, "positive", 800, fmt)
+        text = prefix + f"<begin>\nLabel: positive\nText: {written}\n</end>\n" + OPENING
+        assert piece.ids == hf_tokenizer(text)["input_ids"]
+        assert ("\n" in fmt.stop) == single_line and set(prompts.STOP) <= set(fmt.stop)
+        assert prompts.shot(record, "positive", fmt) == f"<begin>\nLabel: positive\nText: {written}\n</end>\n"
+        assert prompts.PromptFormat.from_dict(fmt.to_dict()) == fmt
+    with pytest.raises(epsvec.InvalidInputError, match="single_line"):
+        prompts.resolve_format(default_model, "raw", "yes")
+
+
 def test_files_without_a_format_are_raw():
-    assert prompts.PromptFormat.from_dict(None) == prompts.PromptFormat()
+    """Files written before formats (or single_line) existed read back as they were made: raw, line breaks kept."""
+    assert prompts.PromptFormat.from_dict(None) == prompts.PromptFormat(single_line=False)
+    assert not prompts.PromptFormat.from_dict({"name": "raw", "before": "", "after": ""}).single_line
     assert prompts.PromptFormat.from_dict({"name": "chat", "before": "a", "after": "b"}).prompt("P", None) == (
         "aP" + prompts.CHAT_REQUEST + "b<begin>\nText:")

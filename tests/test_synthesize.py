@@ -44,7 +44,7 @@ def test_n_per_class_labels_and_report(model):
     for plan in out.plans:
         assert plan.shots == [] and plan.vector.label == plan.label, "no shots by default"
         assert plan.vector.prompt == {"domain": "reviews", "fixed_shots": plan.shots,
-                                      "format": {"name": "raw", "before": "", "after": ""}}
+                                      "format": {"name": "raw", "before": "", "after": "", "single_line": True}}
         assert set(plan.vector.residual_norms) == {1, 2} and min(plan.vector.residual_norms.values()) > 0
     again = epsvec.synthesize(RECORDS, 3, eps=4.0, labels=LABELS, classes=CLASSES, model=model, domain="reviews", **FAST)
     assert again.texts == out.texts, "a seed reproduces the run"
@@ -147,6 +147,36 @@ def test_private_vote_picks_the_most_voted_candidates(model):
     shots, step = synth._vote_shots(model, RAW, records, None, None, 2, (50.0, 1e-6), "add_remove", 16, False, 7, None)
     assert shots == [candidates[a], candidates[b]]
     assert step.sigma == pytest.approx(epsvec.privacy.gaussian_sigma(50.0, 1e-6)) and not step.seeded
+
+
+def test_private_vote_over_public_candidates(model):
+    """shot_candidates: the records elect the public texts they resemble; the report says where candidates came from."""
+    public = ["A warm and moving story.", "Tedious from start to finish.", "Great music, weak plot.",
+              "An instant classic.", "Nothing works here."]
+    records = [public[3]] * 30 + [public[1]] * 20 + [public[0]] * 5
+    shots, step = synth._vote_shots(model, RAW, records, None, None, 2, (50.0, 1e-6), "add_remove", 16, False, 7, None,
+                                    public=public)
+    assert shots == [public[3], public[1]] and "public candidates given by the user" in step.mechanism
+    out = epsvec.synthesize(RECORDS, 2, eps=3.0, labels=LABELS, classes=CLASSES, model=model, fixed_shots="private",
+                            shot_candidates={"neg": public[:2], "pos": public[2:]}, **FAST)
+    assert set(out.plans[0].shots) <= set(public[:2]) and set(out.plans[1].shots) <= set(public[2:])
+    with pytest.raises(epsvec.InvalidInputError, match='only with fixed_shots="private"'):
+        epsvec.synthesize(RECORDS, 2, eps=3.0, labels=LABELS, classes=CLASSES, model=model, shot_candidates=public, **FAST)
+    with pytest.raises(epsvec.InvalidInputError, match="has 1 texts; num_shots is 2"):
+        epsvec.synthesize(RECORDS, 2, eps=3.0, labels=LABELS, classes=CLASSES, model=model, fixed_shots="private",
+                          shot_candidates={"neg": public[:1], "pos": public}, **FAST)
+
+
+def test_samples_are_single_lines_by_default(model):
+    """The tiny random model writes newlines freely; by default each sample ends before one, and the
+    vector records the format its samples need."""
+    steps = dict(labels=LABELS, classes=CLASSES, model=model, **{**FAST, "max_new_tokens": 24})
+    multi = epsvec.synthesize(RECORDS, 8, eps=3.0, single_line=False, **steps)
+    assert any("\n" in t for t in multi.texts)  # or the test below proves nothing
+    out = epsvec.synthesize(RECORDS, 8, eps=3.0, **steps)
+    assert not any("\n" in t for t in out.texts)
+    assert all(p.vector.prompt["format"]["single_line"] for p in out.plans)
+    assert synth.ClassPlan.from_vector(out.plans[0].vector).format.single_line
 
 
 def test_datasets_in_and_out(model):

@@ -125,8 +125,8 @@ def _private_release(args, release_dir: str):
     from .synthesis import private_steps
 
     settings = {k: getattr(args, k) for k in ("input", "corpus", "text_column", "label_column", "eps", "delta",
-                                              "domain", "method", "fixed_shots", "num_shots", "shots_eps", "prompt_format",
-                                              "layers", "classes", "sample_rate", "adjacency", "num_negatives", "noise_seed",
+                                              "domain", "method", "fixed_shots", "num_shots", "shots_eps", "shot_candidates",
+                                              "prompt_format", "multi_line", "layers", "classes", "sample_rate", "adjacency", "num_negatives", "noise_seed",
                                               "max_new_tokens", "model")}
     if settings["input"] is not None:  # the release names its input by a hash, not by its (private) path
         settings["input"] = hashlib.sha256(os.path.abspath(settings["input"]).encode()).hexdigest()[:16]
@@ -149,7 +149,9 @@ def _private_release(args, release_dir: str):
     _, plans, report = private_steps(
         texts, args.eps, labels=labels, classes=classes, delta=args.delta, model=model, domain=args.domain,
         method=args.method, fixed_shots=_shots_arg(args.fixed_shots), num_shots=args.num_shots,
-        shots_eps=args.shots_eps, prompt_format=args.prompt_format, layers=layers, sample_rate=args.sample_rate, adjacency=args.adjacency,
+        shots_eps=args.shots_eps, prompt_format=args.prompt_format, single_line=not args.multi_line,
+        shot_candidates=None if args.shot_candidates is None else _public_texts(args.shot_candidates),
+        layers=layers, sample_rate=args.sample_rate, adjacency=args.adjacency,
         batch_size=args.batch_size, progress=not args.no_progress, seed=args.seed, noise_seed=args.noise_seed,
         max_new_tokens=args.max_new_tokens, num_negatives=args.num_negatives,
     )
@@ -172,9 +174,13 @@ def _shots_arg(value: str):
         return None
     if value in ("synthetic", "private"):
         return value
+    return _public_texts(value)
+
+
+def _public_texts(path: str) -> list[str]:
     from .data import read_table
 
-    return read_table(value, "text")[0]  # a file of public shots
+    return read_table(path, "text")[0]
 
 
 def _read_input(args):
@@ -360,8 +366,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--fixed-shots", default="none", help='"none" (the zero-shot prompt), "synthetic" (free), '
                        '"private" (DP vote) or a file of public texts')
         p.add_argument("--num-shots", type=int, default=2)
+        p.add_argument("--shot-candidates", default=None, help='a file of public texts of the same domain that '
+                       'the records vote over with --fixed-shots private (instead of the model\'s own samples)')
         p.add_argument("--prompt-format", choices=("auto", "raw", "chat"), default="auto", help='"raw" text (base '
                        'models), "chat" (through the chat template), or "auto" (chosen from the model)')
+        p.add_argument("--multi-line", action="store_true", help="keep line breaks inside examples and do not "
+                       "stop a sample at a newline (multi-paragraph texts); by default each example is one line")
         p.add_argument("--shots-eps", type=float, default=None, help="budget of the private shot vote (0.1)")
         p.add_argument("--layers", default="auto", help='"auto" or comma-separated block indices')
         p.add_argument("--sample-rate", type=float, default=None, help="Poisson-sample each record at this public "

@@ -63,6 +63,7 @@ def extract(
     domain: str | None = None,
     fixed_shots: Sequence[str] | Mapping[Any, Sequence[str]] | None = None,
     prompt_format: str = "auto",
+    single_line: bool = True,
     layers: str | Sequence[int] = "auto",
     clip_norm: str | float = "auto",
     pool: str = "mean",
@@ -104,6 +105,9 @@ def extract(
         prompt_format: ``"raw"`` text (base models), ``"chat"`` (the shots as
             a user message through the chat template), or ``"auto"``: the
             model's :attr:`~epsvec.Model.prompt_format`.
+        single_line: Write every example on one line (line breaks become
+            spaces) and stop each generated one at a newline (default).
+            False keeps line breaks, for multi-paragraph texts.
         layers: Blocks to release, or "auto" (by depth).
         clip_norm: L2 bound C on each record's term, or "auto" (the median
             distance of a public negative's state from the others' mean).
@@ -153,7 +157,7 @@ def extract(
     if not isinstance(model, Model):
         model = load_model(model)
     layer_list = resolve_layers(layers, model.config.num_layers)
-    fmt = prompts.resolve_format(model, prompt_format)
+    fmt = prompts.resolve_format(model, prompt_format, single_line)
     plans = {label: ClassPrompts.build(model, label, domain, shots_of(label), records, max_example_tokens, fmt)
              for label, records in groups.items()}
     options = dict(eps=[eps], delta=delta, negatives=public, layers=layer_list, clip_norm=clip_norm, pool=pool,
@@ -186,7 +190,7 @@ class ClassPrompts:
     def build(cls, model: Model, label, domain, shots: list[str], records: list[str], max_example_tokens: int,
               fmt: prompts.PromptFormat):
         label_text = None if label is None else str(label)
-        prefix_text = prompts.prefix(domain, label_text, shots)
+        prefix_text = prompts.prefix(domain, label_text, shots, fmt)
         head, tail = prompts.frame(model, prefix_text, label_text, fmt)
         room = model.config.context_length - len(head) - len(tail)
         if room < 1:
@@ -373,7 +377,7 @@ def _weights(piece: prompts.PromptIds, pool: str) -> list[float]:
 def model_negatives(model, prompt, fmt, count, temperature, max_new_tokens, batch_size, progress, seed):
     """The public prior: the unsteered model's own samples from the fixed-shot prompt."""
     texts = model.generate([prompt] * count, max_new_tokens=max_new_tokens, temperature=temperature,
-                           stop=prompts.STOP, seed=seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
+                           stop=fmt.stop, seed=seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
                            progress=progress, add_special_tokens=fmt.add_special_tokens)
     return [t.strip() or "." for t in texts]
 
@@ -407,17 +411,17 @@ def group_by_class(texts: list[str], labels: list | None, classes: list | None) 
     return groups
 
 
-def shots_by_label(fixed_shots):
-    """``label -> list of public shots`` from a list (same for every class) or a mapping."""
+def shots_by_label(fixed_shots, name: str = "fixed_shots"):
+    """``label -> list of public texts`` from a list (same for every class) or a mapping."""
     if isinstance(fixed_shots, Mapping):
-        table = {label: check_texts(shots, f"fixed_shots[{label!r}]", allow_empty=True)
+        table = {label: check_texts(shots, f"{name}[{label!r}]", allow_empty=True)
                  for label, shots in fixed_shots.items()}
         def lookup(label):
             if label not in table:
-                raise InvalidInputError(f"fixed_shots has no entry for the class {label!r}")
+                raise InvalidInputError(f"{name} has no entry for the class {label!r}")
             return table[label]
         return lookup
-    shots = check_texts(fixed_shots, "fixed_shots", allow_empty=True) if fixed_shots else []
+    shots = check_texts(fixed_shots, name, allow_empty=True) if fixed_shots else []
     return lambda label: shots
 
 

@@ -27,11 +27,17 @@ class PromptFormat:
     chat template, ending with :data:`CHAT_REQUEST`, and the shot opening
     (``<begin>\nText:``) as the start of the assistant's answer; ``before``
     and ``after`` are the template's text around the message.
+
+    ``single_line``: every example (shot, record, negative) is written on
+    one line, its line breaks turned into spaces, and generation also stops
+    at a newline. Without it a small model runs past the example into new
+    lines of its own (headings, lists, code), far from one-line corpora.
     """
 
     name: str = "raw"
     before: str = ""
     after: str = ""
+    single_line: bool = True
 
     @property
     def add_special_tokens(self) -> bool:
@@ -53,13 +59,25 @@ class PromptFormat:
     def _tail(self, label: str | None) -> str:
         return (CHAT_REQUEST + self.after if self.name == "chat" else "") + opening(label)
 
+    @property
+    def stop(self) -> list[str]:
+        """Where a generated example ends."""
+        return STOP + ["\n"] if self.single_line else STOP
+
+    def example(self, text: str) -> str:
+        """An example's text as the prompt writes it."""
+        return " ".join(text.split()) if self.single_line else text.strip()
+
     def to_dict(self) -> dict:
-        return {"name": self.name, "before": self.before, "after": self.after}
+        return {"name": self.name, "before": self.before, "after": self.after, "single_line": self.single_line}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "PromptFormat":
-        """From :meth:`to_dict`; None (files written before formats existed) is raw."""
-        return cls() if d is None else cls(d["name"], d.get("before", ""), d.get("after", ""))
+        """From :meth:`to_dict`; None (files written before formats existed) is
+        raw, and files written before ``single_line`` existed keep line breaks."""
+        if d is None:
+            return cls(single_line=False)
+        return cls(d["name"], d.get("before", ""), d.get("after", ""), d.get("single_line", False))
 
 
 def check_format(prompt_format) -> None:
@@ -68,20 +86,22 @@ def check_format(prompt_format) -> None:
         raise InvalidInputError(f"prompt_format must be one of {FORMATS}, got {prompt_format!r}")
 
 
-def resolve_format(model, prompt_format: str = "auto") -> PromptFormat:
+def resolve_format(model, prompt_format: str = "auto", single_line: bool = True) -> PromptFormat:
     """The :class:`PromptFormat` for ``prompt_format`` ("raw", "chat", or
     "auto": the model's :attr:`~epsvec.Model.prompt_format`)."""
     check_format(prompt_format)
+    if not isinstance(single_line, bool):
+        raise InvalidInputError(f"single_line must be True or False, got {single_line!r}")
     if prompt_format == "auto":
         prompt_format = model.prompt_format
     if prompt_format == "raw":
-        return PromptFormat()
+        return PromptFormat(single_line=single_line)
     rendered = model.chat_prompt(_USER_MESSAGE)
     before, found, after = rendered.partition(_USER_MESSAGE)
     if not found:
         raise InvalidInputError("this model's chat template does not write the user message verbatim; "
                                 "use prompt_format='raw'")
-    return PromptFormat("chat", before, after)
+    return PromptFormat("chat", before, after, single_line)
 
 
 def header(domain: str | None, label: str | None) -> str:
@@ -94,8 +114,8 @@ def header(domain: str | None, label: str | None) -> str:
     )
 
 
-def shot(text: str, label: str | None) -> str:
-    return f"<begin>\n{_label_line(label)}Text: {text.strip()}\n</end>\n"
+def shot(text: str, label: str | None, fmt: PromptFormat = PromptFormat()) -> str:
+    return f"<begin>\n{_label_line(label)}Text: {fmt.example(text)}\n</end>\n"
 
 
 def opening(label: str | None) -> str:
@@ -107,9 +127,9 @@ def _label_line(label: str | None) -> str:
     return "" if label is None else f"Label: {label}\n"
 
 
-def prefix(domain: str | None, label: str | None, fixed_shots: list[str]) -> str:
+def prefix(domain: str | None, label: str | None, fixed_shots: list[str], fmt: PromptFormat = PromptFormat()) -> str:
     """Header and fixed shots: everything before the data shot."""
-    return header(domain, label) + "".join(shot(s, label) for s in fixed_shots)
+    return header(domain, label) + "".join(shot(s, label, fmt) for s in fixed_shots)
 
 
 @dataclass
@@ -138,7 +158,7 @@ def with_examples(model, prefix_text: str, examples: list[str], label: str | Non
     how many were truncated)``, where ``head`` (the prefix and the data
     shot's opening, public) starts every prompt."""
     head, tail = frame(model, prefix_text, label, fmt)
-    bodies = model.tokenize([" " + e.strip() for e in examples], add_special_tokens=False) if examples else []
+    bodies = model.tokenize([" " + fmt.example(e) for e in examples], add_special_tokens=False) if examples else []
     pieces, truncated = [], 0
     for body in bodies:
         if len(body) > max_example_tokens:

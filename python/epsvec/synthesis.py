@@ -61,7 +61,7 @@ class ClassPlan:
     @property
     def prompt(self) -> str:
         label = None if self.label is None else str(self.label)
-        return self.format.prompt(prompts.prefix(self.domain, label, self.shots), label)
+        return self.format.prompt(prompts.prefix(self.domain, label, self.shots, self.format), label)
 
     @classmethod
     def from_vector(cls, vector: DatasetVector) -> "ClassPlan":
@@ -105,7 +105,9 @@ def synthesize(
     fixed_shots: str | Sequence[str] | Mapping[Any, Sequence[str]] | None = None,
     num_shots: int = 2,
     shots_eps: float | None = None,
+    shot_candidates: Sequence[str] | Mapping[Any, Sequence[str]] | None = None,
     prompt_format: str = "auto",
+    single_line: bool = True,
     classes: Sequence[Any] | None = None,
     strength: float = 0.06,
     temperature: float = 1.0,
@@ -156,10 +158,18 @@ def synthesize(
         num_shots: Shots per prompt (k) for "synthetic" and "private".
         shots_eps: Budget of the private shot vote (default 0.1, with a
             tenth of delta, as in the reference); the vector gets the rest.
+        shot_candidates: Public texts the records vote over with
+            ``fixed_shots="private"`` (a list, or ``{label: list}``): e.g.
+            public text of the same domain. Real-looking shots help the
+            default model far more than its own samples, the candidates
+            when this is None.
         prompt_format: ``"raw"`` text (base models, as the paper runs them),
             ``"chat"`` (the shots as a user message through the chat
             template, instruct models), or ``"auto"``: the model's
             :attr:`~epsvec.Model.prompt_format`.
+        single_line: Write every example on one line (line breaks become
+            spaces) and stop each generated one at a newline (default).
+            False keeps line breaks, for multi-paragraph texts.
         classes: The public label set, required with ``labels`` (a
             ``datasets.ClassLabel`` column declares its own): every class
             gets ``n`` samples, even one without records (its vector is pure
@@ -195,7 +205,8 @@ def synthesize(
         raise PrivacyError(f"eps must be a number or a list of distinct numbers, got {eps!r}")
     model, releases = _private_steps_grid(
         texts, eps_grid, labels=labels, delta=delta, model=model, domain=domain, method=method,
-        fixed_shots=fixed_shots, num_shots=num_shots, shots_eps=shots_eps, prompt_format=prompt_format,
+        fixed_shots=fixed_shots, num_shots=num_shots, shots_eps=shots_eps, shot_candidates=shot_candidates, prompt_format=prompt_format,
+        single_line=single_line,
         classes=classes, layers=layers,
         clip_norm=clip_norm, pool=pool, sample_rate=sample_rate, adjacency=adjacency,
         text_column=text_column, label_column=label_column, batch_size=batch_size, progress=progress, seed=seed,
@@ -240,7 +251,7 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
         blocks = _contiguous(indices, todo) if attempt == 0 else [(indices[r], [r]) for r in todo]
         for start, rows in blocks:
             texts = model.generate([plan.prompt] * len(rows), steer=steer, strength=strength, temperature=temperature,
-                                   top_p=top_p, max_new_tokens=max_new_tokens, stop=prompts.STOP,
+                                   top_p=top_p, max_new_tokens=max_new_tokens, stop=plan.format.stop,
                                    seed=seed if attempt == 0 else derive_seed(seed, "empty retry", attempt),
                                    batch_size=batch_size, progress=progress and attempt == 0, stream_start=start,
                                    add_special_tokens=plan.format.add_special_tokens)
@@ -271,7 +282,8 @@ def private_steps(texts, eps, **options) -> tuple[Model, list[ClassPlan], dict]:
 
 
 def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None, domain=None, method="epsvec",
-                        fixed_shots=None, num_shots=2, shots_eps=None, prompt_format="auto", classes=None, layers="auto",
+                        fixed_shots=None, num_shots=2, shots_eps=None, shot_candidates=None, prompt_format="auto", single_line=True,
+                        classes=None, layers="auto",
                         clip_norm="auto", pool="mean", sample_rate=None, adjacency="add_remove",
                         text_column="text", label_column="label", batch_size=16, progress=True, seed=None,
                         noise_seed=None, max_new_tokens=64, num_negatives=64,
@@ -296,6 +308,10 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
     if isinstance(fixed_shots, str) and fixed_shots not in ("synthetic", "private"):
         raise InvalidInputError(f'fixed_shots must be "synthetic", "private" or a list of texts, got {fixed_shots!r}')
     private_shots = fixed_shots == "private" and method != "zero_shot"
+    if shot_candidates is not None and fixed_shots != "private":
+        raise InvalidInputError('shot_candidates are voted over only with fixed_shots="private"')
+    candidates_of = (lambda label: None) if shot_candidates is None else shots_by_label(shot_candidates,
+                                                                                         "shot_candidates")
     if len(eps_grid) > 1 and (private_shots or rate < 1):
         # Shared shots or a shared Poisson sample would couple the releases.
         raise InvalidInputError("an eps sweep needs public shots and no sample_rate")
@@ -307,7 +323,7 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
     if not isinstance(model, Model):
         model = load_model(model)
     layer_list = resolve_layers(layers, model.config.num_layers) if method == "epsvec" else []
-    fmt = prompts.resolve_format(model, prompt_format)
+    fmt = prompts.resolve_format(model, prompt_format, single_line)
 
     vote_steps, shots_of, class_prompts = [], {}, {}
     for label, records in groups.items():
@@ -318,7 +334,8 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
         elif private_shots:
             shots, step = _vote_shots(model, fmt, records, domain, label_text, num_shots, budgets[0]["shots"],
                                       adjacency, batch_size, progress, seed_for("shot candidates"),
-                                      derive_seed(noise_seed, "shot vote noise", label_text), max_new_tokens)
+                                      derive_seed(noise_seed, "shot vote noise", label_text), max_new_tokens,
+                                      candidates_of(label))
             vote_steps.append(step)
         else:
             shots = _public_shots(model, fmt, fixed_shots, label, domain, label_text, num_shots, batch_size,
@@ -383,9 +400,9 @@ def _split_budget(eps, delta, shots_eps, private_shots: bool, vector: bool) -> d
 def _zero_shot(model, fmt, domain, label_text, count, batch_size, seed, progress=False, max_new_tokens=64) -> list:
     """The model's own samples from the prompt without shots (public), at
     SHOT_TEMPERATURE: shot candidates for both the free and the voted shots."""
-    prompt = fmt.prompt(prompts.prefix(domain, label_text, []), label_text)
+    prompt = fmt.prompt(prompts.prefix(domain, label_text, [], fmt), label_text)
     return model.generate([prompt] * count, max_new_tokens=max_new_tokens, temperature=SHOT_TEMPERATURE,
-                          stop=prompts.STOP, seed=seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
+                          stop=fmt.stop, seed=seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
                           progress=progress, return_ids=True, add_special_tokens=fmt.add_special_tokens)
 
 
@@ -404,15 +421,23 @@ def _public_shots(model, fmt, fixed_shots, label, domain, label_text, k, batch_s
 
 
 def _vote_shots(model, fmt, records, domain, label_text, k, budget, adjacency, batch_size, progress, seed, noise_seed,
-                max_new_tokens=64) -> tuple[list[str], PrivacyStep]:
-    """k zero-shot candidates chosen by the records' noisy nearest-candidate
-    vote, and the step's report. Each record's vote depends on that record
-    alone (it is embedded alone), so the histogram has L2 sensitivity 1
-    under add/remove (sqrt 2 under substitution; calibrated to 2)."""
+                max_new_tokens=64, public=None) -> tuple[list[str], PrivacyStep]:
+    """k candidates (the ``public`` texts, or the model's zero-shot samples)
+    chosen by the records' noisy nearest-candidate vote, and the step's
+    report. Each record's vote depends on that record alone (it is embedded
+    alone), so the histogram has L2 sensitivity 1 under add/remove (sqrt 2
+    under substitution; calibrated to 2)."""
     e, d = budget
     sigma = gaussian_sigma(e, d, adjacency=adjacency)
-    candidates = [g.text.strip() or "." for g in _zero_shot(model, fmt, domain, label_text, SHOT_CANDIDATES,
-                                                            batch_size, seed, progress, max_new_tokens)]
+    if public is not None:
+        candidates, origin = [fmt.example(t) for t in public], "public candidates given by the user"
+        if len(candidates) < k:
+            raise InvalidInputError(f"shot_candidates for class {label_text!r} has {len(candidates)} texts; "
+                                    f"num_shots is {k}")
+    else:
+        candidates = [g.text.strip() or "." for g in _zero_shot(model, fmt, domain, label_text, SHOT_CANDIDATES,
+                                                                batch_size, seed, progress, max_new_tokens)]
+        origin = "model-generated candidates"
     layer = auto_layers(model.config.num_layers)[0]
     c = _embed(model, candidates, layer, batch_size)
     histogram = np.zeros((len(records), len(candidates)), dtype=np.float32)
@@ -425,7 +450,7 @@ def _vote_shots(model, fmt, records, domain, label_text, k, budget, adjacency, b
     top = np.argsort(-noisy[0], kind="stable")[:k]  # normalising keeps the order
     step = PrivacyStep(
         "fixed-shot selection", float(e), float(d), sigma, 1.0, adjacency, {str(label_text): 1.0},
-        f"each record votes for its nearest of {SHOT_CANDIDATES} model-generated candidates (cosine of pooled "
+        f"each record votes for its nearest of {len(candidates)} {origin} (cosine of pooled "
         "residual states, the record embedded alone); Gaussian noise on the vote histogram (L2 sensitivity 1; "
         "with substitution calibrated to 2, above the true sqrt 2); the top num_shots candidates are kept",
         info["accountant"], info["noise"], [], None, "one vote per record", info["seeded"])

@@ -1,0 +1,107 @@
+"""InvisibleInk (Vinod et al., NeurIPS 2025; PyPI `invink` 0.1.0) as a peer:
+DP decoding by clipped private-minus-public logits, run on the same model,
+records and (eps, delta) as epsvec.
+
+Each InvisibleInk sample reads its own batch of `batch_size - 1` private
+records at every token (disjoint batches: parallel composition), so 200
+records give at most 200 // 7 = 28 samples at its default batch of 8, and
+its clip norm shrinks as more tokens are budgeted. EPSVec reads each record
+once, whatever the number or length of samples.
+
+    pip install --no-deps invink==0.1.0        # its other needs come with the test extra
+    python scripts/peer_invink.py              # amazon snippets (scripts/tune.py), eps 4
+
+invink 0.1.0's utils.py has an f-string that parses only on Python >= 3.12;
+on older Pythons `load_invink` imports a copy with that one line rewritten.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HF_DIR = os.path.expanduser("~/.cache/epsvec/smollm2-135m-instruct-hf")
+FSTRING = re.compile(r'\{"all devices" if device_map == "auto" else device_map\}')
+
+
+def load_invink():
+    """The `invink` package, importable on Python 3.10/3.11 too."""
+    spec = importlib.util.find_spec("invink")
+    if spec is None:
+        sys.exit("pip install --no-deps invink==0.1.0")
+    try:
+        return importlib.import_module("invink")
+    except SyntaxError:
+        source = list(spec.submodule_search_locations)[0]
+        copy = os.path.join(tempfile.mkdtemp(prefix="invink-"), "invink")
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        utils = os.path.join(copy, "utils.py")
+        text = open(utils, encoding="utf-8").read()
+        with open(utils, "w", encoding="utf-8") as f:
+            f.write(FSTRING.sub("{'all devices' if device_map == 'auto' else device_map}", text))
+        sys.modules.pop("invink", None)
+        sys.path.insert(0, os.path.dirname(copy))
+        return importlib.import_module("invink")
+
+
+def default_model_as_hf() -> str:
+    """The embedded SmolLM2-135M-Instruct GGUF, dequantised by transformers
+    into an HF folder (what InvisibleInk loads); the same weights epsvec runs."""
+    if not os.path.isdir(HF_DIR):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from epsvec._default_model import default_model_path
+
+        gguf = default_model_path()
+        folder, name = os.path.dirname(gguf), os.path.basename(gguf)
+        AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).save_pretrained(HF_DIR)
+        AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(HF_DIR)
+    return HF_DIR
+
+
+def synthesize(private: dict, n: int, eps: float, delta: float, domain: str, max_new_tokens: int,
+               batch_size: int = 8, seed: int = 0) -> tuple[list[str], list, dict]:
+    """InvisibleInk samples per class (at most n, and at most
+    records // (batch_size - 1)), their labels, and its costs."""
+    invink = load_invink()
+    path = default_model_as_hf()
+    texts, labels, start = [], [], time.time()
+    for label, records in private.items():
+        num = min(n, len(records) // (batch_size - 1))
+        what = domain if label is None else f"{domain} (label: {label})"
+        out = invink.generate(records, path, dataset_desc=what, epsilon=eps, delta=delta, batch_size=batch_size,
+                              num=num, max_toks=max_new_tokens, dtype="float32", device_map=-1,
+                              allow_download=False, random_seed=seed)
+        texts += out.texts
+        labels += [label] * len(out.texts)
+    cost = {"wall_s": time.time() - start, "records_per_sample": batch_size - 1,
+            "forward_rows_per_token": batch_size}
+    return texts, labels, cost
+
+
+def main() -> None:
+    sys.path.insert(0, os.path.dirname(__file__))
+    import tune
+    from epsvec import metrics
+
+    name = os.environ.get("PEER_CORPUS", "amazon")
+    domain, private, held_out, _ = tune.corpus(name)
+    texts, labels, cost = synthesize(private, tune.N, tune.PROTOCOL["eps"], 1e-5, domain,
+                                     tune.PROTOCOL["max_new_tokens"])
+    real = [t for c in held_out for t in held_out[c]]
+    score = metrics.mauve(real, texts, seeds=(0, 1, 2)).mean
+    print(f"invink {name}: pooled MAUVE {score:.3f} from {len(texts)} samples "
+          f"({np.mean([len(t.split()) for t in texts]):.0f} words), {cost}")
+
+
+if __name__ == "__main__":
+    main()
