@@ -204,12 +204,12 @@ def test_dataset_map_recipe(model, tmp_path):
     vector = epsvec.synthesize(RECORDS, 1, eps=4.0, model=model, **FAST).plans[0].vector
     vector.save(tmp_path / "v.safetensors")
     v = epsvec.DatasetVector.load(tmp_path / "v.safetensors")
-    prompt = synth.ClassPlan(v.label, v.prompt["domain"], v.prompt["fixed_shots"]).prompt
-    prompts = datasets.Dataset.from_dict({"prompt": [prompt] * 5})
+    plan = synth.ClassPlan.from_vector(v)
+    prompts = datasets.Dataset.from_dict({"prompt": [plan.prompt] * 5})
     out = prompts.map(lambda batch: {"text": model.generate(batch["prompt"], steer=v, strength=0.06, max_new_tokens=5,
-                                                             stop=epsvec.prompts.STOP, seed=0)},
+                                                             stop=plan.format.stop, seed=0)},
                       batched=True, batch_size=4)
-    assert len(out) == 5 and all(isinstance(t, str) for t in out["text"])
+    assert len(out) == 5 and all(isinstance(t, str) and "\n" not in t for t in out["text"])
 
 
 def test_to_gguf_reads_back_as_a_llama_cpp_control_vector(model, tmp_path):
