@@ -66,13 +66,12 @@ def main() -> None:
     model = epsvec.load_model(os.environ.get("TUNE_MODEL") or None)
     for name in tune.CORPORA:
         domain, private, held_out, _ = tune.corpus(name)
-        records = [t for c in private for t in private[c]]
-        labels = [c for c in private for _ in private[c]]
+        records, labels = tune.flatten(private)
         _, plans, _ = private_steps(records, tune.PROTOCOL["eps"], labels=labels, classes=list(private), model=model,
                                     domain=domain, seed=0, progress=False,
                                     max_new_tokens=tune.PROTOCOL["max_new_tokens"])
         bases = {plan.label: principal_directions(model, plan) for plan in plans}
-        real = [t for c in held_out for t in held_out[c]]
+        real = tune.flatten(held_out)[0]
         for k in KS:
             texts, kept = [], []
             for plan in plans:

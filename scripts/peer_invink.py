@@ -111,7 +111,7 @@ def main() -> None:
     name = os.environ.get("PEER_CORPUS", "amazon")
     eps, delta, max_new_tokens = tune.PROTOCOL["eps"], 1e-5, tune.PROTOCOL["max_new_tokens"]
     domain, private, held_out, _ = tune.corpus(name)
-    real = [t for c in held_out for t in held_out[c]]
+    real = tune.flatten(held_out)[0]
 
     def row(method: str, texts: list[str], cost) -> None:
         score = metrics.mauve(real, texts, seeds=(0, 1, 2)).mean
@@ -123,8 +123,7 @@ def main() -> None:
         texts, _, cost = synthesize(private, tune.N, eps, delta, domain, max_new_tokens, prompts=prompts)
         count = len(texts) // len(private)
         row(which, texts, cost)
-    records = [t for c in private for t in private[c]]
-    labels = [c for c in private for _ in private[c]]
+    records, labels = tune.flatten(private)
     for method in ("zero_shot", "epsvec"):
         start = time.time()
         out = epsvec.synthesize(records, count, labels=labels, classes=list(private), eps=eps, delta=delta,

@@ -109,18 +109,23 @@ def corpus(name: str) -> tuple[str, dict, dict]:
     sys.exit(f"unknown corpus {name!r}")
 
 
+def flatten(by_label: dict) -> tuple[list[str], list]:
+    """``{label: texts}`` as parallel lists of texts and labels."""
+    return [t for c in by_label for t in by_label[c]], [c for c in by_label for _ in by_label[c]]
+
+
 def score(model, options: dict, domain: str, private: dict, held_out: dict, public: dict, seed: int
           ) -> tuple[float, float]:
     """Pooled MAUVE of one run and its mean words per sample. ``"fixed_shots":
     "public"`` gives the two public real records per class as shots."""
     if options.get("fixed_shots") == "public":
         options = {**options, "fixed_shots": public}
-    texts = [t for c in private for t in private[c]]
+    texts, labels = flatten(private)
     labelled = None not in private
-    out = epsvec.synthesize(texts, N, labels=[c for c in private for _ in private[c]] if labelled else None,
+    out = epsvec.synthesize(texts, N, labels=labels if labelled else None,
                             classes=list(private) if labelled else None, model=model, domain=domain, seed=seed,
                             progress=False, **{**PROTOCOL, **options})
-    real = [t for c in held_out for t in held_out[c]]
+    real = flatten(held_out)[0]
     mauve = metrics.mauve(real, out.texts, seeds=(0, 1, 2)).mean
     return mauve, float(np.mean([len(t.split()) for t in out.texts]))
 

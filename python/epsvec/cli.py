@@ -125,8 +125,9 @@ def _private_release(args, release_dir: str):
     from .synthesis import private_steps
 
     settings = {k: getattr(args, k) for k in ("input", "corpus", "text_column", "label_column", "eps", "delta",
-                                              "domain", "method", "fixed_shots", "num_shots", "shots_eps", "shot_candidates",
-                                              "prompt_format", "multi_line", "layers", "classes", "sample_rate", "adjacency", "num_negatives", "noise_seed",
+                                              "domain", "method", "fixed_shots", "num_shots", "shots_eps",
+                                              "shot_candidates", "prompt_format", "multi_line", "layers", "classes",
+                                              "sample_rate", "adjacency", "num_negatives", "noise_seed",
                                               "max_new_tokens", "model")}
     if settings["input"] is not None:  # the release names its input by a hash, not by its (private) path
         settings["input"] = hashlib.sha256(os.path.abspath(settings["input"]).encode()).hexdigest()[:16]

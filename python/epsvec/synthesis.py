@@ -205,9 +205,8 @@ def synthesize(
         raise PrivacyError(f"eps must be a number or a list of distinct numbers, got {eps!r}")
     model, releases = _private_steps_grid(
         texts, eps_grid, labels=labels, delta=delta, model=model, domain=domain, method=method,
-        fixed_shots=fixed_shots, num_shots=num_shots, shots_eps=shots_eps, shot_candidates=shot_candidates, prompt_format=prompt_format,
-        single_line=single_line,
-        classes=classes, layers=layers,
+        fixed_shots=fixed_shots, num_shots=num_shots, shots_eps=shots_eps, shot_candidates=shot_candidates,
+        prompt_format=prompt_format, single_line=single_line, classes=classes, layers=layers,
         clip_norm=clip_norm, pool=pool, sample_rate=sample_rate, adjacency=adjacency,
         text_column=text_column, label_column=label_column, batch_size=batch_size, progress=progress, seed=seed,
         noise_seed=noise_seed, max_new_tokens=max_new_tokens, num_negatives=num_negatives,
@@ -282,8 +281,8 @@ def private_steps(texts, eps, **options) -> tuple[Model, list[ClassPlan], dict]:
 
 
 def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None, domain=None, method="epsvec",
-                        fixed_shots=None, num_shots=2, shots_eps=None, shot_candidates=None, prompt_format="auto", single_line=True,
-                        classes=None, layers="auto",
+                        fixed_shots=None, num_shots=2, shots_eps=None, shot_candidates=None, prompt_format="auto",
+                        single_line=True, classes=None, layers="auto",
                         clip_norm="auto", pool="mean", sample_rate=None, adjacency="add_remove",
                         text_column="text", label_column="label", batch_size=16, progress=True, seed=None,
                         noise_seed=None, max_new_tokens=64, num_negatives=64,
