@@ -1,6 +1,7 @@
 //! Prefill + incremental decoding over a KV cache for one batch of prompts,
 //! with per-row stopping. Rows that finish leave the batch (their cache rows
-//! are dropped), so they stop costing compute.
+//! are dropped), so they stop costing compute; a batch down to one row
+//! decodes with the model's plain-Rust step where it has one (`row_step`).
 
 use tch::{Device, Kind, Tensor};
 
@@ -114,15 +115,18 @@ impl Engine {
         let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); n];
         let mut finish: Vec<Option<Finish>> = vec![None; n];
 
-        let (mut hidden, mut cache) =
+        let (hidden, mut cache) =
             if n > 1 && prompts.iter().all(|p| p == &prompts[0]) && steer.is_none_or(|s| s.rows_equal(hidden_size)) {
                 self.prefill_once(&prompts[0], n, capacity, steer)?
             } else {
                 let mut cache = KvCache::new(config, n as i64, capacity, self.model.placement)?;
                 (self.forward_step(&prefill, &mut cache, steering.as_mut())?, cache)
             };
+        let mut logits = self.model.logits(&hidden)?;
+        // The one row left's steering, for the plain-Rust step.
+        let mut row_steer: Option<Vec<(usize, Vec<f32>)>> = None;
         for step in 0..params.max_new_tokens {
-            let mut logits = self.model.logits(&hidden)?.f_to_kind(Kind::Float)?;
+            logits = logits.f_to_kind(Kind::Float)?;
             if step < params.min_new_tokens && !eos.is_empty() {
                 logits = logits.f_index_fill(1, &eos_tensor, f64::NEG_INFINITY)?;
             }
@@ -180,7 +184,15 @@ impl Engine {
             if let Some(s) = steering.as_mut() {
                 s.prefill = false;
             }
-            hidden = self.forward_step(&step_batch, &mut cache, steering.as_mut())?;
+            logits = match self.model.row_step() {
+                Some(row_step) if keep.len() == 1 => {
+                    if row_steer.is_none() {
+                        row_steer = Some(steering.as_ref().map(|s| s.row_vectors(0)).transpose()?.unwrap_or_default());
+                    }
+                    row_step.step(&step_batch, &mut cache, row_steer.as_deref().unwrap_or_default())?
+                }
+                _ => self.model.logits(&self.forward_step(&step_batch, &mut cache, steering.as_mut())?)?,
+            };
         }
 
         outputs

@@ -118,6 +118,13 @@ impl Steering {
         self.vectors = self.vectors.f_index_select(0, rows)?;
         Ok(())
     }
+
+    /// Batch row `row`'s `(layer, vector)` pairs in float32: what a decoding
+    /// step (one new position, never the prefill) adds in every mode.
+    pub fn row_vectors(&self, row: i64) -> Result<Vec<(usize, Vec<f32>)>> {
+        let row = self.vectors.f_select(0, row)?.f_to_kind(Kind::Float)?;
+        self.layers.iter().enumerate().map(|(i, &l)| Ok((l, Vec::try_from(row.f_select(0, i as i64)?)?))).collect()
+    }
 }
 
 impl BlockHook for Steering {

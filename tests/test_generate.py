@@ -77,15 +77,19 @@ def test_greedy_matches_transformers_on_default_model(default_model, hf_default)
     assert ours(default_model, PROMPTS, 24, batch_size=3) == hf_greedy(hf_default, default_model, PROMPTS, 24)
 
 
-@pytest.mark.parametrize("variant", ["llama", "llama3_rope", "mistral", "qwen3", "gemma2", "gemma3", "olmo2",
-                                     "olmo3"])
+@pytest.mark.parametrize("variant", ["llama", "llama_tied_bias", "llama3_rope", "mistral", "qwen2", "qwen3", "gemma2",
+                                     "gemma3", "olmo2", "olmo3"])
 def test_greedy_matches_transformers_on_tiny_models(tiny_models, variant):
+    """Batched, and one prompt at a time (which the Llama family decodes
+    with the plain-Rust one-row step)."""
     from transformers import AutoModelForCausalLM
 
     path = tiny_models[variant]
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     model = epsvec.load_model(path, device="cpu")
     assert ours(model, SENTENCES, 12, batch_size=4) == hf_greedy(hf, model, SENTENCES, 12)
+    for sentence in SENTENCES:
+        assert ours(model, [sentence], 12) == hf_greedy(hf, model, [sentence], 12)
 
 
 @pytest.mark.parametrize("positions", ["last", "all", "generated"])
@@ -98,6 +102,9 @@ def test_steered_greedy_matches_transformers_hook(default_model, hf_default, pos
     hook = adding_hook(torch.from_numpy(vector * strength), positions)
     want = hf_greedy(hf_default, default_model, PROMPTS, 16, hook=(layer, hook))
     assert got == want
+    for prompt in PROMPTS:  # one row: the plain-Rust step
+        one = ours(default_model, [prompt], 16, steer={layer: vector}, strength=strength, positions=positions)
+        assert one == hf_greedy(hf_default, default_model, [prompt], 16, hook=(layer, hook))
     assert got != ours(default_model, PROMPTS, 16), "the steering should change the text"
 
 

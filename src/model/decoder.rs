@@ -9,6 +9,7 @@ use crate::model::config::{Family, ModelConfig, RopeScaling};
 use crate::model::kv_cache::KvCache;
 use crate::model::layers::{attention_mask, rope_inv_freq, Batch, Linear, NormStyle, RmsNorm, Rope};
 use crate::model::placement::Placement;
+use crate::model::row_step::RowStep;
 use crate::model::weights::WeightSource;
 use crate::model::{gemma, llama, olmo};
 
@@ -51,6 +52,8 @@ pub struct Decoder {
     /// `[head_dim / 2]` float32 rotary frequencies: full-attention layers,
     /// then (when the config has its own) sliding-window layers.
     inv_freq: Vec<Tensor>,
+    /// The one-row decoding step, where the model's weights allow it.
+    row_step: Option<RowStep>,
 }
 
 impl Decoder {
@@ -81,7 +84,21 @@ impl Decoder {
         if let Some(theta) = config.sliding_rope_theta {
             inv_freq.push(rope_inv_freq(config.head_dim, theta, &RopeScaling::None, at.device)?);
         }
-        Ok(Self { config, placement: at, embed_tokens, embed_scale, layers, norm, lm_head, inv_freq })
+        let llama_blocks: Option<Vec<&llama::Block>> =
+            layers.iter().map(|b| if let Block::Llama(b) = b { Some(b) } else { None }).collect();
+        let row_step = match llama_blocks {
+            Some(blocks) if inv_freq.len() == 1 => {
+                RowStep::new(&config, &blocks, &embed_tokens, &norm, &lm_head, &inv_freq[0])?
+            }
+            _ => None,
+        };
+        Ok(Self { config, placement: at, embed_tokens, embed_scale, layers, norm, lm_head, inv_freq, row_step })
+    }
+
+    /// The plain-Rust decoding step for one row (float32 Llama-family
+    /// models on the CPU), or `None` where only the libtorch path runs.
+    pub fn row_step(&self) -> Option<&RowStep> {
+        self.row_step.as_ref()
     }
 
     /// Which rotary table layer `l` uses.

@@ -67,6 +67,16 @@ impl KvCache {
         self.len += t;
     }
 
+    /// Positions filled so far.
+    pub fn filled(&self) -> i64 {
+        self.len
+    }
+
+    /// Layer `layer`'s key and value buffers, `[batch, kv_heads, capacity, head_dim]`.
+    pub fn buffers(&mut self, layer: usize) -> &mut (Tensor, Tensor) {
+        &mut self.layers[layer]
+    }
+
     /// Keeps only the batch rows in `rows` (int64 indices), so finished
     /// rows stop costing compute.
     pub fn keep_rows(&mut self, rows: &Tensor) -> Result<()> {

@@ -17,9 +17,9 @@ use crate::model::weights::WeightSource;
 pub struct Linear {
     /// `[out, in]` for `Kernel::Dense`, `[in, out]` for `Kernel::Transposed`,
     /// oneDNN's layout for `Kernel::Onednn`.
-    weight: Tensor,
-    bias: Option<Tensor>,
-    kernel: Kernel,
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Option<Tensor>,
+    pub(crate) kernel: Kernel,
 }
 
 impl Linear {
@@ -94,8 +94,9 @@ pub enum NormStyle {
 }
 
 pub struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
+    /// In float32 every style multiplies by this (Gemma's `1 + w` is folded in at load).
+    pub(crate) weight: Tensor,
+    pub(crate) eps: f64,
     style: NormStyle,
 }
 
@@ -145,16 +146,16 @@ pub enum QkNorm {
 }
 
 pub struct Attention {
-    qkv: Linear,
-    o_proj: Linear,
-    qk_norm: QkNorm,
-    num_heads: i64,
-    num_kv_heads: i64,
-    head_dim: i64,
+    pub(crate) qkv: Linear,
+    pub(crate) o_proj: Linear,
+    pub(crate) qk_norm: QkNorm,
+    pub(crate) num_heads: i64,
+    pub(crate) num_kv_heads: i64,
+    pub(crate) head_dim: i64,
     /// Score scale when not `1/sqrt(head_dim)` (Gemma's `query_pre_attn_scalar`).
-    scale: Option<f64>,
+    pub(crate) scale: Option<f64>,
     /// `cap * tanh(scores / cap)` before the mask (Gemma 2).
-    softcap: Option<f64>,
+    pub(crate) softcap: Option<f64>,
 }
 
 /// Rotary position embedding tables for one batch, `[batch, 1, seq, head_dim]`.
@@ -291,10 +292,10 @@ impl Attention {
 }
 
 pub struct Mlp {
-    gate_up: Linear,
-    down: Linear,
-    intermediate: i64,
-    act: Activation,
+    pub(crate) gate_up: Linear,
+    pub(crate) down: Linear,
+    pub(crate) intermediate: i64,
+    pub(crate) act: Activation,
 }
 
 impl Mlp {

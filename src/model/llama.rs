@@ -11,10 +11,10 @@ use crate::model::placement::Placement;
 use crate::model::weights::WeightSource;
 
 pub struct Block {
-    input_norm: RmsNorm,
-    attention: Attention,
-    post_norm: RmsNorm,
-    mlp: Mlp,
+    pub(crate) input_norm: RmsNorm,
+    pub(crate) attention: Attention,
+    pub(crate) post_norm: RmsNorm,
+    pub(crate) mlp: Mlp,
 }
 
 impl Block {

@@ -1,7 +1,7 @@
 //! Checkpoints and the decoder they describe: configuration and the
 //! architecture registry, weight sources (safetensors, GGUF via
-//! `crate::gguf`), the shared layers, one block module per family, and the
-//! decoder that runs them.
+//! `crate::gguf`), the shared layers, one block module per family, the
+//! decoder that runs them, and its one-row CPU decoding step.
 
 pub mod config;
 pub mod decoder;
@@ -14,4 +14,5 @@ pub mod llama;
 pub mod load;
 pub mod olmo;
 pub mod placement;
+pub mod row_step;
 pub mod weights;

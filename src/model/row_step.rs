@@ -1,0 +1,568 @@
+//! One decoding step of one row on the CPU in float32, in plain Rust.
+//!
+//! At batch 1 a step through libtorch is ~1,000 small ops whose dispatch and
+//! thread start-up cost about as much as reading the weights. This step does
+//! the Llama block's arithmetic directly on the same weight tensors (held
+//! `[in, out]` by `Kernel::Transposed`) and the same KV cache: RMSNorm, fused
+//! q/k/v (with bias and per-head q/k norm), rotary embedding, attention over
+//! the cached keys (sliding window included), the gated MLP, the steering
+//! adds, the final norm and the LM head. Each matrix-vector product gives
+//! every thread one contiguous block of the weight's rows (so each streams
+//! its own memory) and is vectorised for AVX-512 or AVX2+FMA when the CPU
+//! has them; the threads' partial sums are added in a fixed order, so a
+//! result depends on the thread count only. Other families and weight
+//! layouts take the libtorch path.
+
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+use rayon::{ThreadPool, ThreadPoolBuilder};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{EpsvecError, Result};
+use crate::model::config::{Activation, ModelConfig};
+use crate::model::kernels::Kernel;
+use crate::model::kv_cache::KvCache;
+use crate::model::layers::{Batch, Linear, QkNorm, RmsNorm};
+use crate::model::llama;
+
+/// A float32 CPU tensor this module only reads, through `floats`.
+struct Weight(Tensor);
+
+// SAFETY: libtorch tensors may be read from several threads at once; a
+// `Weight` is never written after construction.
+unsafe impl Sync for Weight {}
+
+impl Weight {
+    fn new(t: &Tensor) -> Option<Self> {
+        (t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous()).then(|| Self(t.shallow_clone()))
+    }
+
+    fn floats(&self) -> &[f32] {
+        // SAFETY: checked in `new`: contiguous float32 on the CPU, `numel` elements.
+        unsafe { std::slice::from_raw_parts(self.0.data_ptr() as *const f32, self.0.numel()) }
+    }
+}
+
+/// A linear held `[in, out]`, plus its bias.
+struct Matrix {
+    weight: Weight,
+    bias: Option<Weight>,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+impl Matrix {
+    fn new(linear: &Linear) -> Option<Self> {
+        if linear.kernel != Kernel::Transposed {
+            return None;
+        }
+        let size = linear.weight.size();
+        let bias = match &linear.bias {
+            Some(b) => Some(Weight::new(b)?),
+            None => None,
+        };
+        Some(Self { weight: Weight::new(&linear.weight)?, bias, in_dim: size[0] as usize, out_dim: size[1] as usize })
+    }
+
+    /// `y = x · W + b`. `partials` is scratch space.
+    fn apply(&self, x: &[f32], y: &mut [f32], partials: &mut Vec<f32>) {
+        let (w, out) = (self.weight.floats(), self.out_dim);
+        let block = self.in_dim.div_ceil(rayon::current_num_threads()).next_multiple_of(4);
+        partials.clear();
+        partials.resize(self.in_dim.div_ceil(block) * out, 0.0);
+        partials.par_chunks_mut(out).enumerate().for_each(|(t, part)| {
+            let rows = t * block..((t + 1) * block).min(self.in_dim);
+            add_rows(&x[rows.clone()], &w[rows.start * out..rows.end * out], part);
+        });
+        let mut parts = partials.chunks_exact(out);
+        y.copy_from_slice(parts.next().expect("at least one block"));
+        for part in parts {
+            add_assign(y, part);
+        }
+        if let Some(b) = &self.bias {
+            add_assign(y, b.floats());
+        }
+    }
+}
+
+/// An RMSNorm's weight and epsilon.
+struct Norm {
+    weight: Weight,
+    eps: f32,
+}
+
+impl Norm {
+    fn new(norm: &RmsNorm) -> Option<Self> {
+        Some(Self { weight: Weight::new(&norm.weight)?, eps: norm.eps as f32 })
+    }
+
+    /// `x / rms(x) * w`, in place, over each `w`-sized piece of `x`.
+    fn apply(&self, x: &mut [f32]) {
+        let w = self.weight.floats();
+        for piece in x.chunks_exact_mut(w.len()) {
+            let mean_square = dot(piece, piece) / w.len() as f32;
+            let scale = 1.0 / (mean_square + self.eps).sqrt();
+            for (v, &w) in piece.iter_mut().zip(w) {
+                *v = w * (*v * scale);
+            }
+        }
+    }
+}
+
+struct Layer {
+    input_norm: Norm,
+    qkv: Matrix,
+    qk_norm: Option<(Norm, Norm)>,
+    o_proj: Matrix,
+    post_norm: Norm,
+    gate_up: Matrix,
+    down: Matrix,
+    window: Option<i64>,
+}
+
+impl Layer {
+    fn new(block: &llama::Block, window: Option<i64>) -> Option<Self> {
+        let attention = &block.attention;
+        if attention.scale.is_some() || attention.softcap.is_some() || block.mlp.act != Activation::Silu {
+            return None;
+        }
+        let qk_norm = match &attention.qk_norm {
+            QkNorm::None => None,
+            QkNorm::PerHead(q, k) => Some((Norm::new(q)?, Norm::new(k)?)),
+            QkNorm::FullWidth(..) => return None,
+        };
+        Some(Self {
+            input_norm: Norm::new(&block.input_norm)?,
+            qkv: Matrix::new(&attention.qkv)?,
+            qk_norm,
+            o_proj: Matrix::new(&attention.o_proj)?,
+            post_norm: Norm::new(&block.post_norm)?,
+            gate_up: Matrix::new(&block.mlp.gate_up)?,
+            down: Matrix::new(&block.mlp.down)?,
+            window,
+        })
+    }
+}
+
+/// The model's weights, viewed for one-row steps.
+pub struct RowStep {
+    embed: Weight,
+    layers: Vec<Layer>,
+    norm: Norm,
+    lm_head: Matrix,
+    inv_freq: Vec<f32>,
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    intermediate: usize,
+}
+
+impl RowStep {
+    /// The step for a decoder of Llama-family `blocks`, or `None` when some
+    /// part is not a float32 CPU tensor in the layouts this step reads.
+    pub fn new(
+        config: &ModelConfig,
+        blocks: &[&llama::Block],
+        embed: &Tensor,
+        norm: &RmsNorm,
+        lm_head: &Linear,
+        inv_freq: &Tensor,
+    ) -> Result<Option<Self>> {
+        let layers: Option<Vec<Layer>> =
+            blocks.iter().zip(&config.sliding_window).map(|(b, &w)| Layer::new(b, w)).collect();
+        let (Some(layers), Some(embed), Some(norm), Some(lm_head)) =
+            (layers, Weight::new(embed), Norm::new(norm), Matrix::new(lm_head))
+        else {
+            return Ok(None);
+        };
+        if config.final_logit_softcapping.is_some() || config.sliding_rope_theta.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            embed,
+            layers,
+            norm,
+            lm_head,
+            inv_freq: Vec::try_from(inv_freq.f_to_kind(Kind::Float)?)?,
+            hidden: config.hidden_size as usize,
+            heads: config.num_heads as usize,
+            kv_heads: config.num_kv_heads as usize,
+            head_dim: config.head_dim as usize,
+            intermediate: config.intermediate_size as usize,
+        }))
+    }
+
+    /// Logits `[1, vocab]` after the one token of the one-row `batch`
+    /// (whose mask covers the cache slots and this token), appending its
+    /// keys and values to `cache`; `steer` adds a vector after each listed block.
+    pub fn step(&self, batch: &Batch, cache: &mut KvCache, steer: &[(usize, Vec<f32>)]) -> Result<Tensor> {
+        let slot = cache.filled() as usize;
+        let vocab = self.lm_head.out_dim;
+        let key_mask = Vec::<i64>::try_from(&batch.attention_mask.f_reshape([-1])?)?;
+        let (token, position) = (batch.input_ids.f_int64_value(&[0, 0])?, batch.positions.f_int64_value(&[0, 0])?);
+        if batch.input_ids.numel() != 1 || key_mask.len() != slot + 1 || !(0..vocab as i64).contains(&token) {
+            return Err(EpsvecError::InvalidInput(format!(
+                "one-row step: {:?} tokens (id {token} of {vocab}), {} mask entries for {} slots",
+                batch.input_ids.size(),
+                key_mask.len(),
+                slot + 1
+            )));
+        }
+        let mut caches = Vec::with_capacity(self.layers.len());
+        for l in 0..self.layers.len() {
+            let (k, v) = cache.buffers(l);
+            caches.push((KvBuffer::new(k, slot)?, KvBuffer::new(v, slot)?));
+        }
+        let logits = pool()?.install(|| self.run(token as usize, position, &key_mask, &mut caches, steer));
+        cache.advance(1);
+        Ok(Tensor::f_from_slice(&logits)?.f_reshape([1, vocab as i64])?)
+    }
+
+    fn run(
+        &self,
+        token: usize,
+        position: i64,
+        key_mask: &[i64],
+        caches: &mut [(KvBuffer, KvBuffer)],
+        steer: &[(usize, Vec<f32>)],
+    ) -> Vec<f32> {
+        let (h, hd) = (self.hidden, self.head_dim);
+        let (q_dim, kv_dim) = (self.heads * hd, self.kv_heads * hd);
+        let mut x = self.embed.floats()[token * h..(token + 1) * h].to_vec();
+        let (cos, sin) = self.rotary(position);
+        let (mut normed, mut out) = (vec![0.0; h], vec![0.0; h]);
+        let mut qkv = vec![0.0; q_dim + 2 * kv_dim];
+        let mut attended = vec![0.0; q_dim];
+        let mut gate_up = vec![0.0; 2 * self.intermediate];
+        let mut partials = Vec::new();
+        for (l, (layer, (keys, values))) in self.layers.iter().zip(caches.iter_mut()).enumerate() {
+            normed.copy_from_slice(&x);
+            layer.input_norm.apply(&mut normed);
+            layer.qkv.apply(&normed, &mut qkv, &mut partials);
+            let (q, kv) = qkv.split_at_mut(q_dim);
+            let (k, v) = kv.split_at_mut(kv_dim);
+            if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                q_norm.apply(q);
+                k_norm.apply(k);
+            }
+            for head in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
+                rotate(head, &cos, &sin);
+            }
+            keys.write(k, hd);
+            values.write(v, hd);
+            self.attend(q, keys, values, key_mask, layer.window, &mut attended);
+            layer.o_proj.apply(&attended, &mut out, &mut partials);
+            add_assign(&mut x, &out);
+
+            normed.copy_from_slice(&x);
+            layer.post_norm.apply(&mut normed);
+            layer.gate_up.apply(&normed, &mut gate_up, &mut partials);
+            let (gate, up) = gate_up.split_at_mut(self.intermediate);
+            for (g, &u) in gate.iter_mut().zip(up.iter()) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+            layer.down.apply(gate, &mut out, &mut partials);
+            add_assign(&mut x, &out);
+            if let Some((_, vector)) = steer.iter().find(|(at, _)| *at == l) {
+                add_assign(&mut x, vector);
+            }
+        }
+        self.norm.apply(&mut x);
+        let mut logits = vec![0.0; self.lm_head.out_dim];
+        self.lm_head.apply(&x, &mut logits, &mut partials);
+        logits
+    }
+
+    /// HF's tables for one position: float32 `position * inv_freq`, then cos and sin.
+    fn rotary(&self, position: i64) -> (Vec<f32>, Vec<f32>) {
+        let angles = self.inv_freq.iter().map(|f| position as f32 * f);
+        angles.map(|a| (a.cos(), a.sin())).unzip()
+    }
+
+    /// Scaled dot-product attention of each query head over the real cache
+    /// slots (within the window), keys shared by groups of heads.
+    fn attend(
+        &self,
+        q: &[f32],
+        keys: &KvBuffer,
+        values: &KvBuffer,
+        key_mask: &[i64],
+        window: Option<i64>,
+        out: &mut [f32],
+    ) {
+        let hd = self.head_dim;
+        let group = self.heads / self.kv_heads;
+        let newest = key_mask.len() - 1;
+        let oldest = window.map_or(0, |w| (newest + 1).saturating_sub(w as usize));
+        let visible: Vec<usize> = (oldest..=newest).filter(|&s| key_mask[s] != 0 || s == newest).collect();
+        let scale = 1.0 / (hd as f32).sqrt();
+        out.par_chunks_mut(hd).zip(q.par_chunks(hd)).enumerate().for_each(|(head, (out, q))| {
+            let kv_head = head / group;
+            let mut weights: Vec<f32> = visible.iter().map(|&s| dot(q, keys.row(kv_head, s, hd)) * scale).collect();
+            let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut total = 0.0;
+            for w in weights.iter_mut() {
+                *w = (*w - max).exp();
+                total += *w;
+            }
+            out.fill(0.0);
+            for (&s, &w) in visible.iter().zip(&weights) {
+                let p = w / total;
+                for (o, &v) in out.iter_mut().zip(values.row(kv_head, s, hd)) {
+                    *o += p * v;
+                }
+            }
+        });
+    }
+}
+
+/// One layer's key or value buffer of a one-row cache, `[1, kv_heads, capacity, head_dim]`.
+struct KvBuffer {
+    ptr: *mut f32,
+    numel: usize,
+    capacity: usize,
+    slot: usize,
+}
+
+// SAFETY: the buffer is written only through `&mut self` (`write`) and read
+// through `&self`; the cache it points into is borrowed mutably for the step.
+unsafe impl Send for KvBuffer {}
+unsafe impl Sync for KvBuffer {}
+
+impl KvBuffer {
+    fn new(t: &mut Tensor, slot: usize) -> Result<Self> {
+        let size = t.size();
+        let ok = t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous() && size[0] == 1;
+        if !ok || slot >= size[2] as usize {
+            return Err(EpsvecError::InvalidInput(format!(
+                "one-row step needs a one-row float32 CPU cache with room; got {size:?} at slot {slot}"
+            )));
+        }
+        Ok(Self { ptr: t.data_ptr() as *mut f32, numel: t.numel(), capacity: size[2] as usize, slot })
+    }
+
+    fn all(&self) -> &[f32] {
+        // SAFETY: checked in `new`; the tensor outlives the step.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.numel) }
+    }
+
+    fn row(&self, kv_head: usize, slot: usize, hd: usize) -> &[f32] {
+        let at = (kv_head * self.capacity + slot) * hd;
+        &self.all()[at..at + hd]
+    }
+
+    /// Stores this step's `[kv_heads * head_dim]` keys or values at its slot.
+    fn write(&mut self, heads: &[f32], hd: usize) {
+        // SAFETY: as `all`, and `&mut self` makes this the only access.
+        let all = unsafe { std::slice::from_raw_parts_mut(self.ptr, self.numel) };
+        for (kv_head, head) in heads.chunks_exact(hd).enumerate() {
+            let at = (kv_head * self.capacity + self.slot) * hd;
+            all[at..at + hd].copy_from_slice(head);
+        }
+    }
+}
+
+/// HF's `x * cos + rotate_half(x) * sin` for one head.
+fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let (x1, x2) = x.split_at_mut(cos.len());
+    for (((a, b), &c), &s) in x1.iter_mut().zip(x2.iter_mut()).zip(cos).zip(sin) {
+        (*a, *b) = (*a * c - *b * s, *b * c + *a * s);
+    }
+}
+
+/// Sixteen running sums, so the compiler can vectorise the loop.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = a16.remainder().iter().zip(b16.remainder()).map(|(x, y)| x * y).sum();
+    let mut lanes = [0.0f32; 16];
+    for (a, b) in a16.zip(b16) {
+        for i in 0..16 {
+            lanes[i] += a[i] * b[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+fn add_assign(y: &mut [f32], x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += x;
+    }
+}
+
+/// Columns per pass over the rows: the partial sums stay in L1.
+const TILE: usize = 2048;
+
+/// `y += x · w` for `w` `[x.len(), y.len()]` row-major, four rows at a time.
+#[inline(always)]
+fn add_rows_with<const FMA: bool>(x: &[f32], w: &[f32], y: &mut [f32]) {
+    let out = y.len();
+    let fma = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
+    for start in (0..out).step_by(TILE) {
+        let end = (start + TILE).min(out);
+        let y = &mut y[start..end];
+        let row = |r: usize| &w[r * out + start..r * out + end];
+        let quads = x.len() / 4 * 4;
+        for r in (0..quads).step_by(4) {
+            let (x0, x1, x2, x3) = (x[r], x[r + 1], x[r + 2], x[r + 3]);
+            let rows = row(r).iter().zip(row(r + 1)).zip(row(r + 2)).zip(row(r + 3));
+            for (y, (((&w0, &w1), &w2), &w3)) in y.iter_mut().zip(rows) {
+                *y = fma(w3, x3, fma(w2, x2, fma(w1, x1, fma(w0, x0, *y))));
+            }
+        }
+        for (r, &xr) in x.iter().enumerate().skip(quads) {
+            for (y, &w) in y.iter_mut().zip(row(r)) {
+                *y = fma(w, xr, *y);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn add_rows_avx512(x: &[f32], w: &[f32], y: &mut [f32]) {
+    add_rows_with::<true>(x, w, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn add_rows_avx2(x: &[f32], w: &[f32], y: &mut [f32]) {
+    add_rows_with::<true>(x, w, y)
+}
+
+fn add_rows(x: &[f32], w: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { add_rows_avx512(x, w, y) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: as above.
+            return unsafe { add_rows_avx2(x, w, y) };
+        }
+    }
+    add_rows_with::<false>(x, w, y)
+}
+
+/// The step's threads: as many as libtorch uses (rebuilt if that changes).
+fn pool() -> Result<Arc<ThreadPool>> {
+    static POOL: Mutex<Option<(usize, Arc<ThreadPool>)>> = Mutex::new(None);
+    let threads = tch::get_num_threads().max(1) as usize;
+    let mut held = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((n, pool)) = held.as_ref() {
+        if *n == threads {
+            return Ok(pool.clone());
+        }
+    }
+    let pool = ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("epsvec-step-{i}"))
+        .build()
+        .map_err(|e| EpsvecError::Device(format!("cannot start the decoding threads: {e}")))?;
+    let pool = Arc::new(pool);
+    *held = Some((threads, pool.clone()));
+    Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::{BlockHook, Positions, Steering};
+    use crate::model::decoder::Decoder;
+    use crate::model::placement::Placement;
+    use crate::model::weights::WeightSource;
+
+    /// Random weights, the same for a name every time (norms near 1).
+    struct RandomWeights;
+
+    impl WeightSource for RandomWeights {
+        fn contains(&self, name: &str) -> bool {
+            name != "lm_head.weight"
+        }
+
+        fn load(&self, name: &str, shape: &[i64], kind: Kind, device: Device) -> Result<Tensor> {
+            let seed = name.bytes().fold(7i64, |h, b| h.wrapping_mul(31).wrapping_add(b as i64));
+            tch::manual_seed(seed);
+            let noise = Tensor::f_randn(shape, (kind, device))?;
+            Ok(if name.contains("norm") {
+                noise.f_mul_scalar(0.1)?.f_add_scalar(1.0)?
+            } else {
+                noise.f_mul_scalar(0.2)?
+            })
+        }
+    }
+
+    fn tiny(variant: &str, extra: &str) -> Decoder {
+        // The step reads `[in, out]` weights: hold every linear that way.
+        std::env::set_var("EPSVEC_LINEAR_KERNEL", "transposed");
+        let dir = std::env::temp_dir().join(format!("epsvec-row-step-{variant}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"architectures": ["{variant}"], "vocab_size": 100, "hidden_size": 64, "intermediate_size": 96,
+                "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "tie_word_embeddings": true {extra}}}"#
+            ),
+        )
+        .unwrap();
+        let config = ModelConfig::from_hf_file(&config).unwrap();
+        Decoder::load(&RandomWeights, config, Placement { device: Device::Cpu, kind: Kind::Float }).unwrap()
+    }
+
+    /// A one-row cache holding the shorter of two left-padded prompts (so
+    /// some of its slots are padding) with room for `steps` more tokens.
+    fn padded_row(model: &Decoder, steps: i64) -> (KvCache, Tensor, i64) {
+        let rows: [&[u32]; 2] = [&[5, 9, 13, 2, 44, 71, 3], &[8, 21, 34, 55]];
+        let batch = Batch::left_padded(&rows, 0, Device::Cpu).unwrap();
+        let mut cache = KvCache::new(&model.config, 2, 7 + steps, model.placement).unwrap();
+        let _prefill = model.forward(&batch, Some(&mut cache), &mut [], true).unwrap();
+        let second = Tensor::from_slice(&[1i64]);
+        cache.keep_rows(&second).unwrap();
+        (cache, batch.attention_mask.index_select(0, &second), 4)
+    }
+
+    /// Tokens fed one at a time through the libtorch forward and through the
+    /// row step (each on its own copy of the cache) give the same logits.
+    fn assert_steps_agree(model: &Decoder) {
+        let step = model.row_step().expect("a Llama-family float32 CPU model has a row step");
+        let hidden = model.config.hidden_size;
+        let vector = Tensor::randn([1, 1, hidden], (Kind::Float, Device::Cpu));
+        let mut steering = Steering::new(vec![1], vector, Positions::Last);
+        steering.prefill = false;
+        let steer = steering.row_vectors(0).unwrap();
+        let (mut torch_cache, mut mask, mut position) = padded_row(model, 6);
+        let (mut rust_cache, ..) = padded_row(model, 6);
+        for token in [17i64, 3, 99, 0, 42, 61] {
+            mask = Tensor::cat(&[&mask, &Tensor::ones([1, 1], (Kind::Int64, Device::Cpu))], 1);
+            let batch = Batch {
+                input_ids: Tensor::from_slice(&[token]).reshape([1, 1]),
+                attention_mask: mask.shallow_clone(),
+                positions: Tensor::from_slice(&[position]).reshape([1, 1]),
+            };
+            let hooks: &mut [&mut dyn BlockHook] = &mut [&mut steering];
+            let want = model.logits(&model.forward(&batch, Some(&mut torch_cache), hooks, true).unwrap().select(1, -1));
+            let got = step.step(&batch, &mut rust_cache, &steer).unwrap();
+            let diff = (got - want.unwrap()).abs().max().double_value(&[]);
+            assert!(diff < 1e-4, "token {token} at {position}: logits differ by {diff}");
+            position += 1;
+        }
+    }
+
+    #[test]
+    fn matches_the_libtorch_step_on_every_llama_variant() {
+        assert_steps_agree(&tiny("LlamaForCausalLM", ""));
+        assert_steps_agree(&tiny("Qwen2ForCausalLM", "")); // q/k/v biases
+        assert_steps_agree(&tiny("Qwen3ForCausalLM", r#", "head_dim": 32"#)); // per-head q/k norm
+        assert_steps_agree(&tiny("MistralForCausalLM", r#", "sliding_window": 5"#));
+    }
+
+    #[test]
+    fn other_families_have_no_row_step() {
+        assert!(tiny("Gemma2ForCausalLM", r#", "head_dim": 16"#).row_step().is_none());
+        assert!(tiny("Olmo2ForCausalLM", "").row_step().is_none());
+    }
+}
