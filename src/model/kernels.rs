@@ -16,6 +16,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
+use crate::model::matmul;
 use crate::model::placement::Placement;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,9 +62,10 @@ pub fn layout(kernel: Kernel, weight: Tensor, bias: Option<Tensor>) -> Result<(T
 pub fn apply(kernel: Kernel, rows: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     Ok(match kernel {
         Kernel::Dense => rows.f_linear(weight, bias)?,
-        Kernel::Transposed => match bias {
-            Some(b) => b.f_addmm(rows, weight)?,
-            None => rows.f_mm(weight)?,
+        Kernel::Transposed => match (matmul::few_rows(rows, weight, bias)?, bias) {
+            (Some(out), _) => out,
+            (None, Some(b)) => b.f_addmm(rows, weight)?,
+            (None, None) => rows.f_mm(weight)?,
         },
         Kernel::Onednn => {
             rows.f_contiguous()?.f_to_mkldnn(None)?.f_mkldnn_linear(weight, bias)?.f_to_dense(None, false)?

@@ -12,6 +12,7 @@ pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 pub mod load;
+pub mod matmul;
 pub mod olmo;
 pub mod placement;
 pub mod row_step;

@@ -6,17 +6,10 @@
 //! `[in, out]` by `Kernel::Transposed`) and the same KV cache: RMSNorm, fused
 //! q/k/v (with bias and per-head q/k norm), rotary embedding, attention over
 //! the cached keys (sliding window included), the gated MLP, the steering
-//! adds, the final norm and the LM head. Each matrix-vector product gives
-//! every thread one contiguous block of the weight's rows (so each streams
-//! its own memory) and is vectorised for AVX-512 or AVX2+FMA when the CPU
-//! has them; the threads' partial sums are added in a fixed order, so a
-//! result depends on the thread count only. Other families and weight
-//! layouts take the libtorch path.
+//! adds, the final norm and the LM head (products: `matmul::vector_times`,
+//! threads: libtorch's own). Other families and weight layouts take the
+//! libtorch path.
 
-use std::sync::{Arc, Mutex};
-
-use rayon::prelude::*;
-use rayon::{ThreadPool, ThreadPoolBuilder};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
@@ -25,6 +18,7 @@ use crate::model::kernels::Kernel;
 use crate::model::kv_cache::KvCache;
 use crate::model::layers::{Batch, Linear, QkNorm, RmsNorm};
 use crate::model::llama;
+use crate::model::matmul;
 
 /// A float32 CPU tensor this module only reads, through `floats`.
 struct Weight(Tensor);
@@ -48,7 +42,6 @@ impl Weight {
 struct Matrix {
     weight: Weight,
     bias: Option<Weight>,
-    in_dim: usize,
     out_dim: usize,
 }
 
@@ -62,24 +55,12 @@ impl Matrix {
             Some(b) => Some(Weight::new(b)?),
             None => None,
         };
-        Some(Self { weight: Weight::new(&linear.weight)?, bias, in_dim: size[0] as usize, out_dim: size[1] as usize })
+        Some(Self { weight: Weight::new(&linear.weight)?, bias, out_dim: size[1] as usize })
     }
 
     /// `y = x · W + b`. `partials` is scratch space.
     fn apply(&self, x: &[f32], y: &mut [f32], partials: &mut Vec<f32>) {
-        let (w, out) = (self.weight.floats(), self.out_dim);
-        let block = self.in_dim.div_ceil(rayon::current_num_threads()).next_multiple_of(4);
-        partials.clear();
-        partials.resize(self.in_dim.div_ceil(block) * out, 0.0);
-        partials.par_chunks_mut(out).enumerate().for_each(|(t, part)| {
-            let rows = t * block..((t + 1) * block).min(self.in_dim);
-            add_rows(&x[rows.clone()], &w[rows.start * out..rows.end * out], part);
-        });
-        let mut parts = partials.chunks_exact(out);
-        y.copy_from_slice(parts.next().expect("at least one block"));
-        for part in parts {
-            add_assign(y, part);
-        }
+        matmul::vector_times(x, self.weight.floats(), y, partials);
         if let Some(b) = &self.bias {
             add_assign(y, b.floats());
         }
@@ -215,7 +196,7 @@ impl RowStep {
             let (k, v) = cache.buffers(l);
             caches.push((KvBuffer::new(k, slot)?, KvBuffer::new(v, slot)?));
         }
-        let logits = pool()?.install(|| self.run(token as usize, position, &key_mask, &mut caches, steer));
+        let logits = self.run(token as usize, position, &key_mask, &mut caches, steer);
         cache.advance(1);
         Ok(Tensor::f_from_slice(&logits)?.f_reshape([1, vocab as i64])?)
     }
@@ -298,20 +279,26 @@ impl RowStep {
         let oldest = window.map_or(0, |w| (newest + 1).saturating_sub(w as usize));
         let visible: Vec<usize> = (oldest..=newest).filter(|&s| key_mask[s] != 0 || s == newest).collect();
         let scale = 1.0 / (hd as f32).sqrt();
-        out.par_chunks_mut(hd).zip(q.par_chunks(hd)).enumerate().for_each(|(head, (out, q))| {
-            let kv_head = head / group;
-            let mut weights: Vec<f32> = visible.iter().map(|&s| dot(q, keys.row(kv_head, s, hd)) * scale).collect();
-            let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0.0;
-            for w in weights.iter_mut() {
-                *w = (*w - max).exp();
-                total += *w;
-            }
-            out.fill(0.0);
-            for (&s, &w) in visible.iter().zip(&weights) {
-                let p = w / total;
-                for (o, &v) in out.iter_mut().zip(values.row(kv_head, s, hd)) {
-                    *o += p * v;
+        let out = matmul::Shared(out.as_mut_ptr());
+        matmul::parallel(&|t, threads| {
+            for head in (t..self.heads).step_by(threads) {
+                // SAFETY: this head's part of `out`, written by this thread only.
+                let out = unsafe { std::slice::from_raw_parts_mut(out.get().add(head * hd), hd) };
+                let q = &q[head * hd..(head + 1) * hd];
+                let kv_head = head / group;
+                let mut weights: Vec<f32> = visible.iter().map(|&s| dot(q, keys.row(kv_head, s, hd)) * scale).collect();
+                let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut total = 0.0;
+                for w in weights.iter_mut() {
+                    *w = (*w - max).exp();
+                    total += *w;
+                }
+                out.fill(0.0);
+                for (&s, &w) in visible.iter().zip(&weights) {
+                    let p = w / total;
+                    for (o, &v) in out.iter_mut().zip(values.row(kv_head, s, hd)) {
+                        *o += p * v;
+                    }
                 }
             }
         });
@@ -328,7 +315,6 @@ struct KvBuffer {
 
 // SAFETY: the buffer is written only through `&mut self` (`write`) and read
 // through `&self`; the cache it points into is borrowed mutably for the step.
-unsafe impl Send for KvBuffer {}
 unsafe impl Sync for KvBuffer {}
 
 impl KvBuffer {
@@ -389,81 +375,6 @@ fn add_assign(y: &mut [f32], x: &[f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y += x;
     }
-}
-
-/// Columns per pass over the rows: the partial sums stay in L1.
-const TILE: usize = 2048;
-
-/// `y += x · w` for `w` `[x.len(), y.len()]` row-major, four rows at a time.
-#[inline(always)]
-fn add_rows_with<const FMA: bool>(x: &[f32], w: &[f32], y: &mut [f32]) {
-    let out = y.len();
-    let fma = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
-    for start in (0..out).step_by(TILE) {
-        let end = (start + TILE).min(out);
-        let y = &mut y[start..end];
-        let row = |r: usize| &w[r * out + start..r * out + end];
-        let quads = x.len() / 4 * 4;
-        for r in (0..quads).step_by(4) {
-            let (x0, x1, x2, x3) = (x[r], x[r + 1], x[r + 2], x[r + 3]);
-            let rows = row(r).iter().zip(row(r + 1)).zip(row(r + 2)).zip(row(r + 3));
-            for (y, (((&w0, &w1), &w2), &w3)) in y.iter_mut().zip(rows) {
-                *y = fma(w3, x3, fma(w2, x2, fma(w1, x1, fma(w0, x0, *y))));
-            }
-        }
-        for (r, &xr) in x.iter().enumerate().skip(quads) {
-            for (y, &w) in y.iter_mut().zip(row(r)) {
-                *y = fma(w, xr, *y);
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn add_rows_avx512(x: &[f32], w: &[f32], y: &mut [f32]) {
-    add_rows_with::<true>(x, w, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn add_rows_avx2(x: &[f32], w: &[f32], y: &mut [f32]) {
-    add_rows_with::<true>(x, w, y)
-}
-
-fn add_rows(x: &[f32], w: &[f32], y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { add_rows_avx512(x, w, y) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: as above.
-            return unsafe { add_rows_avx2(x, w, y) };
-        }
-    }
-    add_rows_with::<false>(x, w, y)
-}
-
-/// The step's threads: as many as libtorch uses (rebuilt if that changes).
-fn pool() -> Result<Arc<ThreadPool>> {
-    static POOL: Mutex<Option<(usize, Arc<ThreadPool>)>> = Mutex::new(None);
-    let threads = tch::get_num_threads().max(1) as usize;
-    let mut held = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((n, pool)) = held.as_ref() {
-        if *n == threads {
-            return Ok(pool.clone());
-        }
-    }
-    let pool = ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("epsvec-step-{i}"))
-        .build()
-        .map_err(|e| EpsvecError::Device(format!("cannot start the decoding threads: {e}")))?;
-    let pool = Arc::new(pool);
-    *held = Some((threads, pool.clone()));
-    Ok(pool)
 }
 
 #[cfg(test)]
