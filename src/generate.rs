@@ -1,13 +1,14 @@
 //! Prefill + incremental decoding over a KV cache for one batch of prompts,
 //! with per-row stopping. Rows that finish leave the batch (their cache rows
-//! are dropped), so they stop costing compute; a batch down to one row
-//! decodes with the model's plain-Rust step where it has one (`row_step`).
+//! are dropped), so they stop costing compute. Decoding steps run the
+//! model's plain-Rust step where it has one (`model::decode_step`).
 
 use tch::{Device, Kind, Tensor};
 
 use crate::engine::Engine;
 use crate::error::{EpsvecError, Result};
 use crate::hooks::{BlockHook, Positions, Steering};
+use crate::model::decode_step::DecodeStep;
 use crate::model::kv_cache::KvCache;
 use crate::model::layers::Batch;
 use crate::sampling::{Sampler, SamplingParams};
@@ -123,8 +124,6 @@ impl Engine {
                 (self.forward_step(&prefill, &mut cache, steering.as_mut())?, cache)
             };
         let mut logits = self.model.logits(&hidden)?;
-        // The one row left's steering, for the plain-Rust step.
-        let mut row_steer: Option<Vec<(usize, Vec<f32>)>> = None;
         for step in 0..params.max_new_tokens {
             logits = logits.f_to_kind(Kind::Float)?;
             if step < params.min_new_tokens && !eos.is_empty() {
@@ -184,12 +183,10 @@ impl Engine {
             if let Some(s) = steering.as_mut() {
                 s.prefill = false;
             }
-            logits = match self.model.row_step() {
-                Some(row_step) if keep.len() == 1 => {
-                    if row_steer.is_none() {
-                        row_steer = Some(steering.as_ref().map(|s| s.row_vectors(0)).transpose()?.unwrap_or_default());
-                    }
-                    row_step.step(&step_batch, &mut cache, row_steer.as_deref().unwrap_or_default())?
+            logits = match self.model.decode_step() {
+                Some(step) if DecodeStep::fits(keep.len()) => {
+                    let vectors = steering.as_ref().map(Steering::layer_vectors).transpose()?.unwrap_or_default();
+                    step.step(&step_batch, &mut cache, &vectors)?
                 }
                 _ => self.model.logits(&self.forward_step(&step_batch, &mut cache, steering.as_mut())?)?,
             };

@@ -119,11 +119,13 @@ impl Steering {
         Ok(())
     }
 
-    /// Batch row `row`'s `(layer, vector)` pairs in float32: what a decoding
+    /// `(layer, [batch, hidden] vectors)` pairs in float32: what a decoding
     /// step (one new position, never the prefill) adds in every mode.
-    pub fn row_vectors(&self, row: i64) -> Result<Vec<(usize, Vec<f32>)>> {
-        let row = self.vectors.f_select(0, row)?.f_to_kind(Kind::Float)?;
-        self.layers.iter().enumerate().map(|(i, &l)| Ok((l, Vec::try_from(row.f_select(0, i as i64)?)?))).collect()
+    pub fn layer_vectors(&self) -> Result<Vec<(usize, Vec<f32>)>> {
+        let vectors = self.vectors.f_to_kind(Kind::Float)?;
+        let of =
+            |i: usize| -> Result<Vec<f32>> { Ok(Vec::try_from(vectors.f_select(1, i as i64)?.f_flatten(0, -1)?)?) };
+        self.layers.iter().enumerate().map(|(i, &l)| Ok((l, of(i)?))).collect()
     }
 }
 

@@ -6,10 +6,10 @@ use tch::{Kind, Tensor};
 use crate::error::{EpsvecError, Result};
 use crate::hooks::BlockHook;
 use crate::model::config::{Family, ModelConfig, RopeScaling};
+use crate::model::decode_step::DecodeStep;
 use crate::model::kv_cache::KvCache;
 use crate::model::layers::{attention_mask, rope_inv_freq, Batch, Linear, NormStyle, RmsNorm, Rope};
 use crate::model::placement::Placement;
-use crate::model::row_step::RowStep;
 use crate::model::weights::WeightSource;
 use crate::model::{gemma, llama, olmo};
 
@@ -52,8 +52,8 @@ pub struct Decoder {
     /// `[head_dim / 2]` float32 rotary frequencies: full-attention layers,
     /// then (when the config has its own) sliding-window layers.
     inv_freq: Vec<Tensor>,
-    /// The one-row decoding step, where the model's weights allow it.
-    row_step: Option<RowStep>,
+    /// The plain-Rust decoding step, where the model's weights allow it.
+    decode_step: Option<DecodeStep>,
 }
 
 impl Decoder {
@@ -86,19 +86,19 @@ impl Decoder {
         }
         let llama_blocks: Option<Vec<&llama::Block>> =
             layers.iter().map(|b| if let Block::Llama(b) = b { Some(b) } else { None }).collect();
-        let row_step = match llama_blocks {
+        let decode_step = match llama_blocks {
             Some(blocks) if inv_freq.len() == 1 => {
-                RowStep::new(&config, &blocks, &embed_tokens, &norm, &lm_head, &inv_freq[0])?
+                DecodeStep::new(&config, &blocks, &embed_tokens, &norm, &lm_head, &inv_freq[0])?
             }
             _ => None,
         };
-        Ok(Self { config, placement: at, embed_tokens, embed_scale, layers, norm, lm_head, inv_freq, row_step })
+        Ok(Self { config, placement: at, embed_tokens, embed_scale, layers, norm, lm_head, inv_freq, decode_step })
     }
 
-    /// The plain-Rust decoding step for one row (float32 Llama-family
-    /// models on the CPU), or `None` where only the libtorch path runs.
-    pub fn row_step(&self) -> Option<&RowStep> {
-        self.row_step.as_ref()
+    /// The plain-Rust decoding step (float32 Llama-family models on the
+    /// CPU), or `None` where only the libtorch path runs.
+    pub fn decode_step(&self) -> Option<&DecodeStep> {
+        self.decode_step.as_ref()
     }
 
     /// Which rotary table layer `l` uses.

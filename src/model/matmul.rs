@@ -5,11 +5,14 @@
 //!   contiguous block of the weight's rows and streams it; the threads'
 //!   partial sums are added in a fixed order. AVX-512 or AVX2+FMA when the
 //!   CPU has them.
-//! - A few rows (`few_rows`, AVX-512 only): 8 rows x 48 columns of sums
-//!   held in registers while 16 weight rows at a time stream past (few
-//!   enough streams for the prefetchers), each thread owning a range of
-//!   columns. On the AMD EPYC build machine a decoding step's products at 16
-//!   rows took 37 ms here against 59 ms in libtorch's `mm` (MKL).
+//! - 2-64 rows (AVX-512 only): 8 rows x 48 columns of sums held in
+//!   registers while 16 weight rows at a time stream past (few enough
+//!   streams for the prefetchers), each thread owning a range of columns.
+//!   On the AMD EPYC build machine a decoding step's products at 16 rows
+//!   took ~40 ms here against 59 ms in libtorch's `mm` (MKL).
+//!
+//! `times` serves the plain-Rust decoding step, `few_rows` the libtorch
+//! path's linears (`kernels::apply`).
 //!
 //! Both run on libtorch's own OpenMP team (`parallel`): a second pool of
 //! threads would compete for the cores with libtorch's, which spin a while
@@ -166,8 +169,9 @@ fn add_rows(x: &[f32], w: &[f32], y: &mut [f32]) {
     add_rows_with::<false>(x, w, y)
 }
 
-/// Most rows `few_rows` takes: decoding batches (longer inputs go to libtorch).
-const MAX_ROWS: i64 = 64;
+/// Most rows the few-row kernel takes: decoding batches (longer inputs,
+/// such as prompts, go to libtorch).
+pub const MAX_ROWS: usize = 64;
 /// Rows per register block.
 const MR: usize = 8;
 /// Columns per register block (three 16-float vectors).
@@ -175,21 +179,38 @@ const NR: usize = 48;
 /// Weight rows streamed per pass.
 const KC: usize = 16;
 
-/// `rows` `[n, in]` times `weight` `[in, out]` plus `bias`, when this CPU
-/// and shape suit `rows_times` (AVX-512, 2..=64 float32 rows);
-/// `None` otherwise.
+/// `y = x · w` for `x` `[rows, in]`, `w` `[in, out]`, `y` `[rows, out]`:
+/// `vector_times` for one row, else the few-row kernel (AVX-512, rows
+/// padded to a multiple of 8 in `scratch`).
+pub fn times(x: &[f32], rows: usize, w: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) {
+    if rows == 1 {
+        return vector_times(x, w, y, scratch);
+    }
+    let padded = rows.next_multiple_of(MR);
+    if padded == rows {
+        return rows_times(x, rows, w, y);
+    }
+    let (in_dim, out) = (x.len() / rows, y.len() / rows);
+    scratch.clear();
+    scratch.resize(padded * (in_dim + out), 0.0);
+    let (xp, yp) = scratch.split_at_mut(padded * in_dim);
+    xp[..x.len()].copy_from_slice(x);
+    rows_times(xp, padded, w, yp);
+    y.copy_from_slice(&yp[..y.len()]);
+}
+
+/// `rows` `[n, in]` times `weight` `[in, out]` plus `bias` by `times`, when
+/// this CPU and shape suit the few-row kernel (AVX-512, 2..=64 float32
+/// rows); `None` otherwise.
 pub fn few_rows(rows: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
-    let n = rows.size()[0];
+    let n = rows.size()[0] as usize;
     let cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
     if !has_avx512() || !(2..=MAX_ROWS).contains(&n) || !cpu_f32(rows) || !cpu_f32(weight) || !weight.is_contiguous() {
         return Ok(None);
     }
-    let (in_dim, out) = (weight.size()[0], weight.size()[1]);
-    let padded = (n as usize).next_multiple_of(MR) as i64;
-    let x = Tensor::f_zeros([padded, in_dim], (Kind::Float, Device::Cpu))?;
-    x.f_narrow(0, 0, n)?.f_copy_(rows)?;
-    let y = Tensor::f_empty([padded, out], (Kind::Float, Device::Cpu))?;
-    // SAFETY: fresh contiguous float32 CPU tensors of these sizes, and `weight` checked above.
+    let x = rows.f_contiguous()?;
+    let mut y = Tensor::f_empty([n as i64, weight.size()[1]], (Kind::Float, Device::Cpu))?;
+    // SAFETY: contiguous float32 CPU tensors (`y` fresh), `numel` elements each.
     let (xs, ws, ys) = unsafe {
         (
             std::slice::from_raw_parts(x.data_ptr() as *const f32, x.numel()),
@@ -197,15 +218,15 @@ pub fn few_rows(rows: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result
             std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, y.numel()),
         )
     };
-    rows_times(xs, padded as usize, ws, ys);
-    let mut y = y.f_narrow(0, 0, n)?;
-    Ok(Some(match bias {
-        Some(b) => y.f_add_(b)?,
-        None => y,
-    }))
+    times(xs, n, ws, ys, &mut Vec::new());
+    if let Some(b) = bias {
+        y = y.f_add_(b)?;
+    }
+    Ok(Some(y))
 }
 
-fn has_avx512() -> bool {
+/// Whether the few-row kernel runs on this CPU.
+pub fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx512f")
@@ -222,7 +243,7 @@ fn has_avx512() -> bool {
 #[allow(unused_variables)]
 fn rows_times(x: &[f32], rows: usize, w: &[f32], y: &mut [f32]) {
     let (in_dim, out) = (x.len() / rows, y.len() / rows);
-    assert!(rows % MR == 0 && w.len() == in_dim * out && has_avx512());
+    assert!(rows.is_multiple_of(MR) && w.len() == in_dim * out && has_avx512());
     #[cfg(target_arch = "x86_64")]
     {
         let blocks = out.div_ceil(NR);

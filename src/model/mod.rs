@@ -1,9 +1,10 @@
 //! Checkpoints and the decoder they describe: configuration and the
 //! architecture registry, weight sources (safetensors, GGUF via
 //! `crate::gguf`), the shared layers, one block module per family, the
-//! decoder that runs them, and its one-row CPU decoding step.
+//! decoder that runs them, and its plain-Rust CPU decoding step.
 
 pub mod config;
+pub mod decode_step;
 pub mod decoder;
 pub mod fingerprint;
 pub mod gemma;
@@ -15,5 +16,4 @@ pub mod load;
 pub mod matmul;
 pub mod olmo;
 pub mod placement;
-pub mod row_step;
 pub mod weights;

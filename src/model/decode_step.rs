@@ -1,13 +1,14 @@
-//! One decoding step of one row on the CPU in float32, in plain Rust.
+//! One decoding step of a few rows (1-64) on the CPU in float32, in plain
+//! Rust.
 //!
-//! At batch 1 a step through libtorch is ~1,000 small ops whose dispatch and
-//! thread start-up cost about as much as reading the weights. This step does
-//! the Llama block's arithmetic directly on the same weight tensors (held
-//! `[in, out]` by `Kernel::Transposed`) and the same KV cache: RMSNorm, fused
-//! q/k/v (with bias and per-head q/k norm), rotary embedding, attention over
-//! the cached keys (sliding window included), the gated MLP, the steering
-//! adds, the final norm and the LM head (products: `matmul::vector_times`,
-//! threads: libtorch's own). Other families and weight layouts take the
+//! Through libtorch a step is ~1,000 small ops whose dispatch costs about as
+//! much as reading the weights at batch 1. This step does the Llama block's
+//! arithmetic directly on the same weight tensors (held `[in, out]` by
+//! `Kernel::Transposed`) and the same KV cache: RMSNorm, fused q/k/v (with
+//! bias and per-head q/k norm), rotary embedding, attention over the cached
+//! keys (padding and sliding window respected), the gated MLP, the steering
+//! adds, the final norm and the LM head (products: `matmul::times`, on
+//! libtorch's own threads). Other families and weight layouts take the
 //! libtorch path.
 
 use tch::{Device, Kind, Tensor};
@@ -58,11 +59,13 @@ impl Matrix {
         Some(Self { weight: Weight::new(&linear.weight)?, bias, out_dim: size[1] as usize })
     }
 
-    /// `y = x · W + b`. `partials` is scratch space.
-    fn apply(&self, x: &[f32], y: &mut [f32], partials: &mut Vec<f32>) {
-        matmul::vector_times(x, self.weight.floats(), y, partials);
+    /// `y = x · W + b` for `rows` rows. `scratch` is scratch space.
+    fn apply(&self, x: &[f32], rows: usize, y: &mut [f32], scratch: &mut Vec<f32>) {
+        matmul::times(x, rows, self.weight.floats(), y, scratch);
         if let Some(b) = &self.bias {
-            add_assign(y, b.floats());
+            for y in y.chunks_exact_mut(self.out_dim) {
+                add_assign(y, b.floats());
+            }
         }
     }
 }
@@ -126,8 +129,8 @@ impl Layer {
     }
 }
 
-/// The model's weights, viewed for one-row steps.
-pub struct RowStep {
+/// The model's weights, viewed for plain-Rust decoding steps.
+pub struct DecodeStep {
     embed: Weight,
     layers: Vec<Layer>,
     norm: Norm,
@@ -140,7 +143,7 @@ pub struct RowStep {
     intermediate: usize,
 }
 
-impl RowStep {
+impl DecodeStep {
     /// The step for a decoder of Llama-family `blocks`, or `None` when some
     /// part is not a float32 CPU tensor in the layouts this step reads.
     pub fn new(
@@ -175,84 +178,104 @@ impl RowStep {
         }))
     }
 
-    /// Logits `[1, vocab]` after the one token of the one-row `batch`
-    /// (whose mask covers the cache slots and this token), appending its
-    /// keys and values to `cache`; `steer` adds a vector after each listed block.
+    /// Whether a batch of `rows` rows can take this step on this CPU.
+    pub fn fits(rows: usize) -> bool {
+        rows == 1 || (rows <= matmul::MAX_ROWS && matmul::has_avx512())
+    }
+
+    /// Logits `[rows, vocab]` after each row's one new token in `batch`
+    /// (whose mask covers the cache slots and the new token), appending
+    /// their keys and values to `cache`. `steer` adds, after each listed
+    /// block, a `[rows, hidden]` vector.
     pub fn step(&self, batch: &Batch, cache: &mut KvCache, steer: &[(usize, Vec<f32>)]) -> Result<Tensor> {
-        let slot = cache.filled() as usize;
-        let vocab = self.lm_head.out_dim;
-        let key_mask = Vec::<i64>::try_from(&batch.attention_mask.f_reshape([-1])?)?;
-        let (token, position) = (batch.input_ids.f_int64_value(&[0, 0])?, batch.positions.f_int64_value(&[0, 0])?);
-        if batch.input_ids.numel() != 1 || key_mask.len() != slot + 1 || !(0..vocab as i64).contains(&token) {
+        let rows = batch.input_ids.size()[0] as usize;
+        let (slot, vocab) = (cache.filled() as usize, self.lm_head.out_dim);
+        let flat = |t: &Tensor| -> Result<Vec<i64>> { Ok(Vec::<i64>::try_from(&t.f_reshape([-1])?)?) };
+        let (tokens, positions, key_mask) =
+            (flat(&batch.input_ids)?, flat(&batch.positions)?, flat(&batch.attention_mask)?);
+        let fine = Self::fits(rows)
+            && tokens.len() == rows
+            && positions.len() == rows
+            && key_mask.len() == rows * (slot + 1)
+            && tokens.iter().all(|t| (0..vocab as i64).contains(t))
+            && steer.iter().all(|(_, v)| v.len() == rows * self.hidden);
+        if !fine {
             return Err(EpsvecError::InvalidInput(format!(
-                "one-row step: {:?} tokens (id {token} of {vocab}), {} mask entries for {} slots",
+                "decoding step: tokens {:?} (vocab {vocab}), mask {:?} for {} cached slots",
                 batch.input_ids.size(),
-                key_mask.len(),
-                slot + 1
+                batch.attention_mask.size(),
+                slot
             )));
         }
         let mut caches = Vec::with_capacity(self.layers.len());
         for l in 0..self.layers.len() {
             let (k, v) = cache.buffers(l);
-            caches.push((KvBuffer::new(k, slot)?, KvBuffer::new(v, slot)?));
+            caches.push((KvBuffer::new(k, rows, slot)?, KvBuffer::new(v, rows, slot)?));
         }
-        let logits = self.run(token as usize, position, &key_mask, &mut caches, steer);
+        let logits = self.run(&tokens, &positions, &key_mask, &mut caches, steer);
         cache.advance(1);
-        Ok(Tensor::f_from_slice(&logits)?.f_reshape([1, vocab as i64])?)
+        Ok(Tensor::f_from_slice(&logits)?.f_reshape([rows as i64, vocab as i64])?)
     }
 
     fn run(
         &self,
-        token: usize,
-        position: i64,
+        tokens: &[i64],
+        positions: &[i64],
         key_mask: &[i64],
         caches: &mut [(KvBuffer, KvBuffer)],
         steer: &[(usize, Vec<f32>)],
     ) -> Vec<f32> {
-        let (h, hd) = (self.hidden, self.head_dim);
+        let (rows, h, hd, inter) = (tokens.len(), self.hidden, self.head_dim, self.intermediate);
         let (q_dim, kv_dim) = (self.heads * hd, self.kv_heads * hd);
-        let mut x = self.embed.floats()[token * h..(token + 1) * h].to_vec();
-        let (cos, sin) = self.rotary(position);
-        let (mut normed, mut out) = (vec![0.0; h], vec![0.0; h]);
-        let mut qkv = vec![0.0; q_dim + 2 * kv_dim];
-        let mut attended = vec![0.0; q_dim];
-        let mut gate_up = vec![0.0; 2 * self.intermediate];
-        let mut partials = Vec::new();
+        let embed = self.embed.floats();
+        let mut x: Vec<f32> =
+            tokens.iter().flat_map(|&t| &embed[t as usize * h..(t as usize + 1) * h]).copied().collect();
+        let tables: Vec<(Vec<f32>, Vec<f32>)> = positions.iter().map(|&p| self.rotary(p)).collect();
+        let (mut normed, mut out) = (vec![0.0; rows * h], vec![0.0; rows * h]);
+        let mut qkv = vec![0.0; rows * (q_dim + 2 * kv_dim)];
+        let mut attended = vec![0.0; rows * q_dim];
+        let (mut gate_up, mut act) = (vec![0.0; rows * 2 * inter], vec![0.0; rows * inter]);
+        let mut scratch = Vec::new();
         for (l, (layer, (keys, values))) in self.layers.iter().zip(caches.iter_mut()).enumerate() {
             normed.copy_from_slice(&x);
             layer.input_norm.apply(&mut normed);
-            layer.qkv.apply(&normed, &mut qkv, &mut partials);
-            let (q, kv) = qkv.split_at_mut(q_dim);
-            let (k, v) = kv.split_at_mut(kv_dim);
-            if let Some((q_norm, k_norm)) = &layer.qk_norm {
-                q_norm.apply(q);
-                k_norm.apply(k);
+            layer.qkv.apply(&normed, rows, &mut qkv, &mut scratch);
+            for (b, row) in qkv.chunks_exact_mut(q_dim + 2 * kv_dim).enumerate() {
+                let (q, kv) = row.split_at_mut(q_dim);
+                let (k, v) = kv.split_at_mut(kv_dim);
+                if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                    q_norm.apply(q);
+                    k_norm.apply(k);
+                }
+                let (cos, sin) = &tables[b];
+                for head in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
+                    rotate(head, cos, sin);
+                }
+                keys.write(b, k, hd);
+                values.write(b, v, hd);
             }
-            for head in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
-                rotate(head, &cos, &sin);
-            }
-            keys.write(k, hd);
-            values.write(v, hd);
-            self.attend(q, keys, values, key_mask, layer.window, &mut attended);
-            layer.o_proj.apply(&attended, &mut out, &mut partials);
+            self.attend(&qkv, keys, values, key_mask, layer.window, &mut attended);
+            layer.o_proj.apply(&attended, rows, &mut out, &mut scratch);
             add_assign(&mut x, &out);
 
             normed.copy_from_slice(&x);
             layer.post_norm.apply(&mut normed);
-            layer.gate_up.apply(&normed, &mut gate_up, &mut partials);
-            let (gate, up) = gate_up.split_at_mut(self.intermediate);
-            for (g, &u) in gate.iter_mut().zip(up.iter()) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
+            layer.gate_up.apply(&normed, rows, &mut gate_up, &mut scratch);
+            for (act, gate_up) in act.chunks_exact_mut(inter).zip(gate_up.chunks_exact(2 * inter)) {
+                let (gate, up) = gate_up.split_at(inter);
+                for ((a, &g), &u) in act.iter_mut().zip(gate).zip(up) {
+                    *a = g / (1.0 + (-g).exp()) * u;
+                }
             }
-            layer.down.apply(gate, &mut out, &mut partials);
+            layer.down.apply(&act, rows, &mut out, &mut scratch);
             add_assign(&mut x, &out);
-            if let Some((_, vector)) = steer.iter().find(|(at, _)| *at == l) {
-                add_assign(&mut x, vector);
+            if let Some((_, vectors)) = steer.iter().find(|(at, _)| *at == l) {
+                add_assign(&mut x, vectors);
             }
         }
         self.norm.apply(&mut x);
-        let mut logits = vec![0.0; self.lm_head.out_dim];
-        self.lm_head.apply(&x, &mut logits, &mut partials);
+        let mut logits = vec![0.0; rows * self.lm_head.out_dim];
+        self.lm_head.apply(&x, rows, &mut logits, &mut scratch);
         logits
     }
 
@@ -262,31 +285,36 @@ impl RowStep {
         angles.map(|a| (a.cos(), a.sin())).unzip()
     }
 
-    /// Scaled dot-product attention of each query head over the real cache
-    /// slots (within the window), keys shared by groups of heads.
+    /// Scaled dot-product attention of each row's query heads (in `qkv`,
+    /// `[rows, q + k + v]`) over that row's real cache slots (within the
+    /// window), keys shared by groups of heads; `out` is `[rows, q]`.
     fn attend(
         &self,
-        q: &[f32],
+        qkv: &[f32],
         keys: &KvBuffer,
         values: &KvBuffer,
         key_mask: &[i64],
         window: Option<i64>,
         out: &mut [f32],
     ) {
-        let hd = self.head_dim;
-        let group = self.heads / self.kv_heads;
-        let newest = key_mask.len() - 1;
-        let oldest = window.map_or(0, |w| (newest + 1).saturating_sub(w as usize));
-        let visible: Vec<usize> = (oldest..=newest).filter(|&s| key_mask[s] != 0 || s == newest).collect();
+        let (hd, heads) = (self.head_dim, self.heads);
+        let (group, width) = (heads / self.kv_heads, (heads + 2 * self.kv_heads) * hd);
+        let slots = key_mask.len() / keys.rows;
+        let newest = slots - 1;
+        let oldest = window.map_or(0, |w| slots.saturating_sub(w as usize));
         let scale = 1.0 / (hd as f32).sqrt();
         let out = matmul::Shared(out.as_mut_ptr());
         matmul::parallel(&|t, threads| {
-            for head in (t..self.heads).step_by(threads) {
-                // SAFETY: this head's part of `out`, written by this thread only.
-                let out = unsafe { std::slice::from_raw_parts_mut(out.get().add(head * hd), hd) };
-                let q = &q[head * hd..(head + 1) * hd];
+            for task in (t..keys.rows * heads).step_by(threads) {
+                let (b, head) = (task / heads, task % heads);
+                let mask = &key_mask[b * slots..(b + 1) * slots];
+                let visible: Vec<usize> = (oldest..=newest).filter(|&s| mask[s] != 0 || s == newest).collect();
+                // SAFETY: this row and head's part of `out`, written by this task only.
+                let out = unsafe { std::slice::from_raw_parts_mut(out.get().add(task * hd), hd) };
+                let q = &qkv[b * width + head * hd..b * width + (head + 1) * hd];
                 let kv_head = head / group;
-                let mut weights: Vec<f32> = visible.iter().map(|&s| dot(q, keys.row(kv_head, s, hd)) * scale).collect();
+                let mut weights: Vec<f32> =
+                    visible.iter().map(|&s| dot(q, keys.row(b, kv_head, s, hd)) * scale).collect();
                 let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut total = 0.0;
                 for w in weights.iter_mut() {
@@ -296,7 +324,7 @@ impl RowStep {
                 out.fill(0.0);
                 for (&s, &w) in visible.iter().zip(&weights) {
                     let p = w / total;
-                    for (o, &v) in out.iter_mut().zip(values.row(kv_head, s, hd)) {
+                    for (o, &v) in out.iter_mut().zip(values.row(b, kv_head, s, hd)) {
                         *o += p * v;
                     }
                 }
@@ -305,10 +333,12 @@ impl RowStep {
     }
 }
 
-/// One layer's key or value buffer of a one-row cache, `[1, kv_heads, capacity, head_dim]`.
+/// One layer's key or value buffer, `[rows, kv_heads, capacity, head_dim]`.
 struct KvBuffer {
     ptr: *mut f32,
     numel: usize,
+    rows: usize,
+    kv_heads: usize,
     capacity: usize,
     slot: usize,
 }
@@ -318,15 +348,16 @@ struct KvBuffer {
 unsafe impl Sync for KvBuffer {}
 
 impl KvBuffer {
-    fn new(t: &mut Tensor, slot: usize) -> Result<Self> {
-        let size = t.size();
-        let ok = t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous() && size[0] == 1;
-        if !ok || slot >= size[2] as usize {
+    fn new(t: &mut Tensor, rows: usize, slot: usize) -> Result<Self> {
+        let size: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let ok = t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous() && size[0] == rows;
+        if !ok || slot >= size[2] {
             return Err(EpsvecError::InvalidInput(format!(
-                "one-row step needs a one-row float32 CPU cache with room; got {size:?} at slot {slot}"
+                "decoding step needs a {rows}-row float32 CPU cache with room; got {size:?} at slot {slot}"
             )));
         }
-        Ok(Self { ptr: t.data_ptr() as *mut f32, numel: t.numel(), capacity: size[2] as usize, slot })
+        let (ptr, numel) = (t.data_ptr() as *mut f32, t.numel());
+        Ok(Self { ptr, numel, rows, kv_heads: size[1], capacity: size[2], slot })
     }
 
     fn all(&self) -> &[f32] {
@@ -334,17 +365,21 @@ impl KvBuffer {
         unsafe { std::slice::from_raw_parts(self.ptr, self.numel) }
     }
 
-    fn row(&self, kv_head: usize, slot: usize, hd: usize) -> &[f32] {
-        let at = (kv_head * self.capacity + slot) * hd;
+    fn at(&self, row: usize, kv_head: usize, slot: usize, hd: usize) -> usize {
+        ((row * self.kv_heads + kv_head) * self.capacity + slot) * hd
+    }
+
+    fn row(&self, row: usize, kv_head: usize, slot: usize, hd: usize) -> &[f32] {
+        let at = self.at(row, kv_head, slot, hd);
         &self.all()[at..at + hd]
     }
 
-    /// Stores this step's `[kv_heads * head_dim]` keys or values at its slot.
-    fn write(&mut self, heads: &[f32], hd: usize) {
+    /// Stores `row`'s `[kv_heads * head_dim]` new keys or values at this step's slot.
+    fn write(&mut self, row: usize, heads: &[f32], hd: usize) {
+        let ats: Vec<usize> = (0..self.kv_heads).map(|g| self.at(row, g, self.slot, hd)).collect();
         // SAFETY: as `all`, and `&mut self` makes this the only access.
         let all = unsafe { std::slice::from_raw_parts_mut(self.ptr, self.numel) };
-        for (kv_head, head) in heads.chunks_exact(hd).enumerate() {
-            let at = (kv_head * self.capacity + self.slot) * hd;
+        for (at, head) in ats.into_iter().zip(heads.chunks_exact(hd)) {
             all[at..at + hd].copy_from_slice(head);
         }
     }
@@ -424,42 +459,49 @@ mod tests {
         Decoder::load(&RandomWeights, config, Placement { device: Device::Cpu, kind: Kind::Float }).unwrap()
     }
 
-    /// A one-row cache holding the shorter of two left-padded prompts (so
-    /// some of its slots are padding) with room for `steps` more tokens.
-    fn padded_row(model: &Decoder, steps: i64) -> (KvCache, Tensor, i64) {
+    /// A cache of two left-padded prompts (the second shorter, so some of
+    /// its slots are padding), keeping the rows `keep`, with room for
+    /// `steps` more tokens; with the rows' masks and next positions.
+    fn prefilled(model: &Decoder, keep: &[i64], steps: i64) -> (KvCache, Tensor, Vec<i64>) {
         let rows: [&[u32]; 2] = [&[5, 9, 13, 2, 44, 71, 3], &[8, 21, 34, 55]];
         let batch = Batch::left_padded(&rows, 0, Device::Cpu).unwrap();
         let mut cache = KvCache::new(&model.config, 2, 7 + steps, model.placement).unwrap();
         let _prefill = model.forward(&batch, Some(&mut cache), &mut [], true).unwrap();
-        let second = Tensor::from_slice(&[1i64]);
-        cache.keep_rows(&second).unwrap();
-        (cache, batch.attention_mask.index_select(0, &second), 4)
+        let keep_t = Tensor::from_slice(keep);
+        cache.keep_rows(&keep_t).unwrap();
+        let positions = keep.iter().map(|&r| rows[r as usize].len() as i64).collect();
+        (cache, batch.attention_mask.index_select(0, &keep_t), positions)
     }
 
-    /// Tokens fed one at a time through the libtorch forward and through the
-    /// row step (each on its own copy of the cache) give the same logits.
+    /// Tokens fed one step at a time through the libtorch forward and
+    /// through the plain-Rust step (each on its own copy of the cache), one
+    /// row and two, give the same logits.
     fn assert_steps_agree(model: &Decoder) {
-        let step = model.row_step().expect("a Llama-family float32 CPU model has a row step");
-        let hidden = model.config.hidden_size;
-        let vector = Tensor::randn([1, 1, hidden], (Kind::Float, Device::Cpu));
-        let mut steering = Steering::new(vec![1], vector, Positions::Last);
-        steering.prefill = false;
-        let steer = steering.row_vectors(0).unwrap();
-        let (mut torch_cache, mut mask, mut position) = padded_row(model, 6);
-        let (mut rust_cache, ..) = padded_row(model, 6);
-        for token in [17i64, 3, 99, 0, 42, 61] {
-            mask = Tensor::cat(&[&mask, &Tensor::ones([1, 1], (Kind::Int64, Device::Cpu))], 1);
-            let batch = Batch {
-                input_ids: Tensor::from_slice(&[token]).reshape([1, 1]),
-                attention_mask: mask.shallow_clone(),
-                positions: Tensor::from_slice(&[position]).reshape([1, 1]),
-            };
-            let hooks: &mut [&mut dyn BlockHook] = &mut [&mut steering];
-            let want = model.logits(&model.forward(&batch, Some(&mut torch_cache), hooks, true).unwrap().select(1, -1));
-            let got = step.step(&batch, &mut rust_cache, &steer).unwrap();
-            let diff = (got - want.unwrap()).abs().max().double_value(&[]);
-            assert!(diff < 1e-4, "token {token} at {position}: logits differ by {diff}");
-            position += 1;
+        let step = model.decode_step().expect("a Llama-family float32 CPU model has a decoding step");
+        for keep in [&[1i64][..], &[0, 1]] {
+            let n = keep.len() as i64;
+            let vectors = Tensor::randn([n, 1, model.config.hidden_size], (Kind::Float, Device::Cpu));
+            let mut steering = Steering::new(vec![1], vectors, Positions::Last);
+            steering.prefill = false;
+            let steer = steering.layer_vectors().unwrap();
+            let (mut torch_cache, mut mask, mut positions) = prefilled(model, keep, 6);
+            let (mut rust_cache, ..) = prefilled(model, keep, 6);
+            for token in [17i64, 3, 99, 0, 42, 61] {
+                mask = Tensor::cat(&[&mask, &Tensor::ones([n, 1], (Kind::Int64, Device::Cpu))], 1);
+                let tokens: Vec<i64> = (0..n).map(|r| (token + 7 * r) % 100).collect();
+                let batch = Batch {
+                    input_ids: Tensor::from_slice(&tokens).reshape([n, 1]),
+                    attention_mask: mask.shallow_clone(),
+                    positions: Tensor::from_slice(&positions).reshape([n, 1]),
+                };
+                let hooks: &mut [&mut dyn BlockHook] = &mut [&mut steering];
+                let hidden = model.forward(&batch, Some(&mut torch_cache), hooks, true).unwrap();
+                let want = model.logits(&hidden.select(1, -1)).unwrap();
+                let got = step.step(&batch, &mut rust_cache, &steer).unwrap();
+                let diff = (got - want).abs().max().double_value(&[]);
+                assert!(diff < 1e-4, "rows {keep:?}, tokens {tokens:?} at {positions:?}: logits differ by {diff}");
+                positions.iter_mut().for_each(|p| *p += 1);
+            }
         }
     }
 
@@ -472,8 +514,8 @@ mod tests {
     }
 
     #[test]
-    fn other_families_have_no_row_step() {
-        assert!(tiny("Gemma2ForCausalLM", r#", "head_dim": 16"#).row_step().is_none());
-        assert!(tiny("Olmo2ForCausalLM", "").row_step().is_none());
+    fn other_families_have_no_decoding_step() {
+        assert!(tiny("Gemma2ForCausalLM", r#", "head_dim": 16"#).decode_step().is_none());
+        assert!(tiny("Olmo2ForCausalLM", "").decode_step().is_none());
     }
 }
