@@ -287,7 +287,8 @@ impl DecodeStep {
 
     /// Scaled dot-product attention of each row's query heads (in `qkv`,
     /// `[rows, q + k + v]`) over that row's real cache slots (within the
-    /// window), keys shared by groups of heads; `out` is `[rows, q]`.
+    /// window); one task per row and key/value head serves the group of
+    /// query heads that share it. `out` is `[rows, q]`.
     fn attend(
         &self,
         qkv: &[f32],
@@ -297,39 +298,99 @@ impl DecodeStep {
         window: Option<i64>,
         out: &mut [f32],
     ) {
-        let (hd, heads) = (self.head_dim, self.heads);
-        let (group, width) = (heads / self.kv_heads, (heads + 2 * self.kv_heads) * hd);
+        let (hd, heads, kv_heads) = (self.head_dim, self.heads, self.kv_heads);
+        let (group, width) = (heads / kv_heads, (heads + 2 * kv_heads) * hd);
         let slots = key_mask.len() / keys.rows;
-        let newest = slots - 1;
         let oldest = window.map_or(0, |w| slots.saturating_sub(w as usize));
         let scale = 1.0 / (hd as f32).sqrt();
         let out = matmul::Shared(out.as_mut_ptr());
         matmul::parallel(&|t, threads| {
-            for task in (t..keys.rows * heads).step_by(threads) {
-                let (b, head) = (task / heads, task % heads);
+            let mut scores = Vec::new();
+            for task in (t..keys.rows * kv_heads).step_by(threads) {
+                let (b, kv_head) = (task / kv_heads, task % kv_heads);
                 let mask = &key_mask[b * slots..(b + 1) * slots];
-                let visible: Vec<usize> = (oldest..=newest).filter(|&s| mask[s] != 0 || s == newest).collect();
-                // SAFETY: this row and head's part of `out`, written by this task only.
-                let out = unsafe { std::slice::from_raw_parts_mut(out.get().add(task * hd), hd) };
-                let q = &qkv[b * width + head * hd..b * width + (head + 1) * hd];
-                let kv_head = head / group;
-                let mut weights: Vec<f32> =
-                    visible.iter().map(|&s| dot(q, keys.row(b, kv_head, s, hd)) * scale).collect();
-                let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut total = 0.0;
-                for w in weights.iter_mut() {
-                    *w = (*w - max).exp();
-                    total += *w;
-                }
-                out.fill(0.0);
-                for (&s, &w) in visible.iter().zip(&weights) {
-                    let p = w / total;
-                    for (o, &v) in out.iter_mut().zip(values.row(b, kv_head, s, hd)) {
-                        *o += p * v;
-                    }
-                }
+                let visible: Vec<usize> = (oldest..slots).filter(|&s| mask[s] != 0 || s == slots - 1).collect();
+                let first = b * heads + kv_head * group; // the group's first query head, counted over all rows
+                let q = &qkv[b * width + kv_head * group * hd..][..group * hd];
+                // SAFETY: these heads' part of `out`, written by this task only.
+                let out = unsafe { std::slice::from_raw_parts_mut(out.get().add(first * hd), group * hd) };
+                let group = Group { keys, values, row: b, kv_head, visible: &visible, hd };
+                group.attend(q, scale, out, &mut scores);
             }
         });
+    }
+}
+
+/// One row's key/value head and the cache slots its queries may see.
+struct Group<'a> {
+    keys: &'a KvBuffer,
+    values: &'a KvBuffer,
+    row: usize,
+    kv_head: usize,
+    visible: &'a [usize],
+    hd: usize,
+}
+
+impl Group<'_> {
+    /// Softmax attention of the `q.len() / hd` query heads in `q` into
+    /// `out`, each key and value read once for all of them.
+    fn attend(&self, q: &[f32], scale: f32, out: &mut [f32], scores: &mut Vec<f32>) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has the feature the function is compiled for.
+                return unsafe { self.attend_avx512(q, scale, out, scores) };
+            }
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: as above.
+                return unsafe { self.attend_avx2(q, scale, out, scores) };
+            }
+        }
+        self.attend_with(q, scale, out, scores)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn attend_avx512(&self, q: &[f32], scale: f32, out: &mut [f32], scores: &mut Vec<f32>) {
+        self.attend_with(q, scale, out, scores)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn attend_avx2(&self, q: &[f32], scale: f32, out: &mut [f32], scores: &mut Vec<f32>) {
+        self.attend_with(q, scale, out, scores)
+    }
+
+    #[inline(always)]
+    fn attend_with(&self, q: &[f32], scale: f32, out: &mut [f32], scores: &mut Vec<f32>) {
+        let (hd, n) = (self.hd, self.visible.len());
+        scores.clear();
+        scores.resize(q.len() / hd * n, 0.0);
+        for (i, &s) in self.visible.iter().enumerate() {
+            let key = self.keys.row(self.row, self.kv_head, s, hd);
+            for (g, q) in q.chunks_exact(hd).enumerate() {
+                scores[g * n + i] = dot(q, key) * scale;
+            }
+        }
+        for weights in scores.chunks_exact_mut(n) {
+            let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut total = 0.0;
+            for w in weights.iter_mut() {
+                *w = (*w - max).exp();
+                total += *w;
+            }
+            weights.iter_mut().for_each(|w| *w /= total);
+        }
+        out.fill(0.0);
+        for (i, &s) in self.visible.iter().enumerate() {
+            let value = self.values.row(self.row, self.kv_head, s, hd);
+            for (g, out) in out.chunks_exact_mut(hd).enumerate() {
+                let p = scores[g * n + i];
+                for (o, &v) in out.iter_mut().zip(value) {
+                    *o += p * v;
+                }
+            }
+        }
     }
 }
 
@@ -394,6 +455,7 @@ fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
 }
 
 /// Sixteen running sums, so the compiler can vectorise the loop.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = a16.remainder().iter().zip(b16.remainder()).map(|(x, y)| x * y).sum();
