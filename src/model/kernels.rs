@@ -23,7 +23,9 @@ use crate::model::placement::Placement;
 pub enum Kernel {
     /// `x.linear(W)` with `W` `[out, in]`: CUDA and half precision.
     Dense,
-    /// `x · Wᵀ` (addmm) with `Wᵀ` stored `[in, out]`.
+    /// `x · Wᵀ` (addmm) with `Wᵀ` stored `[in, out]`; 2-64 rows on
+    /// AVX-512 CPUs by `matmul::few_rows`. The layout the plain-Rust
+    /// decoding step reads.
     Transposed,
     /// oneDNN's GEMM on its own weight layout (activations converted around the call).
     Onednn,
