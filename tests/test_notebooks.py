@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -26,4 +27,7 @@ def test_notebook_executes(name, tmp_path):
     nb = nbformat.read(out, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
-    assert any("mauve" in str(o.get("data", {})) for c in nb.cells for o in c.get("outputs", [])), "the table rendered"
+    outputs = [str(o.get("data", {})) + str(o.get("text", "")) for c in nb.cells for o in c.get("outputs", [])]
+    assert any("pooled_mauve" in o for o in outputs), "the table rendered"
+    if importlib.util.find_spec("invink") is not None:
+        assert any("InvisibleInk eps=4 (peer)" in o for o in outputs), "the peer ran and was scored"
