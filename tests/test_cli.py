@@ -76,13 +76,17 @@ def test_generate_resumes_after_interrupts_without_losing_or_duplicating(private
     release = tmp_path / "release"
     epsvec("extract", private_jsonl, "--text-column", "review", "--eps", 4, "--out", release,
            "--model", tiny_models["llama"], "--max-new-tokens", 6, "--no-progress")
-    gen = ["generate", release, "--n", 400, "--seed", 5, "--max-new-tokens", 6, "--batch-size", 4,
+    n = 4000  # enough that the fast tiny model is still generating when each signal arrives
+    gen = ["generate", release, "--n", n, "--seed", 5, "--max-new-tokens", 6, "--batch-size", 4,
            "--model", tiny_models["llama"], "--no-progress"]
     resumed = tmp_path / "resumed.jsonl"
 
     def start_and_stop(sig, min_lines):
+        # A shell without job control starts background jobs with SIGINT ignored, and the child
+        # would inherit that: give it the default, as an interactive terminal does.
         proc = subprocess.Popen([sys.executable, "-m", "epsvec.cli", *map(str, gen), "--out", resumed],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
             if resumed.exists() and resumed.read_bytes().count(b"\n") >= min_lines:
@@ -92,19 +96,19 @@ def test_generate_resumes_after_interrupts_without_losing_or_duplicating(private
         _, err = proc.communicate(timeout=60)
         return proc.returncode, err
 
-    rc, err = start_and_stop(signal.SIGINT, 20)
+    rc, err = start_and_stop(signal.SIGINT, 200)
     assert rc == cli.EXIT_INTERRUPTED and "resume" in err
-    rc, _ = start_and_stop(signal.SIGKILL, resumed.read_bytes().count(b"\n") + 20)
+    rc, _ = start_and_stop(signal.SIGKILL, resumed.read_bytes().count(b"\n") + 200)
     assert rc == -signal.SIGKILL
     partial = resumed.read_bytes().count(b"\n")
-    assert 40 <= partial < 400
+    assert 400 <= partial < n
     finish = epsvec(*gen, "--out", resumed)
     assert "resuming" in finish.stderr
 
     straight = tmp_path / "straight.jsonl"
     epsvec(*gen, "--out", straight)
     assert resumed.read_text() == straight.read_text(), "resumed output equals one uninterrupted run"
-    assert len(lines(straight)) == 400 and [r["index"] for r in lines(straight)] == list(range(400))
+    assert len(lines(straight)) == n and [r["index"] for r in lines(straight)] == list(range(n))
 
     other = epsvec(*gen, "--out", resumed, "--temperature", 0.5, check_rc=cli.EXIT_USAGE)
     assert "other settings" in other.stderr and "--overwrite" in other.stderr
