@@ -124,6 +124,8 @@ impl Engine {
                 (self.forward_step(&prefill, &mut cache, steering.as_mut())?, cache)
             };
         let mut logits = self.model.logits(&hidden)?;
+        // The steering vectors on the host, for the plain-Rust step; copied again only when rows leave.
+        let mut host_vectors: Option<Vec<(usize, Vec<f32>)>> = None;
         for step in 0..params.max_new_tokens {
             logits = logits.f_to_kind(Kind::Float)?;
             if step < params.min_new_tokens && !eos.is_empty() {
@@ -160,6 +162,7 @@ impl Engine {
                 if let Some(s) = steering.as_mut() {
                     s.keep_rows(&index)?;
                 }
+                host_vectors = None;
                 active = Active {
                     rows: keep.iter().map(|&r| active.rows[r]).collect(),
                     key_mask: active.key_mask.f_index_select(0, &index)?,
@@ -185,8 +188,11 @@ impl Engine {
             }
             logits = match self.model.decode_step() {
                 Some(step) if DecodeStep::fits(keep.len()) => {
-                    let vectors = steering.as_ref().map(Steering::layer_vectors).transpose()?.unwrap_or_default();
-                    step.step(&step_batch, &mut cache, &vectors)?
+                    if host_vectors.is_none() {
+                        host_vectors =
+                            Some(steering.as_ref().map(Steering::layer_vectors).transpose()?.unwrap_or_default());
+                    }
+                    step.step(&step_batch, &mut cache, host_vectors.as_deref().unwrap_or_default())?
                 }
                 _ => self.model.logits(&self.forward_step(&step_batch, &mut cache, steering.as_mut())?)?,
             };
