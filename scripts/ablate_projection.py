@@ -23,7 +23,7 @@ import numpy as np
 
 import epsvec
 from epsvec import metrics, prompts
-from epsvec.extract import _pooled, model_negatives
+from epsvec.extract import model_negatives, pooled_states
 from epsvec.seeds import derive_seed
 from epsvec.synthesis import generate_for_class, private_steps
 
@@ -38,7 +38,7 @@ def principal_directions(model, plan) -> list[np.ndarray]:
     negatives = model_negatives(model, plan.prompt, plan.format, PUBLIC_NEGATIVES, 1.0, 48, 16, False, 999)
     prefix = prompts.prefix(plan.domain, label, plan.shots, plan.format)
     _, pieces, _ = prompts.with_examples(model, prefix, negatives, label, 256, plan.format)
-    states = _pooled(model, pieces, plan.vector.layers, "mean", 16).astype(np.float64)
+    states = pooled_states(model, pieces, plan.vector.layers, "mean", 16).astype(np.float64)
     bases = []
     for i in range(states.shape[1]):
         centred = states[:, i] - states[:, i].mean(axis=0)

@@ -239,6 +239,32 @@ def test_relative_strength_scales_by_residual_norm(model):
     assert a == b
 
 
+def test_oversample_keeps_the_samples_the_released_vector_ranks_highest(model):
+    kw = dict(labels=LABELS, classes=CLASSES, model=model, domain="reviews", **FAST)
+    every = epsvec.synthesize(RECORDS, 6, eps=4.0, **kw)
+    kept = epsvec.synthesize(RECORDS, 2, eps=4.0, oversample=3, **kw)
+    assert kept.labels == ["neg"] * 2 + ["pos"] * 2
+    assert kept.report.generation["oversample"] == 3 and "free" in kept.report.generation["filter"]
+    for plan in every.plans:
+        drawn = [t for t, label in zip(every.texts, every.labels) if label == plan.label]
+        chosen = [t for t, label in zip(kept.texts, kept.labels) if label == plan.label]
+        assert chosen == [t for t in drawn if t in chosen], "a subset of the same draws, in their order"
+        # Reference: each draw written into the class prompt as a record, mean state over its tokens
+        # (the first, sink token skipped) at the vector's layers, dotted with the released directions.
+        score = {}
+        for text in drawn:
+            full = epsvec.prompts.prefix("reviews", plan.label, [], plan.format) + epsvec.prompts.shot(
+                text, plan.label, plan.format) + epsvec.prompts.opening(plan.label)
+            states = model.hidden_states(full, layers=plan.vector.layers, pool=None)[0][1:]
+            score[text] = float(np.einsum("lh,lh->", states.mean(axis=0), plan.vector.array))
+        dropped = [score[t] for t in drawn if t not in chosen]
+        assert min(score[t] for t in chosen) >= max(dropped) - 1e-3 * abs(max(dropped))
+    with pytest.raises(epsvec.InvalidInputError, match="oversample"):
+        epsvec.synthesize(RECORDS, 2, eps=4.0, method="zero_shot", oversample=2, **kw)
+    with pytest.raises(epsvec.InvalidInputError, match="oversample"):
+        epsvec.synthesize(RECORDS, 2, eps=4.0, oversample=0, **kw)
+
+
 def test_bad_input(model):
     with pytest.raises(epsvec.InvalidInputError, match="n must be"):
         epsvec.synthesize(RECORDS, 0, eps=4.0, model=model)

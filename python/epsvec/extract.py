@@ -271,7 +271,7 @@ class ClassRelease:
                                         derive_seed(seed, "negatives", label))
         _, negative_prompts, _ = prompts.with_examples(model, plan.prefix_text, negatives, label,
                                                      plan.max_example_tokens, plan.format)
-        negative_states = _pooled(model, negative_prompts, layers, pool, batch_size)
+        negative_states = pooled_states(model, negative_prompts, layers, pool, batch_size)
         clip = _clip_norm(clip_norm, negative_states)
         sigmas = [gaussian_sigma(e, delta, sample_rate=sample_rate, adjacency=adjacency) for e in eps]
         release = _epsvec.PrivateRelease(len(layers), model.config.hidden_size, clip, sample_rate,
@@ -353,7 +353,7 @@ def _residual_norms(model: Model, pieces: list[prompts.PromptIds], layers: list[
     return {layer: float(norms[:, i].mean()) for i, layer in enumerate(layers)}
 
 
-def _pooled(model: Model, pieces: list[prompts.PromptIds], layers: list[int], pool: str, batch_size: int) -> np.ndarray:
+def pooled_states(model: Model, pieces: list[prompts.PromptIds], layers: list[int], pool: str, batch_size: int) -> np.ndarray:
     """Pooled states ``[len(pieces), n_layers, hidden]`` of public prompts (batched freely)."""
     context = model.config.context_length
     if any(len(p.ids) > context for p in pieces):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from . import _epsvec, distributed, prompts
 from ._epsvec import SamplingParams
 from .errors import InvalidInputError, PrivacyError
 from .extract import (ClassPrompts, auto_layers, check_options, check_privacy, check_sample_rate, class_groups,
-                      extract_classes, resolve_layers, shots_by_label)
+                      extract_classes, pooled_states, resolve_layers, shots_by_label)
 from .model import REPEATED_PROMPT_ROWS, Model, load_model, mean_states_without_sink
 from .privacy import gaussian_sigma
 from .report import PrivacyReport, PrivacyStep, sweep_composition
@@ -113,6 +114,7 @@ def synthesize(
     temperature: float = 1.0,
     top_p: float = 1.0,
     max_new_tokens: int = 64,
+    oversample: int = 1,
     num_negatives: int = 64,
     max_example_tokens: int = 800,
     layers: str | Sequence[int] = "auto",
@@ -176,6 +178,12 @@ def synthesize(
             noise); a record labelled outside it is an error before any work.
         strength: Steering strength as a fraction of the residual norm.
         temperature, top_p, max_new_tokens: Sampling of the synthetic texts.
+        oversample: Generate ``oversample * n`` steered samples per class and
+            keep the ``n`` whose states (read as the extraction reads a
+            record) project highest on the class's released vector: a
+            filter by the DP vector, so free (post-processing), at
+            ``oversample`` times the generation time. 1 (the default) keeps
+            every sample; see the README's tuning for what 3 did.
         num_negatives: Public negatives generated per class (see :func:`epsvec.extract`).
         max_example_tokens, layers, clip_norm, pool, sample_rate,
             adjacency: As in :func:`epsvec.extract`.
@@ -198,6 +206,9 @@ def synthesize(
     """
     # Check what generation needs before any budget is spent.
     _check_count(n, "n")
+    _check_count(oversample, "oversample")
+    if oversample > 1 and method != "epsvec":
+        raise InvalidInputError(f"oversample ranks samples by the dataset vector; method={method!r} has none")
     SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     sweep = isinstance(eps, (list, tuple))
     eps_grid = list(eps) if sweep else [eps]
@@ -217,16 +228,21 @@ def synthesize(
     results = {}
     for e, (plans, report) in zip(eps_grid, releases):
         report = dataclasses.replace(report, generation={"per_class": n, "rule": "n samples for every declared class (not read "
-                                          "from the data: free)", **sampling})
+                                          "from the data: free)", **sampling, **_oversample_note(oversample)})
         seeds = [derive_seed(sample_seed, "samples", plan.label) for plan in plans]
+        drawn = oversample * n
         if distributed.is_ray_dataset(texts):
-            out_texts = distributed.generate(plans, n, model, ray or distributed.RayConfig(), seeds=seeds,
+            out_texts = distributed.generate(plans, drawn, model, ray or distributed.RayConfig(), seeds=seeds,
                                              sampling=sampling, batch_size=REPEATED_PROMPT_ROWS * batch_size,
                                              progress=progress)
         else:
             out_texts = [text for plan, plan_seed in zip(plans, seeds) for text in generate_for_class(
-                model, plan, range(n), seed=plan_seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
+                model, plan, range(drawn), seed=plan_seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
                 progress=progress, **sampling)]
+        if oversample > 1:
+            out_texts = [text for i, plan in enumerate(plans) for text in _keep_best_aligned(
+                model, plan, out_texts[i * drawn:(i + 1) * drawn], n, pool=pool,
+                max_example_tokens=max_example_tokens, batch_size=batch_size)]
         out_labels = [plan.label for plan in plans for _ in range(n)]
         result = SyntheticData(out_texts, out_labels, report, plans)
         results[e] = result.to_dataset() if return_dataset else result
@@ -258,6 +274,30 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
                 out[r] = text.strip()
         todo = [r for r in todo if not out[r]]
     return out
+
+
+def _keep_best_aligned(model: Model, plan: ClassPlan, texts: list[str], n: int, *, pool: str = "mean",
+                      max_example_tokens: int = 800, batch_size: int = 16) -> list[str]:
+    """The ``n`` texts whose pooled states, each placed in the class prompt as
+    the extraction places a record, project highest on the plan's vector
+    (summed over its layers), in their original order. The vector is the
+    only private input, and it is DP: post-processing."""
+    if len(texts) <= n:
+        return list(texts)
+    vector = plan.vector
+    with warnings.catch_warnings():  # samples are public: their cut is no news to anyone
+        warnings.simplefilter("ignore")
+        class_prompts = ClassPrompts.build(model, plan.label, plan.domain, plan.shots, texts, max_example_tokens, plan.format)
+    states = pooled_states(model, class_prompts.pieces, vector.layers, pool, batch_size)
+    scores = np.einsum("nlh,lh->n", states, vector.array)
+    return [texts[i] for i in sorted(np.argsort(-scores, kind="stable")[:n])]
+
+
+def _oversample_note(oversample: int) -> dict:
+    if oversample == 1:
+        return {}
+    return {"oversample": oversample, "filter": "kept the n of oversample * n steered samples per class that project "
+                                                "highest on the class's released vector (post-processing: free)"}
 
 
 def _contiguous(indices: list[int], rows: list[int]):
