@@ -227,8 +227,9 @@ def synthesize(
     sample_seed = secrets.randbits(62) if seed is None else seed
     results = {}
     for e, (plans, report) in zip(eps_grid, releases):
-        report = dataclasses.replace(report, generation={"per_class": n, "rule": "n samples for every declared class (not read "
-                                          "from the data: free)", **sampling, **_oversample_note(oversample)})
+        generation = {"per_class": n, "rule": "n samples for every declared class (not read from the data: free)",
+                      **sampling, **_oversample_note(oversample)}
+        report = dataclasses.replace(report, generation=generation)
         seeds = [derive_seed(sample_seed, "samples", plan.label) for plan in plans]
         drawn = oversample * n
         if distributed.is_ray_dataset(texts):
@@ -287,7 +288,8 @@ def _keep_best_aligned(model: Model, plan: ClassPlan, texts: list[str], n: int, 
     vector = plan.vector
     with warnings.catch_warnings():  # samples are public: their cut is no news to anyone
         warnings.simplefilter("ignore")
-        class_prompts = ClassPrompts.build(model, plan.label, plan.domain, plan.shots, texts, max_example_tokens, plan.format)
+        class_prompts = ClassPrompts.build(model, plan.label, plan.domain, plan.shots, texts, max_example_tokens,
+                                           plan.format)
     states = pooled_states(model, class_prompts.pieces, vector.layers, pool, batch_size)
     scores = np.einsum("nlh,lh->n", states, vector.array)
     return [texts[i] for i in sorted(np.argsort(-scores, kind="stable")[:n])]
