@@ -353,7 +353,8 @@ def _residual_norms(model: Model, pieces: list[prompts.PromptIds], layers: list[
     return {layer: float(norms[:, i].mean()) for i, layer in enumerate(layers)}
 
 
-def pooled_states(model: Model, pieces: list[prompts.PromptIds], layers: list[int], pool: str, batch_size: int) -> np.ndarray:
+def pooled_states(model: Model, pieces: list[prompts.PromptIds], layers: list[int], pool: str,
+                  batch_size: int) -> np.ndarray:
     """Pooled states ``[len(pieces), n_layers, hidden]`` of public prompts (batched freely)."""
     context = model.config.context_length
     if any(len(p.ids) > context for p in pieces):
