@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,9 +59,18 @@ class ClassPlan:
     format: prompts.PromptFormat = prompts.PromptFormat()
 
     @property
+    def label_text(self) -> str | None:
+        """The label as the prompt writes it."""
+        return None if self.label is None else str(self.label)
+
+    @property
+    def prefix(self) -> str:
+        """Header and shots: what precedes an example in this class's prompts."""
+        return prompts.prefix(self.domain, self.label_text, self.shots, self.format)
+
+    @property
     def prompt(self) -> str:
-        label = None if self.label is None else str(self.label)
-        return self.format.prompt(prompts.prefix(self.domain, label, self.shots, self.format), label)
+        return self.format.prompt(self.prefix, self.label_text)
 
     @classmethod
     def from_vector(cls, vector: DatasetVector) -> "ClassPlan":
@@ -283,15 +291,9 @@ def _keep_best_aligned(model: Model, plan: ClassPlan, texts: list[str], n: int, 
     the extraction places a record, project highest on the plan's vector
     (summed over its layers), in their original order. The vector is the
     only private input, and it is DP: post-processing."""
-    if len(texts) <= n:
-        return list(texts)
-    vector = plan.vector
-    with warnings.catch_warnings():  # samples are public: their cut is no news to anyone
-        warnings.simplefilter("ignore")
-        class_prompts = ClassPrompts.build(model, plan.label, plan.domain, plan.shots, texts, max_example_tokens,
-                                           plan.format)
-    states = pooled_states(model, class_prompts.pieces, vector.layers, pool, batch_size)
-    scores = np.einsum("nlh,lh->n", states, vector.array)
+    _, pieces, _ = prompts.with_examples(model, plan.prefix, texts, plan.label_text, max_example_tokens, plan.format)
+    states = pooled_states(model, pieces, plan.vector.layers, pool, batch_size)
+    scores = np.einsum("nlh,lh->n", states, plan.vector.array)
     return [texts[i] for i in sorted(np.argsort(-scores, kind="stable")[:n])]
 
 
