@@ -34,10 +34,8 @@ PUBLIC_NEGATIVES = 256
 def principal_directions(model, plan) -> list[np.ndarray]:
     """Per released layer, the right singular vectors of the centred pooled
     states of fresh public negatives, written from the plan's own prompt."""
-    label = None if plan.label is None else str(plan.label)
     negatives = model_negatives(model, plan.prompt, plan.format, PUBLIC_NEGATIVES, 1.0, 48, 16, False, 999)
-    prefix = prompts.prefix(plan.domain, label, plan.shots, plan.format)
-    _, pieces, _ = prompts.with_examples(model, prefix, negatives, label, 256, plan.format)
+    _, pieces, _ = prompts.with_examples(model, plan.prefix, negatives, plan.label_text, 256, plan.format)
     states = pooled_states(model, pieces, plan.vector.layers, "mean", 16).astype(np.float64)
     bases = []
     for i in range(states.shape[1]):
