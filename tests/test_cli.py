@@ -14,7 +14,6 @@ import pytest
 
 from epsvec import cli
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*the vector will be mostly noise")
 
 WORDS = "good bad film plot actor scene boring great dull fun".split()
 

@@ -23,7 +23,6 @@ PRIVATE = [
 ]
 # Six test records are far too few for a useful vector at these budgets; the
 # warning that says so is checked once, in test_too_few_records_warns.
-pytestmark = pytest.mark.filterwarnings("ignore:.*the vector will be mostly noise")
 
 PUBLIC = ["Some film about some people.", "A movie with scenes in it.", "It was a film.", "The story goes on."]
 
@@ -144,14 +143,15 @@ def test_poisson_sampling_happens_inside_the_release(model):
 
 
 def test_neighbouring_datasets_release_identical_metadata(model, tmp_path):
-    """One long record more (cut to max_example_tokens): the data holder is
-    warned, and the files differ in their noisy directions only."""
+    """One long record more (cut to max_example_tokens): the curator-only
+    diagnostics count it, and the files differ in their noisy directions only."""
     long = " ".join(["This is a sentence about the film."] * 40)
     kw = dict(eps=4.0, model=model, layers=[1], max_example_tokens=80, seed=5, progress=False,
               negative_max_new_tokens=8, labels=None)
     small = epsvec.extract(PRIVATE, **kw)
-    with pytest.warns(UserWarning, match="1 record"):
+    with epsvec.curator_diagnostics() as diagnostics:
         large = epsvec.extract(PRIVATE + [long], **kw)
+    assert diagnostics.classes[0].truncated == 1
     small.save(tmp_path / "a.safetensors")
     large.save(tmp_path / "b.safetensors")
     meta = lambda path: epsvec._epsvec.load_vector(str(path))[1]
@@ -209,17 +209,6 @@ def test_bad_input(model, kwargs, error, needle):
     args.update(kwargs)
     with pytest.raises(error, match=needle):
         epsvec.extract(**args)
-
-
-def test_large_delta_warns(model):
-    with pytest.warns(UserWarning, match="exceeds 1/N"):
-        epsvec.extract(PRIVATE, eps=1.0, delta=0.5, model=model, negatives=PUBLIC, layers=[1], clip_norm=1.0,
-                       progress=False)
-
-
-def test_too_few_records_warns(model):
-    with pytest.warns(UserWarning, match="mostly noise"):
-        epsvec.extract(PRIVATE, eps=1.0, model=model, negatives=PUBLIC, layers=[1], clip_norm=1.0, progress=False)
 
 
 @pytest.mark.parametrize("variant", ["llama", "qwen2", "mistral"])

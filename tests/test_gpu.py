@@ -110,7 +110,6 @@ def test_cuda_sampling_is_seeded_per_prompt(tiny_models):
     assert len(set(copies)) > 1
 
 
-@pytest.mark.filterwarnings("ignore:.*the vector will be mostly noise")
 def test_cuda_release_equals_the_cpu_release(tiny_models):
     """The whole DP extraction on the GPU: same records, public negatives,
     clip and test noise seed give the CPU's vector (float32 rounding aside)."""

@@ -28,7 +28,6 @@ from epsvec import prompts
 from epsvec.extract import ClassPrompts, extract_class
 
 extract_module = importlib.import_module("epsvec.extract")  # the module, not the function
-pytestmark = pytest.mark.filterwarnings("ignore:.*the vector will be mostly noise", "ignore:.*exceeds 1/N")
 
 EPS, DELTA, ALPHA = 1.0, 0.1, 0.01
 LAYER = 2

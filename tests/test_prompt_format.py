@@ -14,7 +14,6 @@ import epsvec
 from epsvec import prompts, release
 from epsvec.synthesis import ClassPlan
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*the vector will be mostly noise")
 
 PREFIX_ARGS = ("movie reviews", "positive", ["A warm little film.", "Two hours well spent."])
 RECORD = "A private record, with a comma."

@@ -11,7 +11,6 @@ import pytest
 import epsvec
 from epsvec import synthesis as synth
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*the vector will be mostly noise")
 
 RECORDS = [
     "A tender, funny and wise film.", "The cast is wonderful.", "Dull, overlong and badly edited.",

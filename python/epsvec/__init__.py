@@ -15,12 +15,14 @@ from .errors import (
     InvalidInputError,
     ModelLoadError,
     PrivacyError,
+    ReleaseAbortedError,
     ShapeMismatchError,
     TokenizerError,
     UnsupportedArchitectureError,
     VectorModelMismatchError,
 )
 from . import corpora, privacy, report
+from .diagnostics import CuratorDiagnostics, curator_diagnostics
 from .extract import extract
 from .report import PrivacyReport, PrivacyStep
 from .synthesis import SyntheticData, synthesize
@@ -35,6 +37,8 @@ __all__ = [
     "extract",
     "synthesize",
     "SyntheticData",
+    "curator_diagnostics",
+    "CuratorDiagnostics",
     "corpora",
     "DatasetVector",
     "privacy",
@@ -56,4 +60,5 @@ __all__ = [
     "PrivacyError",
     "EngineError",
     "VectorModelMismatchError",
+    "ReleaseAbortedError",
 ]

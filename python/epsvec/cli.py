@@ -10,7 +10,7 @@ else; 130 interrupted
 from __future__ import annotations
 
 import argparse
-import hashlib
+import contextlib
 import json
 import os
 import secrets
@@ -55,8 +55,11 @@ def _fail(error: Exception, code: int) -> int:
 def _synthesize(args) -> int:
     _check_sampling(args)  # before any budget is spent
     release_dir = os.path.join(args.out, "release")
-    plans, report = _private_release(args, release_dir)
     out = os.path.join(args.out, "synthetic.jsonl")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise InvalidInputError(f"{args.out} is a file; --out names a directory")
+    _check_out(out, on_ray=False)
+    plans, report = _private_release(args, release_dir)
     _generate_file(args, plans, out)
     rows = [json.loads(line) for line in open(out, encoding="utf-8")]
     for plan in plans:
@@ -119,47 +122,67 @@ def _info(args) -> int:
 
 def _private_release(args, release_dir: str):
     """Run the private steps once; a later run with the same settings reuses
-    the saved release (no new privacy cost) instead of spending the budget again."""
+    the saved release (no new privacy cost) instead of spending the budget again.
+
+    The output location is checked before any record is read, and a failed
+    run leaves no partial release behind. The input file's path is not
+    saved (even hashed, a path can be guessed); a rerun with the same
+    settings reuses the release whatever the input, and says so."""
     from . import release
     from .model import load_model
     from .synthesis import private_steps
 
-    settings = {k: getattr(args, k) for k in ("input", "corpus", "text_column", "label_column", "eps", "delta",
+    settings = {k: getattr(args, k) for k in ("corpus", "text_column", "label_column", "eps", "delta",
                                               "domain", "method", "fixed_shots", "num_shots", "shots_eps",
                                               "shot_candidates", "prompt_format", "multi_line", "layers", "classes",
                                               "sample_rate", "adjacency", "num_negatives", "noise_seed",
                                               "max_new_tokens", "model")}
-    if settings["input"] is not None:  # the release names its input by a hash, not by its (private) path
-        settings["input"] = hashlib.sha256(os.path.abspath(settings["input"]).encode()).hexdigest()[:16]
+    release.recover(release_dir)
     if release.exists(release_dir):
         plans, report, saved = release.load(release_dir)
         if saved != settings:
             changed = sorted(k for k in settings if saved.get(k) != settings[k])
             raise InvalidInputError(f"{release_dir} holds a release made with other settings ({', '.join(changed)}); "
                                     "running again would spend the privacy budget twice: use another --out")
-        print(f"reusing the private release in {release_dir} (no new privacy cost)", file=sys.stderr)
+        print(f"reusing the private release in {release_dir} (no new privacy cost; its input is not checked)",
+              file=sys.stderr)
         return plans, report
-    texts, labels, classes = _read_input(args)
-    if args.domain is None and args.corpus is not None:
-        args.domain = corpora.DOMAINS[args.corpus]
-    model = load_model(args.model, device=args.device)
+    release.check_writable(release_dir)
     try:
         layers = "auto" if args.layers == "auto" else [int(x) for x in args.layers.split(",")]
     except ValueError:
         raise InvalidInputError(f'--layers must be "auto" or comma-separated integers, got {args.layers!r}') from None
-    _, plans, report = private_steps(
-        texts, args.eps, labels=labels, classes=classes, delta=args.delta, model=model, domain=args.domain,
-        method=args.method, fixed_shots=_shots_arg(args.fixed_shots), num_shots=args.num_shots,
-        shots_eps=args.shots_eps, prompt_format=args.prompt_format, single_line=not args.multi_line,
-        shot_candidates=None if args.shot_candidates is None else _public_texts(args.shot_candidates),
-        layers=layers, sample_rate=args.sample_rate, adjacency=args.adjacency,
-        batch_size=args.batch_size, progress=not args.no_progress, seed=args.seed, noise_seed=args.noise_seed,
-        max_new_tokens=args.max_new_tokens, num_negatives=args.num_negatives,
-    )
-    os.makedirs(os.path.dirname(os.path.abspath(release_dir)), exist_ok=True)
+    texts, labels, classes = _read_input(args)
+    if args.domain is None and args.corpus is not None:
+        args.domain = corpora.DOMAINS[args.corpus]
+    model = load_model(args.model, device=args.device)
+    with _curator_channel(args.show_private_diagnostics):
+        _, plans, report = private_steps(
+            texts, args.eps, labels=labels, classes=classes, delta=args.delta, model=model, domain=args.domain,
+            method=args.method, fixed_shots=_shots_arg(args.fixed_shots), num_shots=args.num_shots,
+            shots_eps=args.shots_eps, prompt_format=args.prompt_format, single_line=not args.multi_line,
+            shot_candidates=None if args.shot_candidates is None else _public_texts(args.shot_candidates),
+            layers=layers, sample_rate=args.sample_rate, adjacency=args.adjacency,
+            batch_size=args.batch_size, progress=not args.no_progress, seed=args.seed, noise_seed=args.noise_seed,
+            max_new_tokens=args.max_new_tokens, num_negatives=args.num_negatives,
+        )
     release.save(release_dir, plans, report, settings)
     args._model = model
     return plans, report
+
+
+@contextlib.contextmanager
+def _curator_channel(show: bool):
+    """With --show-private-diagnostics, the curator-only counts of the run,
+    printed to stderr under their do-not-publish heading; otherwise nothing."""
+    if not show:
+        yield
+        return
+    from .diagnostics import curator_diagnostics
+
+    with curator_diagnostics() as diagnostics:
+        yield
+    print(diagnostics, file=sys.stderr)
 
 
 def _check_sampling(args) -> None:
@@ -211,7 +234,8 @@ def _generate_file(args, plans, out: str) -> None:
     output in ``OUT.state.json``. With ``--ray``, OUT is a directory of
     JSONL shards written by Ray actors (``epsvec.distributed``).
     """
-    from .model import _progress, load_model
+    from .model import load_model
+    from .progress import counted
     from .seeds import derive_seed
     from .synthesis import generate_for_class
 
@@ -234,7 +258,7 @@ def _generate_file(args, plans, out: str) -> None:
     total = args.n * len(plans)
     if done:
         print(f"resuming {out} at sample {done} of {total}", file=sys.stderr)
-    with open(out, "a", encoding="utf-8") as f, _progress(total, not args.no_progress, "generating", "sample") as bar:
+    with open(out, "a", encoding="utf-8") as f, counted(total, not args.no_progress, "generating", "sample") as bar:
         bar.update(done)
         k = done
         while k < total:
@@ -382,6 +406,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--num-negatives", type=int, default=64, help="public negatives generated per class")
         p.add_argument("--max-new-tokens", type=int, default=64, help="length cap of the model's samples (shots, "
                        "negatives, synthetic texts)")
+        p.add_argument("--show-private-diagnostics", action="store_true", help="print exact counts from the "
+                       "private records (class sizes, records cut, clipped) for the data holder only, under a "
+                       "heading that says not to publish them; by default nothing about the records is printed")
 
     def sampling(p, length=True):
         p.add_argument("--n", type=int, required=True, help="samples per class")

@@ -18,6 +18,13 @@ un-noised private data, like the records: epsvec sends them only between
 the curator's own processes and writes them nowhere (Ray's object store
 may spill them to the nodes' disks: the cluster must be trusted).
 
+Every record is checked (a non-empty string with a declared label) in a
+first pass over the dataset, by plain Ray tasks, before the driver loads
+anything or reads any record into a release: a bad record is refused to
+the curator before the release starts, never halfway through it. Ray's own
+progress bars count rows, so they stay off while records are read; the
+driver shows the elapsed time only.
+
 Poisson sampling is not offered here: its coins are drawn inside the
 in-process release from the same secret stream as the noise. Workers read
 every record, so ``sample_rate`` must be None. A batch Ray drops on error
@@ -40,7 +47,6 @@ import json
 import os
 import pickle
 import uuid
-import warnings
 from typing import Any
 
 import numpy as np
@@ -126,13 +132,50 @@ def declared_ray_classes(ds, labels, classes, text_column: str, label_column: st
     return classes
 
 
+def check_records(ds, classes: list | None, text_column: str, label_column: str | None) -> None:
+    """Every record of a Ray dataset checked by plain Ray tasks (no model),
+    before any model work: a non-empty string, with a label in ``classes``
+    (None: unlabelled). The first bad record is raised here, to the curator."""
+    columns = [text_column] if classes is None else [text_column, label_column]
+    checked = ds.select_columns(columns).map_batches(
+        _check_batch, batch_format="numpy",
+        fn_kwargs=dict(text_column=text_column, label_column=None if classes is None else label_column,
+                       classes=classes))
+    if not sum(int(row["records"]) for row in _rows(checked, progress=False)):
+        raise InvalidInputError("the Ray dataset has no records; pass at least one")
+
+
+def _check_batch(batch: dict, text_column: str, label_column: str | None, classes: list | None) -> dict:
+    texts = batch[text_column]
+    labels = batch[label_column] if label_column else [None] * len(texts)
+    index = {label: i for i, label in enumerate(classes or [None])}
+    try:
+        for text, label in zip(texts, labels):
+            checked_record(text, label, index, text_column)
+    except (EpsvecError, TypeError) as error:
+        return {"records": np.array([0]), "error": np.array([pickle.dumps(error)], dtype=object)}
+    return {"records": np.array([len(texts)]), "error": np.array([b""], dtype=object)}
+
+
+def checked_record(text, label, index: dict, text_column: str) -> tuple[str, int]:
+    """``(text, class index)`` of one record from a Ray batch, or the error that refuses it."""
+    text, label = _python(text), _python(label)
+    if not isinstance(text, str):
+        raise TypeError(f"a record's {text_column!r} is a {type(text).__name__}, not a string")
+    if not text.strip():
+        raise InvalidInputError(f"a record's {text_column!r} is empty")
+    if label not in index:
+        raise InvalidInputError(f"a record has the label {label!r}, which is not in classes {list(index)}")
+    return text, index[label]
+
+
 # ------------------------------------------------------------------ plumbing
 
 
 def _rows(ds, progress: bool):
     """The rows of a Ray dataset of worker results; a bad-input error a worker
     returned (see :func:`_reporting_errors`) is raised here as itself."""
-    context = _ray_context()
+    context = ds.context  # the dataset's own copy, taken when it was created
     shown, context.enable_progress_bars = context.enable_progress_bars, progress
     try:
         for row in ds.iter_rows():
@@ -170,9 +213,12 @@ def _reporting_errors(work):
 
 def extract_classes(ds, model: Model, releases: dict, config: RayConfig, text_column: str,
                     label_column: str | None, progress: bool) -> dict:
-    """Reads the records of ``ds`` on Ray into each class's release
-    (``{label: ClassRelease}``, prepared by the driver; ``label_column``
-    None: one class) and returns ``{label: [DatasetVector per budget]}``."""
+    """Reads the records of ``ds`` (checked already: :func:`check_records`)
+    on Ray into each class's release (``{label: ClassRelease}``, prepared by
+    the driver; ``label_column`` None: one class) and returns
+    ``{label: [DatasetVector per budget]}``."""
+    from .extract import reading_records
+
     if ds.context.max_errored_blocks != 0 or _ray_context().max_errored_blocks != 0:
         # Ray would drop a failed batch of records silently: one record could remove many.
         raise InvalidInputError("DataContext.max_errored_blocks must be 0 for a private release")
@@ -182,25 +228,14 @@ def extract_classes(ds, model: Model, releases: dict, config: RayConfig, text_co
         fn_constructor_kwargs=dict(model_spec=config.model_spec(model), classes=classes, text_column=text_column,
                                    label_column=label_column),
     )
-    records, truncated = [0] * len(classes), [0] * len(classes)
     n_layers, hidden = len(classes[0].layers), model.config.hidden_size
-    for row in _rows(sums, progress):
-        part = _epsvec.ClippedSum.from_bytes(row["partial_sum"], n_layers, hidden)
-        c = int(row["class"])
-        classes[c].release.merge(part)
-        records[c] += part.records
-        truncated[c] += int(row["truncated"])
-    if not sum(records):
-        raise InvalidInputError("the Ray dataset has no records; pass at least one")
-    for release, n, cut in zip(classes, records, truncated):
-        if cut:  # to the data holder only; nothing of it is stored
-            warnings.warn(f"class {release.plan.label_text!r}: {cut} record(s) were cut to "
-                          f"{release.plan.max_example_tokens} tokens", stacklevel=4)
-        release.warn_about_size(n)
-    vectors = {}
-    for label, release in releases.items():
-        vectors[label] = release.finish(model)
-    return vectors
+    with reading_records(None, progress):
+        for row in _rows(sums, progress=False):  # Ray's bars count rows: off
+            part = _epsvec.ClippedSum.from_bytes(row["partial_sum"], n_layers, hidden)
+            c = int(row["class"])
+            classes[c].release.merge(part)
+            classes[c].truncated += int(row["truncated"])
+        return {label: release.finish(model) for label, release in releases.items()}
 
 
 class _RecordWorker:
@@ -221,15 +256,8 @@ class _RecordWorker:
         labels = batch[self.label_column] if self.label_column else [None] * len(texts)
         groups: dict[int, list[str]] = {}
         for text, label in zip(texts, labels):
-            text, label = _python(text), _python(label)
-            if not isinstance(text, str):
-                raise TypeError(f"a record's {self.text_column!r} is a {type(text).__name__}, not a string")
-            if not text.strip():
-                raise InvalidInputError(f"a record's {self.text_column!r} is empty")
-            if label not in self.index:
-                raise InvalidInputError(f"a record has the label {label!r}, which is not in classes "
-                                        f"{list(self.index)}")
-            groups.setdefault(self.index[label], []).append(text)
+            text, c = checked_record(text, label, self.index, self.text_column)
+            groups.setdefault(c, []).append(text)
         out = {"class": [], "partial_sum": [], "truncated": []}
         for c, records in sorted(groups.items()):
             release = self.classes[c]

@@ -17,6 +17,7 @@ __all__ = [
     "PrivacyError",
     "EngineError",
     "VectorModelMismatchError",
+    "ReleaseAbortedError",
 ]
 
 
@@ -62,3 +63,8 @@ class EngineError(EpsvecError):
 
 class VectorModelMismatchError(EpsvecError, ValueError):
     """A dataset vector is used with a model other than the one it was made with."""
+
+
+class ReleaseAbortedError(EpsvecError):
+    """The engine failed while a private release read its records (e.g. out of
+    memory); the release was aborted and nothing was returned or written."""

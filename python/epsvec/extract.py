@@ -15,12 +15,14 @@ Nothing chosen from private data leaves un-noised: layers, clip norm and
 pooling come from the model's depth and public text; the class set is
 declared by the caller (``classes``); the Poisson sample is drawn, and the
 sampled records read, inside the Rust release (`epsvec._epsvec.PrivateRelease`),
-whose sample and size never come out; counts (records, truncated, clipped)
-go to the data holder as warnings at most, never into a vector file.
+whose sample and size never come out; counts (records, truncated, clipped,
+non-finite) go only to the curator-only channel (`epsvec.diagnostics`),
+never into a file, a return value, a warning or a progress line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _epsvec, distributed, prompts
+from . import _epsvec, diagnostics, distributed, prompts
 from .data import declared_classes, records_from
-from .errors import InvalidInputError, PrivacyError
-from .model import REPEATED_PROMPT_ROWS, Model, _progress, load_model
+from .errors import EpsvecError, InvalidInputError, PrivacyError, ReleaseAbortedError
+from .model import REPEATED_PROMPT_ROWS, Model, load_model
+from .progress import elapsed_only
 from .privacy import gaussian_sigma
 from .report import PrivacyStep
 from .seeds import derive_seed
@@ -41,7 +44,7 @@ from .vector import DatasetVector
 __all__ = ["extract", "auto_layers"]
 
 POOLS = ("mean", "example", "last")
-RECORDS_PER_CALL = 64  # records handed to the release per call (progress granularity)
+RECORDS_PER_CALL = 64  # records handed to the release per call (Ctrl-C is seen between calls)
 
 
 def auto_layers(num_layers: int) -> list[int]:
@@ -123,7 +126,7 @@ def extract(
         noise_seed: For tests only: makes the privacy noise and sample
             reproducible, which voids the guarantee (the vector says ``seeded``).
         max_example_tokens: Private examples are cut to this many tokens,
-            at a sentence end (the data holder is warned; nothing is stored).
+            at a sentence end (how many: :mod:`epsvec.diagnostics` only).
         negative_temperature: Sampling temperature of the default negatives.
         negative_max_new_tokens: Length cap of the default negatives.
         num_negatives: How many default negatives to generate per class (a
@@ -141,6 +144,12 @@ def extract(
         InvalidInputError: empty input, labels without classes or outside
             them, bad options.
         PrivacyError: impossible eps, delta or sample rate.
+        ReleaseAbortedError: the engine failed while reading the records;
+            nothing was released.
+
+    Counts about the private records (class sizes, truncated, clipped)
+    are never printed or returned: collect them, for the data holder
+    only, with :func:`epsvec.curator_diagnostics`.
     """
     on_ray = distributed.is_ray_dataset(texts)
     groups, labelled = class_groups(texts, labels, classes, text_column, label_column)
@@ -174,7 +183,7 @@ class ClassPrompts:
     """One class's private prompts, tokenized before any model work. Each
     example is cut to a public length that fits the context (the requested
     ``max_example_tokens``, lowered if the prompt around it leaves less room),
-    so no record can make the release fail."""
+    so every private prompt fits and its cost is bounded by public parameters."""
 
     label: Any
     label_text: str | None
@@ -185,6 +194,7 @@ class ClassPrompts:
     head: list[int]
     pieces: list[prompts.PromptIds]
     max_example_tokens: int
+    truncated: int  # records cut to max_example_tokens: curator-only
 
     @classmethod
     def build(cls, model: Model, label, domain, shots: list[str], records: list[str], max_example_tokens: int,
@@ -202,10 +212,7 @@ class ClassPrompts:
             max_example_tokens = room
         head, pieces, truncated = prompts.with_examples(model, prefix_text, records, label_text, max_example_tokens,
                                                         fmt)
-        if truncated:  # to the data holder only; nothing of it is stored
-            warnings.warn(f"class {label_text!r}: {truncated} record(s) were cut to {max_example_tokens} tokens",
-                          stacklevel=4)
-        return cls(label, label_text, domain, shots, prefix_text, fmt, head, pieces, max_example_tokens)
+        return cls(label, label_text, domain, shots, prefix_text, fmt, head, pieces, max_example_tokens, truncated)
 
 
 def extract_classes(model: Model, plans: dict, ray_records, ray, text_column: str, label_column: str | None,
@@ -214,10 +221,7 @@ def extract_classes(model: Model, plans: dict, ray_records, ray, text_column: st
     each plan's records read in this process, or, given a Ray dataset of
     them (``ray_records``), by Ray actors in one pass over every class."""
     if ray_records is None:
-        vectors = {}
-        for label, plan in plans.items():  # a loop, not a comprehension: warnings point at the caller
-            vectors[label] = extract_class(model, plan, **options)
-        return vectors
+        return {label: extract_class(model, plan, **options) for label, plan in plans.items()}
     releases = {label: ClassRelease.prepare(model, plan, **options) for label, plan in plans.items()}
     return distributed.extract_classes(ray_records, model, releases, ray or distributed.RayConfig(), text_column,
                                        label_column, options["progress"])
@@ -232,9 +236,24 @@ def extract_class(model: Model, plan: ClassPrompts, *, eps, delta, negatives, la
         model, plan, eps=eps, delta=delta, negatives=negatives, layers=layers, clip_norm=clip_norm, pool=pool,
         sample_rate=sample_rate, adjacency=adjacency, batch_size=batch_size, progress=progress, seed=seed,
         noise_seed=noise_seed, temperature=temperature, max_new_tokens=max_new_tokens, num_negatives=num_negatives)
-    release.warn_about_size(len(plan.pieces))
-    release.offer_records(model, plan.pieces, progress)
-    return release.finish(model)
+    with reading_records(plan.label_text, progress):
+        release.offer_records(model, plan.pieces)
+        return release.finish(model)
+
+
+@contextlib.contextmanager
+def reading_records(label: str | None, progress: bool):
+    """The part of a release that reads private records. It shows only the
+    elapsed time, and an engine failure in it (out of memory, a device
+    error), which may happen only when a given record is read, aborts the
+    release: nothing is returned or written, and the error, which goes to
+    the curator, says so."""
+    try:
+        with elapsed_only(f"reading the private records{'' if label is None else f' ({label})'}", progress):
+            yield
+    except (EpsvecError, RuntimeError, MemoryError) as error:
+        raise ReleaseAbortedError(f"the private release{'' if label is None else f' of class {label!r}'} was "
+                                  f"aborted while reading the records, and nothing was released: {error}") from error
 
 
 @dataclass
@@ -255,6 +274,7 @@ class ClassRelease:
     residual_norms: dict[int, float]
     sigmas: list[float]
     release: Any  # _epsvec.PrivateRelease
+    truncated: int  # records cut to the plan's max_example_tokens (curator-only), here or on Ray workers
 
     def __getstate__(self):  # Ray workers get the public side; the release stays with the driver
         return {**self.__dict__, "release": None}
@@ -280,19 +300,8 @@ class ClassRelease:
                      if clip_norm == "auto" else "given")
         return cls(plan, list(eps), delta, adjacency, list(layers), pool, clip, clip_rule,
                    np.ascontiguousarray(negative_states.mean(axis=0).reshape(-1), dtype=np.float32),
-                   _residual_norms(model, negative_prompts[:16], layers, batch_size), sigmas, release)
-
-    def warn_about_size(self, n: int) -> None:
-        """Warnings to the data holder about the class size; nothing here enters the release."""
-        label, dim = self.plan.label_text, self.baseline.size
-        if n and self.delta > 1 / n:
-            warnings.warn(f"delta = {self.delta:g} exceeds 1/N = {1 / n:g} for {n} records: the guarantee is weak",
-                          stacklevel=5)  # the caller of extract()
-        if n < max(self.sigmas) * math.sqrt(dim):
-            # The noise's norm is about sigma*C*sqrt(dim); the sum of n clipped terms is at most n*C.
-            warnings.warn(f"class {label!r}: {n} records against noise of norm ~{max(self.sigmas) * math.sqrt(dim):.0f}"
-                          " C; the vector will be mostly noise (use more records, a larger eps, or fewer layers)",
-                          stacklevel=5)
+                   _residual_norms(model, negative_prompts[:16], layers, batch_size), sigmas, release,
+                   plan.truncated)
 
     def term_arguments(self, pieces: list[prompts.PromptIds]) -> tuple:
         """How the engine makes these records' terms: ``(prefix, tails, layers, pool, baseline, weights)``
@@ -302,22 +311,19 @@ class ClassRelease:
         weights = None if self.pool == "last" else [_weights(p, self.pool) for p in pieces]
         return head, tails, self.layers, "last" if self.pool == "last" else "mean", self.baseline, weights
 
-    def offer_records(self, model: Model, pieces: list[prompts.PromptIds], progress: bool) -> None:
+    def offer_records(self, model: Model, pieces: list[prompts.PromptIds]) -> None:
         """Reads the records in this process, inside the release (Poisson coins included)."""
-        label = self.plan.label_text
-        with _progress(len(pieces), progress, f"reading records{'' if label is None else f' ({label})'}",
-                       "record") as bar:
-            for start in range(0, len(pieces), RECORDS_PER_CALL):
-                part = pieces[start : start + RECORDS_PER_CALL]
-                self.release.offer_prompts(model._engine, *self.term_arguments(part))
-                bar.update(len(part))
+        for start in range(0, len(pieces), RECORDS_PER_CALL):
+            self.release.offer_prompts(model._engine, *self.term_arguments(pieces[start : start + RECORDS_PER_CALL]))
 
     def finish(self, model: Model) -> list[DatasetVector]:
-        """One vector per budget, each with its own noise draw; ends the release."""
+        """One vector per budget, each with its own noise draw; ends the release.
+        The curator-only counts go to :mod:`epsvec.diagnostics` (when collected)."""
         label, plan = self.plan.label_text, self.plan
-        if self.release.had_nonfinite:
-            warnings.warn(f"class {label!r}: some records gave non-finite activations and counted as zero; "
-                          "try dtype='float32'", stacklevel=5)
+        counts = self.release.curator_counts
+        diagnostics.record(diagnostics.ClassDiagnostics(
+            label, counts["records"], self.truncated, plan.max_example_tokens, counts["clipped"], counts["nonfinite"],
+            max(self.sigmas) * math.sqrt(self.baseline.size), self.delta))
         vectors = []
         for e, (directions, info) in zip(self.eps, self.release.finish(self.sigmas)):
             step = PrivacyStep(
@@ -385,9 +391,11 @@ def model_negatives(model, prompt, fmt, count, temperature, max_new_tokens, batc
 
 def class_groups(texts, labels, classes, text_column: str, label_column: str | None) -> tuple[dict, bool]:
     """``({class: records}, labelled)`` for any input: lists, a ``datasets.Dataset``
-    or a Ray dataset (whose records stay where they are: empty lists here)."""
+    or a Ray dataset (whose records stay where they are: empty lists here).
+    Every record is checked here, before any model work."""
     if distributed.is_ray_dataset(texts):
         classes = distributed.declared_ray_classes(texts, labels, classes, text_column, label_column)
+        distributed.check_records(texts, classes, text_column, label_column)
         return ({None: []}, False) if classes is None else ({label: [] for label in classes}, True)
     texts, labels, classes = records_from(texts, labels, text_column, label_column, classes)
     return group_by_class(check_texts(texts), labels, classes), labels is not None

@@ -19,6 +19,7 @@ from ._epsvec import Engine, SamplingParams
 # token per decoding step: batches of them can be this many times larger.
 REPEATED_PROMPT_ROWS = 4
 from .errors import InvalidInputError
+from .progress import counted as progress_bar
 from .steering import steering_matrix
 
 __all__ = ["Model", "ModelConfig", "Generation", "load_model"]
@@ -272,7 +273,7 @@ class Model:
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         results: list[Generation | None] = [None] * len(ids)
-        with _progress(len(ids), progress if progress is not None else len(batches) > 1, "generating") as bar:
+        with progress_bar(len(ids), progress if progress is not None else len(batches) > 1, "generating") as bar:
             for rows in batches:
                 steer_rows = None
                 if steering is not None:
@@ -334,12 +335,6 @@ def _flatten_steers(steer: Any) -> list[Any]:
     if isinstance(steer, (list, tuple)):
         return [x for s in steer for x in _flatten_steers(s)]
     return [] if steer is None else [steer]
-
-
-def _progress(total: int, enabled: bool, desc: str, unit: str = "prompt"):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, unit=unit, dynamic_ncols=True)
 
 
 def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto") -> Model:

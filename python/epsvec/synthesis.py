@@ -30,7 +30,7 @@ from . import _epsvec, distributed, prompts
 from ._epsvec import SamplingParams
 from .errors import InvalidInputError, PrivacyError
 from .extract import (ClassPrompts, auto_layers, check_options, check_privacy, check_sample_rate, class_groups,
-                      extract_classes, pooled_states, resolve_layers, shots_by_label)
+                      extract_classes, pooled_states, reading_records, resolve_layers, shots_by_label)
 from .model import REPEATED_PROMPT_ROWS, Model, load_model, mean_states_without_sink
 from .privacy import gaussian_sigma
 from .report import PrivacyReport, PrivacyStep, sweep_composition
@@ -483,13 +483,14 @@ def _vote_shots(model, fmt, records, domain, label_text, k, budget, adjacency, b
         origin = "model-generated candidates"
     layer = auto_layers(model.config.num_layers)[0]
     c = _embed(model, candidates, layer, batch_size)
-    histogram = np.zeros((len(records), len(candidates)), dtype=np.float32)
-    for i, record in enumerate(records):
-        r = _embed(model, [record], layer, 1)  # alone: its vote cannot depend on its batch neighbours
-        histogram[i, int(np.argmax(r @ c.T))] = 1.0
-    release = _epsvec.PrivateRelease(1, len(candidates), 1.0, 1.0, noise_seed)
-    release.offer_rows(histogram)
-    [(noisy, info)] = release.finish([sigma])
+    with reading_records(label_text, progress):
+        histogram = np.zeros((len(records), len(candidates)), dtype=np.float32)
+        for i, record in enumerate(records):
+            r = _embed(model, [record], layer, 1)  # alone: its vote cannot depend on its batch neighbours
+            histogram[i, int(np.argmax(r @ c.T))] = 1.0
+        release = _epsvec.PrivateRelease(1, len(candidates), 1.0, 1.0, noise_seed)
+        release.offer_rows(histogram)
+        [(noisy, info)] = release.finish([sigma])
     top = np.argsort(-noisy[0], kind="stable")[:k]  # normalising keeps the order
     step = PrivacyStep(
         "fixed-shot selection", float(e), float(d), sigma, 1.0, adjacency, {str(label_text): 1.0},
@@ -501,8 +502,10 @@ def _vote_shots(model, fmt, records, domain, label_text, k, budget, adjacency, b
 
 
 def _embed(model, texts, layer, batch_size) -> np.ndarray:
-    """Unit-normalised mean residual state of each text at ``layer`` (first token skipped)."""
-    states = mean_states_without_sink(model, texts, layer, batch_size, max_tokens=800)
+    """Unit-normalised mean residual state of each text at ``layer`` (first
+    token skipped), each cut to a public length that fits the context."""
+    states = mean_states_without_sink(model, texts, layer, batch_size,
+                                      max_tokens=min(800, model.config.context_length))
     return states / np.maximum(np.linalg.norm(states, axis=1, keepdims=True), 1e-12)
 
 

@@ -22,8 +22,9 @@
 //! coin, and only those drawn are read. A non-finite term contributes zero (a
 //! fixed point of norm `<= C`, so still a function of that record alone):
 //! failing instead would make whether a release happens depend on the secret
-//! sample. The curator learns only *whether* that happened
-//! ([`PrivateRelease::had_nonfinite`]), never through a released value.
+//! sample. The curator learns only *whether* that happened, and only when
+//! every record is read ([`PrivateRelease::curator_counts`]): under sampling
+//! it would tell whether the offending record was drawn.
 //!
 //! The mechanism itself (exact coins, clipping, exact sum, noise, output grid)
 //! and its guarantee are documented in [`crate::privacy::mechanism`].
@@ -129,11 +130,6 @@ impl ClippedSum {
         self.dim
     }
 
-    /// How many records this share holds (for the curator's warnings only).
-    pub fn records(&self) -> usize {
-        self.records
-    }
-
     /// The share as bytes (little-endian), for the wire between workers and the release.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(SUM_HEADER + 16 * self.dim);
@@ -169,6 +165,20 @@ impl ClippedSum {
         }
         Ok(out)
     }
+}
+
+/// Exact counts of a release in progress, for the curator's own diagnostics
+/// only: never released, logged or printed by default. Under Poisson
+/// sampling only what does not depend on the coins is given: `clipped` and
+/// `nonfinite` exist for the drawn records only and would reveal the sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CuratorCounts {
+    /// Records offered to the release (`|D|`, drawn or not).
+    pub records: usize,
+    /// Records whose term was clipped (`None` under sampling).
+    pub clipped: Option<usize>,
+    /// Whether some record's term was non-finite and counted as zero (`None` under sampling).
+    pub nonfinite: Option<bool>,
 }
 
 /// A release in progress: records go in, one or more noisy sums come out.
@@ -241,10 +251,14 @@ impl<R: Rng> PrivateRelease<R> {
         Ok(())
     }
 
-    /// True when some drawn record's term was non-finite and counted as zero.
-    /// For the curator's warning only; never publish.
-    pub fn had_nonfinite(&self) -> bool {
-        self.sum.nonfinite
+    /// What the curator may see of this release (see [`CuratorCounts`]).
+    pub fn curator_counts(&self) -> CuratorCounts {
+        let every = self.sample_rate >= 1.0;
+        CuratorCounts {
+            records: self.records_in,
+            clipped: every.then_some(self.sum.clipped),
+            nonfinite: every.then_some(self.sum.nonfinite),
+        }
     }
 
     /// One noisy sum per noise multiplier in `sigmas` (units of `C`), each with
@@ -330,8 +344,19 @@ mod tests {
         r[0] = f32::NAN;
         let mut rel = PrivateRelease::with_rng(2, 100.0, 1.0, true, ChaCha20Rng::seed_from_u64(1));
         rel.offer_rows(&r).unwrap();
-        assert!(rel.had_nonfinite());
+        assert_eq!(rel.curator_counts(), CuratorCounts { records: 5, clipped: Some(0), nonfinite: Some(true) });
         assert_eq!(rel.finish(&[1.0]).unwrap()[0].noisy, clean[0].noisy);
+    }
+
+    #[test]
+    fn under_sampling_the_curator_sees_nothing_the_coins_decide() {
+        let mut r = rows(5, 2);
+        r[0] = f32::NAN;
+        for seed in 0..20 {
+            let mut rel = PrivateRelease::with_rng(2, 1.0, 0.3, true, ChaCha20Rng::seed_from_u64(seed));
+            rel.offer_rows(&r).unwrap();
+            assert_eq!(rel.curator_counts(), CuratorCounts { records: 5, clipped: None, nonfinite: None });
+        }
     }
 
     #[test]

@@ -103,11 +103,16 @@ impl PyPrivateRelease {
         run(py, || self.with(|release| release.merge(&share)))
     }
 
-    /// True when a drawn record's term was non-finite and counted as zero
-    /// (for the curator's warning; never publish).
+    /// Exact counts for the curator's diagnostics only (never publish):
+    /// `{"records", "clipped", "nonfinite"}`, the last two None under sampling.
     #[getter]
-    fn had_nonfinite(&self, py: Python<'_>) -> PyResult<bool> {
-        run(py, || self.with(|r| Ok(r.had_nonfinite())))
+    fn curator_counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let counts = run(py, || self.with(|r| Ok(r.curator_counts())))?;
+        let out = PyDict::new(py);
+        out.set_item("records", counts.records)?;
+        out.set_item("clipped", counts.clipped)?;
+        out.set_item("nonfinite", counts.nonfinite)?;
+        Ok(out)
     }
 
     /// One release per noise multiplier (own noise each): per-layer unit
@@ -250,12 +255,6 @@ impl PyClippedSum {
             let rows = terms.compute(&engine, &every)?;
             self.inner.lock().unwrap_or_else(|p| p.into_inner()).add_rows(&rows)
         })
-    }
-
-    /// Records summed so far (for the curator's warnings only).
-    #[getter]
-    fn records(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).records()
     }
 
     fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
