@@ -110,7 +110,7 @@ def test_generate_resumes_after_interrupts_without_losing_or_duplicating(private
     assert len(lines(straight)) == n and [r["index"] for r in lines(straight)] == list(range(n))
 
     other = epsvec(*gen, "--out", resumed, "--temperature", 0.5, check_rc=cli.EXIT_USAGE)
-    assert "other settings" in other.stderr and "--overwrite" in other.stderr
+    assert "other settings (temperature)" in other.stderr and "--overwrite" in other.stderr
 
 
 def test_exit_codes_and_messages(private_jsonl, tiny_models, tmp_path):

@@ -25,6 +25,8 @@ def copy_model(src, dst):
 def test_missing_path():
     with pytest.raises(epsvec.ModelLoadError, match="does not exist"):
         epsvec.load_model("/no/such/model")
+    with pytest.raises(epsvec.ModelLoadError, match="known names: smollm2-135m-instruct, gemma-3-270m"):
+        epsvec.load_model("gemma-3-270")
 
 
 def test_directory_without_config(tmp_path):

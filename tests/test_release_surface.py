@@ -172,3 +172,14 @@ def test_an_engine_failure_while_reading_records_aborts_the_release(tiny_models,
     (tmp_path / "s.partial" / "vectors").mkdir(parents=True)  # killed before plan.json: not a release
     release.recover(str(tmp_path / "s"))
     assert not (tmp_path / "s.partial").exists() and not (tmp_path / "s").exists()
+
+
+def test_bad_privacy_parameters_and_records_are_refused_before_the_model_loads(tmp_path):
+    write_records(tmp_path / "private.jsonl", D)
+    base = ["extract", "private.jsonl", "--label-column", "label", "--model", "/no/such/model", "--out", "out"]
+    for extra, code, needle in ((["--classes", "neg,pos", "--eps", "0"], cli.EXIT_PRIVACY, "eps"),
+                                (["--classes", "neg,pos", "--eps", "4", "--delta", "1"], cli.EXIT_PRIVACY, "delta"),
+                                (["--classes", "neg", "--eps", "4"], cli.EXIT_USAGE, "not in classes")):
+        proc = subprocess.run([sys.executable, "-m", "epsvec.cli", *base, *extra], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=600)
+        assert proc.returncode == code and needle in proc.stderr, proc.stderr

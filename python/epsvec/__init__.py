@@ -24,6 +24,7 @@ from .errors import (
 from . import corpora, privacy, report
 from .diagnostics import CuratorDiagnostics, curator_diagnostics
 from .extract import extract
+from .evaluation import EvaluationReport, evaluate
 from .report import PrivacyReport, PrivacyStep
 from .synthesis import SyntheticData, synthesize
 from .model import Generation, Model, ModelConfig, load_model
@@ -38,6 +39,8 @@ __all__ = [
     "synthesize",
     "SyntheticData",
     "curator_diagnostics",
+    "evaluate",
+    "EvaluationReport",
     "CuratorDiagnostics",
     "corpora",
     "DatasetVector",

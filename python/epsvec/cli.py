@@ -1,4 +1,4 @@
-"""The ``epsvec`` command: extract, generate, synthesize, info.
+"""The ``epsvec`` command: extract, generate, synthesize, evaluate, info.
 
 Exit codes: 0 success; 2 bad usage or input (file, column, option);
 3 impossible privacy parameters; 4 model, vector, release or output file
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -95,6 +96,35 @@ def _generate(args) -> int:
     return EXIT_OK
 
 
+def _evaluate(args) -> int:
+    from .data import read_table
+    from .evaluation import LEAKAGE_NAME, evaluate
+
+    def table(path):
+        return read_table(path, args.text_column, args.label_column) if path else (None, None)
+
+    (synthetic, labels), (reference, reference_labels), (private, _) = map(table, (args.synthetic, args.reference,
+                                                                                  args.private))
+    report = evaluate(synthetic, reference, private, labels=labels, reference_labels=reference_labels,
+                      featurizer=args.featurizer, ngram=args.ngram, progress=not args.no_progress)
+    report.save(args.out)
+    f = report.fidelity
+    print(f"MAUVE, pooled: {f['pooled']['mean']:.3f} ± {f['pooled']['std']:.3f} ({report.counts['synthetic']} "
+          f"synthetic vs {report.counts['reference']} reference texts)")
+    for label, score in (f["per_class"] or {}).items():
+        print(f"MAUVE, {label}: {score['mean']:.3f} ± {score['std']:.3f}")
+    if report.utility:
+        u = report.utility
+        print(f"classifier accuracy: train synthetic {u['train_synthetic_test_real']['accuracy']:.3f}, "
+              f"train real {u['train_real_test_real']['accuracy']:.3f} (the ceiling)")
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"report: {os.path.join(args.out, 'evaluation.json')} (and .png, .html)")
+    if private is not None:  # curator-only: its figures stay in its file
+        print(f"leakage check (curator-only, never publish): {os.path.join(args.out, LEAKAGE_NAME)}.json (and .png)")
+    return EXIT_OK
+
+
 def _info(args) -> int:
     from . import release
     from .vector import DatasetVector
@@ -129,6 +159,7 @@ def _private_release(args, release_dir: str):
     saved (even hashed, a path can be guessed); a rerun with the same
     settings reuses the release whatever the input, and says so."""
     from . import release
+    from .extract import check_privacy, check_sample_rate, class_groups
     from .model import load_model
     from .synthesis import private_steps
 
@@ -153,6 +184,10 @@ def _private_release(args, release_dir: str):
     except ValueError:
         raise InvalidInputError(f'--layers must be "auto" or comma-separated integers, got {args.layers!r}') from None
     texts, labels, classes = _read_input(args)
+    # The privacy parameters and every record, checked before the model loads (the steps check them again).
+    check_privacy(args.eps, args.delta, args.adjacency)
+    check_sample_rate(args.sample_rate)
+    class_groups(texts, labels, classes, "text", None)
     if args.domain is None and args.corpus is not None:
         args.domain = corpora.DOMAINS[args.corpus]
     model = load_model(args.model, device=args.device)
@@ -301,8 +336,11 @@ def _start_or_resume(args, plans, out: str, sampling: dict) -> tuple[int, bool]:
     if os.path.exists(out) and not args.overwrite:
         saved = _read_state(state_path, out)
         seed = saved.pop("seed")
-        if args.seed is not None and args.seed != seed or saved != state:
-            raise InvalidInputError(f"{out} was written by a run with other settings; pass --overwrite to replace it")
+        changed = sorted({k for k in {*state, *saved} if saved.get(k) != state.get(k)}
+                         | ({"seed"} if args.seed is not None and args.seed != seed else set()))
+        if changed:
+            raise InvalidInputError(f"{out} was written by a run with other settings ({', '.join(changed)}); pass "
+                                    "--overwrite to replace it, or another --out")
         return seed, True
     seed = args.seed if args.seed is not None else secrets.randbits(62)
     _atomic_json(state_path, {**state, "seed": seed})
@@ -374,23 +412,25 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default=None, help="HF model directory, .gguf file or a known name: "
                        "smollm2-135m-instruct (the embedded default), gemma-3-270m (a base model)")
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (copies of one prompt, "
+                       "when generating, run 4x as many)")
         p.add_argument("--seed", type=int, default=None, help="reproducible sampling (the privacy noise stays secret)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     def private(p):
         p.add_argument("input", nargs="?", help="private records: .jsonl, .csv, .tsv or .parquet")
         p.add_argument("--corpus", choices=corpora.NAMES, help="a bundled public corpus instead of a file (demos)")
-        p.add_argument("--text-column", default="text")
+        p.add_argument("--text-column", default="text", help="the column that holds the texts")
         p.add_argument("--label-column", default=None, help="one synthetic class per label (needs --classes)")
         p.add_argument("--classes", default=None, help="the public set of classes, comma-separated; every class "
                        "gets a vector, records labelled outside it are refused (a --corpus declares its own)")
         p.add_argument("--eps", type=float, required=True, help="total privacy budget")
-        p.add_argument("--delta", type=float, default=1e-5)
+        p.add_argument("--delta", type=float, default=1e-5, help="total delta; keep it well below 1/records")
         p.add_argument("--domain", default=None, help='what the texts are, e.g. "movie reviews"')
         p.add_argument("--fixed-shots", default="none", help='"none" (the zero-shot prompt), "synthetic" (free), '
                        '"private" (DP vote) or a file of public texts')
-        p.add_argument("--num-shots", type=int, default=2)
+        p.add_argument("--num-shots", type=int, default=2, help="shots per prompt with --fixed-shots synthetic "
+                       "or private")
         p.add_argument("--shot-candidates", default=None, help='a file of public texts of the same domain that '
                        'the records vote over with --fixed-shots private (instead of the model\'s own samples)')
         p.add_argument("--prompt-format", choices=("auto", "raw", "chat"), default="auto", help='"raw" text (base '
@@ -402,7 +442,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--sample-rate", type=float, default=None, help="Poisson-sample each record at this public "
                        "rate (amplifies privacy, reads fewer records)")
         p.add_argument("--noise-seed", type=int, default=None, help=argparse.SUPPRESS)  # tests only: voids the DP
-        p.add_argument("--adjacency", choices=("add_remove", "substitution"), default="add_remove")
+        p.add_argument("--adjacency", choices=("add_remove", "substitution"), default="add_remove",
+                       help="neighbouring datasets differ by one record added/removed, or one replaced")
         p.add_argument("--num-negatives", type=int, default=64, help="public negatives generated per class")
         p.add_argument("--max-new-tokens", type=int, default=64, help="length cap of the model's samples (shots, "
                        "negatives, synthetic texts)")
@@ -413,39 +454,57 @@ def _parser() -> argparse.ArgumentParser:
     def sampling(p, length=True):
         p.add_argument("--n", type=int, required=True, help="samples per class")
         p.add_argument("--strength", type=float, default=0.06, help="steering strength (fraction of residual norm)")
-        p.add_argument("--temperature", type=float, default=1.0)
-        p.add_argument("--top-p", type=float, default=1.0)
+        p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
+        p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (1: off)")
         if length:
             p.add_argument("--max-new-tokens", type=int, default=64, help="length cap of each sample")
         p.add_argument("--overwrite", action="store_true", help="replace the output instead of resuming it")
 
-    p = sub.add_parser("synthesize", help="private records in; synthetic JSONL and a privacy report out")
+    command = functools.partial(sub.add_parser, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    p = command("synthesize", help="private records in; synthetic JSONL and a privacy report out")
     private(p), sampling(p, length=False), common(p)
-    p.add_argument("--method", choices=("epsvec", "fixed_shot", "zero_shot"), default="epsvec")
+    p.add_argument("--method", choices=("epsvec", "fixed_shot", "zero_shot"), default="epsvec",
+                   help="steered by the DP vector, or an unsteered baseline")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(run=_synthesize)
 
-    p = sub.add_parser("extract", help="private records in; a release directory of DP dataset vectors out")
+    p = command("extract", help="private records in; a release directory of DP dataset vectors out")
     private(p), common(p)
     p.add_argument("--out", required=True, help="release directory to create")
     p.set_defaults(run=_extract)
 
-    p = sub.add_parser("generate", help="steered samples from a release (or vector files) to JSONL; resumable")
+    p = command("generate", help="steered samples from a release (or vector files) to JSONL; resumable")
     p.add_argument("release", nargs="+", help="release directories or vector .safetensors files")
     sampling(p), common(p)
     p.add_argument("--out", required=True, help="output .jsonl (with --ray: a directory of .jsonl shards)")
     p.add_argument("--ray", action="store_true", help="generate on a Ray cluster (pip install epsvec[ray])")
     p.add_argument("--ray-address", default=None, help="the cluster to join (default: RAY_ADDRESS, else a local one)")
     p.add_argument("--workers", type=int, default=2, help="Ray actors, each with one loaded model")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves for each actor")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="1: each actor's model on its own GPU")
     p.add_argument("--shard-batches", type=int, default=64, help="batches per shard file (one Ray task; a rerun "
                    "writes the missing shards)")
     p.set_defaults(run=_generate)
 
-    p = sub.add_parser("info", help="describe a release, a vector file or a model")
-    p.add_argument("path")
-    p.add_argument("--device", default="cpu")
+    p = command("evaluate", help="is the synthetic data faithful and useful, and does it copy a private record?")
+    p.add_argument("synthetic", help="synthetic texts: .jsonl, .csv, .tsv or .parquet")
+    p.add_argument("--reference", required=True, help="real texts held out from the release, same format")
+    p.add_argument("--private", default=None, help="the private records the release read: adds the curator-only "
+                   "leakage check, written to its own CURATOR-ONLY file")
+    p.add_argument("--text-column", default="text", help="the column that holds the texts (every file)")
+    p.add_argument("--label-column", default=None, help="labels (synthetic and reference): per-class MAUVE and "
+                   "the classifiers")
+    p.add_argument("--featurizer", default=None, help="a sentence-transformers model path (default: the bundled "
+                   "all-MiniLM-L6-v2)")
+    p.add_argument("--ngram", type=int, default=8, help="list runs of this many words shared with a private record")
+    p.add_argument("--out", required=True, help="output directory (not a release directory)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_evaluate)
+
+    p = command("info", help="describe a release, a vector file or a model")
+    p.add_argument("path", help="a release directory, a vector .safetensors file, or a model")
+    p.add_argument("--device", default="cpu", help="where to load a model: cpu, cuda, cuda:N or auto")
     p.set_defaults(run=_info)
     return parser
 

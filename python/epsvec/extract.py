@@ -35,7 +35,7 @@ from . import _epsvec, diagnostics, distributed, prompts
 from .data import declared_classes, records_from
 from .errors import EpsvecError, InvalidInputError, PrivacyError, ReleaseAbortedError
 from .model import REPEATED_PROMPT_ROWS, Model, load_model
-from .progress import elapsed_only
+from .progress import elapsed_only, titled
 from .privacy import gaussian_sigma
 from .report import PrivacyStep
 from .seeds import derive_seed
@@ -249,7 +249,7 @@ def reading_records(label: str | None, progress: bool):
     release: nothing is returned or written, and the error, which goes to
     the curator, says so."""
     try:
-        with elapsed_only(f"reading the private records{'' if label is None else f' ({label})'}", progress):
+        with elapsed_only(titled("reading the private records", label), progress):
             yield
     except (EpsvecError, RuntimeError, MemoryError) as error:
         raise ReleaseAbortedError(f"the private release{'' if label is None else f' of class {label!r}'} was "
@@ -287,7 +287,8 @@ class ClassRelease:
         label = plan.label_text
         if negatives is None:
             negatives = model_negatives(model, plan.format.prompt(plan.prefix_text, label), plan.format,
-                                        num_negatives, temperature, max_new_tokens, batch_size, progress,
+                                        num_negatives, temperature, max_new_tokens, batch_size,
+                                        progress and titled("public negatives", label),
                                         derive_seed(seed, "negatives", label))
         _, negative_prompts, _ = prompts.with_examples(model, plan.prefix_text, negatives, label,
                                                      plan.max_example_tokens, plan.format)

@@ -18,7 +18,7 @@ from ._epsvec import Engine, SamplingParams
 # Copies of one prompt share a single prefill, so each extra row costs one
 # token per decoding step: batches of them can be this many times larger.
 REPEATED_PROMPT_ROWS = 4
-from .errors import InvalidInputError
+from .errors import InvalidInputError, ModelLoadError
 from .progress import counted as progress_bar
 from .steering import steering_matrix
 
@@ -200,7 +200,7 @@ class Model:
         batch_size: int = 16,
         chat: bool = False,
         add_special_tokens: bool = True,
-        progress: bool | None = None,
+        progress: bool | str | None = None,
         return_ids: bool = False,
         stream_start: int = 0,
     ) -> str | list[str] | list[Generation]:
@@ -232,7 +232,8 @@ class Model:
             add_special_tokens: Let the tokenizer add its special tokens
                 (BOS) to raw prompts; False for text that already has them
                 (e.g. rendered through a chat template).
-            progress: Show a progress bar (default: when there are several batches).
+            progress: Show a progress bar (default: when there are several
+                batches); a string shows it with that label.
             return_ids: Return :class:`Generation` tuples (text, token ids,
                 finish reason) instead of strings.
             stream_start: Prompt ``i`` draws from the seed's stream
@@ -273,7 +274,9 @@ class Model:
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         results: list[Generation | None] = [None] * len(ids)
-        with progress_bar(len(ids), progress if progress is not None else len(batches) > 1, "generating") as bar:
+        shown = bool(progress) if progress is not None else len(batches) > 1
+        label = progress if isinstance(progress, str) else "generating"
+        with progress_bar(len(ids), shown, label) as bar:
             for rows in batches:
                 steer_rows = None
                 if steering is not None:
@@ -370,6 +373,9 @@ def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", d
         resolved = NAMED_MODELS[path]()
     else:
         resolved = os.fspath(path)
+        if not os.path.exists(resolved) and os.sep not in resolved and not resolved.endswith(".gguf"):
+            raise ModelLoadError(f"{resolved!r} is neither a path nor a known model name; known names: "
+                                 f"{', '.join(NAMED_MODELS)}")
     if not isinstance(device, str) or not isinstance(dtype, str):
         raise TypeError("device and dtype must be strings, e.g. device='cuda', dtype='bfloat16'")
     if device != "cpu":

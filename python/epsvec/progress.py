@@ -15,7 +15,12 @@ import contextlib
 import sys
 import threading
 
-__all__ = ["counted", "elapsed_only"]
+__all__ = ["counted", "elapsed_only", "titled"]
+
+
+def titled(desc: str, label) -> str:
+    """A bar's title for one class: ``desc (label)``, or ``desc`` without a label."""
+    return desc if label is None else f"{desc} ({label})"
 
 
 def counted(total: int, enabled: bool, desc: str, unit: str = "prompt"):

@@ -33,6 +33,7 @@ from .extract import (ClassPrompts, auto_layers, check_options, check_privacy, c
                       extract_classes, pooled_states, reading_records, resolve_layers, shots_by_label)
 from .model import REPEATED_PROMPT_ROWS, Model, load_model, mean_states_without_sink
 from .privacy import gaussian_sigma
+from .progress import titled
 from .report import PrivacyReport, PrivacyStep, sweep_composition
 from .seeds import derive_seed
 from .vector import DatasetVector
@@ -277,7 +278,9 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
             texts = model.generate([plan.prompt] * len(rows), steer=steer, strength=strength, temperature=temperature,
                                    top_p=top_p, max_new_tokens=max_new_tokens, stop=plan.format.stop,
                                    seed=seed if attempt == 0 else derive_seed(seed, "empty retry", attempt),
-                                   batch_size=batch_size, progress=progress and attempt == 0, stream_start=start,
+                                   batch_size=batch_size,
+                                   progress=progress and attempt == 0 and titled("samples", plan.label_text),
+                                   stream_start=start,
                                    add_special_tokens=plan.format.add_special_tokens)
             for r, text in zip(rows, texts):
                 out[r] = text.strip()
@@ -446,7 +449,8 @@ def _zero_shot(model, fmt, domain, label_text, count, batch_size, seed, progress
     prompt = fmt.prompt(prompts.prefix(domain, label_text, [], fmt), label_text)
     return model.generate([prompt] * count, max_new_tokens=max_new_tokens, temperature=SHOT_TEMPERATURE,
                           stop=fmt.stop, seed=seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
-                          progress=progress, return_ids=True, add_special_tokens=fmt.add_special_tokens)
+                          progress=progress and titled("shot candidates", label_text), return_ids=True,
+                          add_special_tokens=fmt.add_special_tokens)
 
 
 def _public_shots(model, fmt, fixed_shots, label, domain, label_text, k, batch_size, seed, max_new_tokens
