@@ -82,7 +82,7 @@ def test_a_planted_private_record_is_found_and_kept_curator_only(corpus, tmp_pat
     assert names == ["CURATOR-ONLY-leakage.json", "CURATOR-ONLY-leakage.png", "evaluation.html", "evaluation.json",
                      "evaluation.png"] and len(paths) == 5
     public = (tmp_path / "eval" / "evaluation.json").read_text() + (tmp_path / "eval" / "evaluation.html").read_text()
-    assert private[planted] not in public and "shared_words" not in public
+    assert private[planted] not in public and "shared_words" not in public and "private" not in public
     assert json.loads((tmp_path / "eval" / "CURATOR-ONLY-leakage.json").read_text())["copies"][0]["sample"] in (12, 20)
 
 
@@ -124,3 +124,21 @@ def test_cli_evaluate_writes_the_report_and_keeps_leakage_figures_off_the_consol
     assert "CURATOR-ONLY-leakage.json" in proc.stdout and corpus["private"][8][0] not in proc.stdout + proc.stderr
     leak = json.loads((tmp_path / "eval" / "CURATOR-ONLY-leakage.json").read_text())
     assert leak["copies"][0]["sample"] == 3 and leak["copies"][0]["private"] == 8
+
+
+def test_synthesize_evaluates_its_samples_against_held_out_text(corpus, tiny_models, tmp_path):
+    with open(tmp_path / "private.jsonl", "w") as f, open(tmp_path / "held_out.jsonl", "w") as g:
+        for text, label in corpus["private"][:10] + corpus["private"][-10:]:
+            f.write(json.dumps({"text": text, "label": label}) + "\n")
+        for text, label in corpus["reference"][:20] + corpus["reference"][-20:]:
+            g.write(json.dumps({"text": text, "label": label}) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "epsvec.cli", "synthesize", "private.jsonl", "--label-column", "label",
+                           "--classes", "fresh,rotten", "--eps", "4", "--n", "20", "--model", str(tiny_models["llama"]),
+                           "--max-new-tokens", "8", "--num-negatives", "4", "--out", "run", "--no-progress",
+                           "--evaluate-against", "held_out.jsonl"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert "MAUVE, pooled" in proc.stdout and "MAUVE, rotten" in proc.stdout
+    report = json.loads((tmp_path / "run" / "evaluation" / "evaluation.json").read_text())
+    assert report["counts"] == {"synthetic": 40, "reference": 40}
+    assert not any("CURATOR" in p.name for p in (tmp_path / "run").rglob("*")), "no leakage check here"

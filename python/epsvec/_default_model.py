@@ -51,5 +51,5 @@ NAMED_MODELS = {"smollm2-135m-instruct": default_model_path, "gemma-3-270m": gem
 # The prompt format measured best for a shipped model file, where it differs
 # from the model's own rule: raw text beat the chat template for the embedded
 # instruct model (Pang & Lee, eps 4: EPSVec 0.551 vs 0.433 MAUVE, zero-shot
-# 0.611 vs 0.447; README "How the defaults were chosen").
+# 0.611 vs 0.447; docs/tuning.md).
 MEASURED_PROMPT_FORMAT = {DEFAULT_MODEL_FILE: "raw"}

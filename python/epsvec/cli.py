@@ -55,6 +55,8 @@ def _fail(error: Exception, code: int) -> int:
 
 def _synthesize(args) -> int:
     _check_sampling(args)  # before any budget is spent
+    if args.evaluate_against and not os.path.isfile(args.evaluate_against):
+        raise InvalidInputError(f"--evaluate-against: {args.evaluate_against} is not a file")
     release_dir = os.path.join(args.out, "release")
     out = os.path.join(args.out, "synthetic.jsonl")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -68,6 +70,14 @@ def _synthesize(args) -> int:
             print(f"[{row['label']}] {' '.join(row['text'].split())[:160]}")
     print(f"\nsynthetic data: {out} ({len(rows)} samples)\nprivacy report: "
           f"{os.path.join(release_dir, 'privacy_report.json')} (eps = {report.eps:g}, delta = {report.delta:g})")
+    if args.evaluate_against:
+        from .data import read_table
+
+        reference, reference_labels = read_table(args.evaluate_against, args.text_column, args.label_column)
+        labelled = reference_labels is not None
+        _report_evaluation([r["text"] for r in rows], [r["label"] for r in rows] if labelled else None, reference,
+                           reference_labels, None, os.path.join(args.out, "evaluation"),
+                           progress=not args.no_progress)
     return EXIT_OK
 
 
@@ -98,16 +108,23 @@ def _generate(args) -> int:
 
 def _evaluate(args) -> int:
     from .data import read_table
-    from .evaluation import LEAKAGE_NAME, evaluate
 
     def table(path):
         return read_table(path, args.text_column, args.label_column) if path else (None, None)
 
     (synthetic, labels), (reference, reference_labels), (private, _) = map(table, (args.synthetic, args.reference,
                                                                                   args.private))
-    report = evaluate(synthetic, reference, private, labels=labels, reference_labels=reference_labels,
-                      featurizer=args.featurizer, ngram=args.ngram, progress=not args.no_progress)
-    report.save(args.out)
+    _report_evaluation(synthetic, labels, reference, reference_labels, private, args.out, featurizer=args.featurizer,
+                       ngram=args.ngram, progress=not args.no_progress)
+    return EXIT_OK
+
+
+def _report_evaluation(synthetic, labels, reference, reference_labels, private, out: str, **options) -> None:
+    """Evaluate, save to ``out`` and print the public figures; leakage figures stay in their curator-only file."""
+    from .evaluation import LEAKAGE_NAME, evaluate
+
+    report = evaluate(synthetic, reference, private, labels=labels, reference_labels=reference_labels, **options)
+    report.save(out)
     f = report.fidelity
     print(f"MAUVE, pooled: {f['pooled']['mean']:.3f} ± {f['pooled']['std']:.3f} ({report.counts['synthetic']} "
           f"synthetic vs {report.counts['reference']} reference texts)")
@@ -119,10 +136,9 @@ def _evaluate(args) -> int:
               f"train real {u['train_real_test_real']['accuracy']:.3f} (the ceiling)")
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"report: {os.path.join(args.out, 'evaluation.json')} (and .png, .html)")
-    if private is not None:  # curator-only: its figures stay in its file
-        print(f"leakage check (curator-only, never publish): {os.path.join(args.out, LEAKAGE_NAME)}.json (and .png)")
-    return EXIT_OK
+    print(f"evaluation: {os.path.join(out, 'evaluation.json')} (and .png, .html)")
+    if private is not None:
+        print(f"leakage check (curator-only, never publish): {os.path.join(out, LEAKAGE_NAME)}.json (and .png)")
 
 
 def _info(args) -> int:
@@ -466,6 +482,8 @@ def _parser() -> argparse.ArgumentParser:
     private(p), sampling(p, length=False), common(p)
     p.add_argument("--method", choices=("epsvec", "fixed_shot", "zero_shot"), default="epsvec",
                    help="steered by the DP vector, or an unsteered baseline")
+    p.add_argument("--evaluate-against", default=None, metavar="REAL", help="real texts held out from the input "
+                   "(same columns): scores the samples (epsvec evaluate, without the leakage check) into OUT/evaluation")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(run=_synthesize)
 

@@ -37,6 +37,18 @@ def records_from(texts: Any, labels: Any = None, text_column: str = "text", labe
     return dataset[text_column], None if labels is None else list(labels), classes
 
 
+def check_text(text, name: str) -> None:
+    """A record must be a non-empty string a tokenizer can take."""
+    if not isinstance(text, str):
+        raise TypeError(f"{name} is a {type(text).__name__}, not a string")
+    if not text.strip():
+        raise InvalidInputError(f"{name} is empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        raise InvalidInputError(f"{name} is not valid Unicode text") from None
+
+
 def check_classes_type(classes) -> None:
     if isinstance(classes, str) or not (classes is None or isinstance(classes, (list, tuple, set, frozenset))):
         raise TypeError(f"classes must be a list of labels, got {type(classes).__name__}")

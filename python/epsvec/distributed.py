@@ -42,17 +42,19 @@ already written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import pickle
 import uuid
+import warnings
 from typing import Any
 
 import numpy as np
 
 from . import _epsvec, prompts
-from .data import check_classes_type, declared_classes
+from .data import check_classes_type, check_text, declared_classes
 from .errors import EpsvecError, InvalidInputError
 from .model import Model, load_model
 
@@ -116,7 +118,8 @@ def declared_ray_classes(ds, labels, classes, text_column: str, label_column: st
     if labels is not None:
         raise InvalidInputError("with a Ray dataset, labels come from its label_column, not labels=")
     check_classes_type(classes)
-    schema = ds.schema()
+    with _progress_bars(ds, False):  # a file-backed dataset may read its first block here
+        schema = ds.schema()
     if schema is None:
         raise InvalidInputError("the Ray dataset is empty; pass at least one record")
     columns = list(schema.names)
@@ -160,10 +163,7 @@ def _check_batch(batch: dict, text_column: str, label_column: str | None, classe
 def checked_record(text, label, index: dict, text_column: str) -> tuple[str, int]:
     """``(text, class index)`` of one record from a Ray batch, or the error that refuses it."""
     text, label = _python(text), _python(label)
-    if not isinstance(text, str):
-        raise TypeError(f"a record's {text_column!r} is a {type(text).__name__}, not a string")
-    if not text.strip():
-        raise InvalidInputError(f"a record's {text_column!r} is empty")
+    check_text(text, f"a record's {text_column!r}")
     if label not in index:
         raise InvalidInputError(f"a record has the label {label!r}, which is not in classes {list(index)}")
     return text, index[label]
@@ -175,15 +175,27 @@ def checked_record(text, label, index: dict, text_column: str) -> tuple[str, int
 def _rows(ds, progress: bool):
     """The rows of a Ray dataset of worker results; a bad-input error a worker
     returned (see :func:`_reporting_errors`) is raised here as itself."""
-    context = ds.context  # the dataset's own copy, taken when it was created
-    shown, context.enable_progress_bars = context.enable_progress_bars, progress
-    try:
+    with _progress_bars(ds, progress):
         for row in ds.iter_rows():
             if row["error"]:
                 raise pickle.loads(row["error"])
             yield row
+
+
+@contextlib.contextmanager
+def _progress_bars(ds, shown: bool):
+    """Ray's progress bars for work on ``ds`` on or off. Over private records
+    they stay off: they count rows and blocks. So does Ray's warning that an
+    actor pool got fewer blocks than actors, which prints the block count."""
+    context = ds.context  # the dataset's own copy, taken when it was created
+    before, context.enable_progress_bars = context.enable_progress_bars, shown
+    try:
+        with warnings.catch_warnings():
+            if not shown:
+                warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
+            yield
     finally:
-        context.enable_progress_bars = shown
+        context.enable_progress_bars = before
 
 
 def _ray_context():

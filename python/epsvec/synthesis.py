@@ -192,7 +192,7 @@ def synthesize(
             record) project highest on the class's released vector: a
             filter by the DP vector, so free (post-processing), at
             ``oversample`` times the generation time. 1 (the default) keeps
-            every sample; see the README's tuning for what 3 did.
+            every sample; see docs/tuning.md for what 3 did.
         num_negatives: Public negatives generated per class (see :func:`epsvec.extract`).
         max_example_tokens, layers, clip_norm, pool, sample_rate,
             adjacency: As in :func:`epsvec.extract`.
