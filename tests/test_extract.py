@@ -186,6 +186,7 @@ def test_save_load_and_mismatch(model, tiny_models, tmp_path):
         (dict(texts=["ok", 3]), TypeError, r"texts\[1\]"),
         (dict(texts="a string"), TypeError, "list of strings"),
         (dict(texts=["ok", "  "]), epsvec.InvalidInputError, r"texts\[1\] is empty"),
+        (dict(texts=["ok", "bad \ud800"]), epsvec.InvalidInputError, r"texts\[1\] is not valid Unicode"),
         (dict(labels=["a"], classes=["a"]), epsvec.InvalidInputError, "labels has 1"),
         (dict(eps=0.0), epsvec.PrivacyError, "eps"),
         (dict(eps=-1.0), epsvec.PrivacyError, "-1"),
