@@ -142,3 +142,16 @@ def test_synthesize_evaluates_its_samples_against_held_out_text(corpus, tiny_mod
     report = json.loads((tmp_path / "run" / "evaluation" / "evaluation.json").read_text())
     assert report["counts"] == {"synthetic": 40, "reference": 40}
     assert not any("CURATOR" in p.name for p in (tmp_path / "run").rglob("*")), "no leakage check here"
+
+
+def test_form_and_leakage_helpers_by_hand():
+    from epsvec import evaluation
+
+    assert evaluation._longest_common_run("a b c d e".split(), "x b c d y".split()) == 3
+    assert evaluation._longest_common_run(["a"], ["b"]) == 0
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    cos = [x[i] @ x[j] / np.linalg.norm(x[i]) / np.linalg.norm(x[j]) for i, j in pairs]
+    assert evaluation._mean_cosine(x) == pytest.approx(np.mean(cos))
+    assert evaluation._degenerate("") and evaluation._degenerate("to be to be to be to be")
+    assert not evaluation._degenerate("a perfectly ordinary sentence about a film")
