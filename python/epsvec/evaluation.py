@@ -266,8 +266,8 @@ def _leakage(syn: list[str], priv: list[str], syn_f, ref_f, priv_f, ngram: int) 
             for j in holders.get(tuple(w[k : k + ngram]), ()):
                 sharing.setdefault(j, " ".join(w[k : k + ngram]))
         overlaps += [{"sample": i, "private": j, "text": gram} for j, gram in sorted(sharing.items())]
-        candidates = set(sharing) | set(np.argsort(syn_dist[i])[:5].tolist())
         order = np.argsort(syn_dist[i])
+        candidates = set(sharing) | set(order[:5].tolist())
         nearest.append({"sample": i, "private": int(order[0]), "distance": float(syn_dist[i, order[0]]),
                         "shared_words": max(_longest_common_run(w, words[j]) for j in candidates)})
     syn_closest, ref_closest = syn_dist.min(axis=1), ref_dist.min(axis=1)
@@ -281,8 +281,9 @@ def _leakage(syn: list[str], priv: list[str], syn_f, ref_f, priv_f, ngram: int) 
 
 def _texts_labels(data: Any, labels, name: str) -> tuple[list[str], list | None]:
     from .data import records_from
+    from .synthesis import SyntheticData
 
-    if hasattr(data, "texts") and hasattr(data, "labels") and hasattr(data, "report"):  # SyntheticData
+    if isinstance(data, SyntheticData):
         data, labels = data.texts, data.labels if labels is None else labels
     if isinstance(data, str):
         raise TypeError(f"{name} must be a list of strings or a Dataset, not one string")

@@ -76,7 +76,7 @@ def recover(path: str) -> None:
     tmp = path + ".partial"
     if not os.path.isdir(tmp):
         return
-    if exists(tmp) and not exists(path) and (not os.path.exists(path) or not os.listdir(path)):
+    if exists(tmp) and (not os.path.exists(path) or not os.listdir(path)):
         os.replace(tmp, path)
     else:
         shutil.rmtree(tmp)
