@@ -22,6 +22,8 @@ pub struct Engine {
     pub tokenizer: Tokenizer,
     /// "safetensors" or "gguf".
     pub format: &'static str,
+    /// Whether quantized GGUF weights were kept in their blocks.
+    pub blocks: bool,
     weight_files: Vec<PathBuf>,
     fingerprint: OnceLock<String>,
 }
@@ -43,12 +45,14 @@ pub struct Encoded {
 }
 
 impl Engine {
-    pub fn load(path: &Path, device: Device, kind: Kind) -> Result<Self> {
-        let c = load_checkpoint(path, Placement { device, kind })?;
+    /// Loads a checkpoint; see `load_checkpoint` for `keep_blocks`.
+    pub fn load(path: &Path, device: Device, kind: Kind, keep_blocks: bool) -> Result<Self> {
+        let c = load_checkpoint(path, Placement { device, kind }, keep_blocks)?;
         Ok(Self {
             model: c.model,
             tokenizer: c.tokenizer,
             format: c.format,
+            blocks: c.blocks,
             weight_files: c.weight_files,
             fingerprint: OnceLock::new(),
         })

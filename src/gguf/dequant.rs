@@ -6,9 +6,10 @@
 
 use std::fmt;
 
-use half::f16;
-
 use crate::error::{EpsvecError, Result};
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 
 /// Declares [`GgmlType`] from one row per type: ggml id, elements per block,
 /// bytes per block (ggml.h / gguf-py `GGML_QUANT_SIZES`).
@@ -93,8 +94,9 @@ impl fmt::Display for GgmlType {
 /// Dequantizes `n` elements of type `ty` stored in `bytes` (exactly
 /// `n / block_size` blocks) into row-major f32.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
-    let kernel =
-        kernel(ty).ok_or_else(|| EpsvecError::ModelLoad(format!("dequantizing {ty} tensors is not supported")))?;
+    if !dequantizes(ty) {
+        return Err(EpsvecError::ModelLoad(format!("dequantizing {ty} tensors is not supported")));
+    }
     let (block, size) = (ty.block_size(), ty.type_size());
     if n % block != 0 || (n / block).checked_mul(size) != Some(bytes.len()) {
         return Err(EpsvecError::InvalidInput(format!(
@@ -103,104 +105,148 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
         )));
     }
     let mut out = vec![0.0f32; n];
-    run(kernel, bytes, &mut out, block, size);
+    run(ty, bytes, &mut out, block, size);
     Ok(out)
 }
-
-/// Dequantizes a run of whole blocks: `src` holds exactly the blocks whose
-/// elements `dst` receives.
-type Kernel = fn(&[u8], &mut [f32]);
 
 /// Tensors with fewer elements are dequantized on the calling thread alone:
 /// below this, spawning a thread costs more than it saves.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
 
-/// Runs `kernel` over all blocks, splitting large tensors over two threads.
-fn run(kernel: Kernel, src: &[u8], dst: &mut [f32], block: usize, size: usize) {
+/// Dequantizes all blocks, splitting large tensors over two threads.
+fn run(ty: GgmlType, src: &[u8], dst: &mut [f32], block: usize, size: usize) {
     if dst.len() < PARALLEL_MIN_ELEMENTS {
-        return kernel(src, dst);
+        return dequantize_blocks(ty, src, dst);
     }
     let half = dst.len() / block / 2;
     let (src0, src1) = src.split_at(half * size);
     let (dst0, dst1) = dst.split_at_mut(half * block);
     std::thread::scope(|s| {
-        s.spawn(|| kernel(src0, dst0));
-        kernel(src1, dst1);
+        s.spawn(|| dequantize_blocks(ty, src0, dst0));
+        dequantize_blocks(ty, src1, dst1);
     });
 }
 
-fn kernel(ty: GgmlType) -> Option<Kernel> {
+/// Whether [`dequantize_blocks`] handles `ty`.
+pub fn dequantizes(ty: GgmlType) -> bool {
     use GgmlType::*;
-    Some(match ty {
-        F32 => |s, d| blocks(s, d, f32_elem),
-        F16 => |s, d| blocks(s, d, f16_elem),
-        BF16 => |s, d| blocks(s, d, bf16_elem),
-        Q4_0 => |s, d| blocks(s, d, q4_0),
-        Q4_1 => |s, d| blocks(s, d, q4_1),
-        Q5_0 => |s, d| blocks(s, d, q5_0),
-        Q5_1 => |s, d| blocks(s, d, q5_1),
-        Q8_0 => |s, d| blocks(s, d, q8_0),
-        Q2_K => |s, d| blocks(s, d, q2_k),
-        Q3_K => |s, d| blocks(s, d, q3_k),
-        Q4_K => |s, d| blocks(s, d, q4_k),
-        Q5_K => |s, d| blocks(s, d, q5_k),
-        Q6_K => |s, d| blocks(s, d, q6_k),
-        _ => return None,
-    })
+    matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K)
 }
 
-/// Applies a per-block kernel to each `B`-byte block and its `N` outputs.
-/// Fixed-size arrays let the compiler drop the bounds checks in the kernels.
+/// Dequantizes a run of whole blocks of `ty` (one that [`dequantizes`]):
+/// `src` holds exactly the blocks whose elements `dst` receives. Inlined,
+/// so callers compiled for wider vector units get the kernels compiled so.
 #[inline(always)]
-fn blocks<const B: usize, const N: usize>(src: &[u8], dst: &mut [f32], f: impl Fn(&[u8; B], &mut [f32; N])) {
-    for (b, y) in src.chunks_exact(B).zip(dst.chunks_exact_mut(N)) {
-        // Chunks are exactly B and N long, so both conversions succeed.
-        if let (Some(b), Some(y)) = (b.first_chunk(), y.first_chunk_mut()) {
-            f(b, y);
+pub fn dequantize_blocks(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+    use GgmlType::*;
+    fn floats(src: &[u8], dst: &mut [f32], size: usize, f: impl Fn(&[u8]) -> f32) {
+        for (y, b) in dst.iter_mut().zip(src.chunks_exact(size)) {
+            *y = f(b);
         }
+    }
+    match ty {
+        F32 => floats(src, dst, 4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        F16 => floats(src, dst, 2, |b| f16_at(b, 0)),
+        // The top 16 bits of an f32, shifted by hand as ggml does
+        // (`half::bf16::to_f32` sets the quiet bit of NaNs).
+        BF16 => floats(src, dst, 2, |b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)),
+        _ => dequantize_quantized(ty, src, dst),
     }
 }
 
-/// The little-endian f16 at byte `i`, widened to f32.
+/// The little-endian IEEE half at byte `i`, widened to f32: by F16C where
+/// the CPU has it (one instruction once inlined into a caller compiled for
+/// it, as the block kernels are), else by hand; both exact.
 #[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+    let h = u16::from_le_bytes([b[i], b[i + 1]]);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("f16c") {
+            use std::arch::x86_64::{_mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32};
+            // SAFETY: the CPU has F16C.
+            return unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h)))) };
+        }
+    }
+    f16_to_f32(h)
 }
 
-/// F32: 4 little-endian bytes.
-fn f32_elem(b: &[u8; 4], y: &mut [f32; 1]) {
-    y[0] = f32::from_le_bytes(*b);
+/// IEEE half to f32 by hand (exact; NaN payloads kept).
+#[inline(always)]
+fn f16_to_f32(h: u16) -> f32 {
+    let h = u32::from(h);
+    let (sign, exp, man) = ((h & 0x8000) << 16, (h >> 10) & 0x1F, h & 0x3FF);
+    match exp {
+        // Zero and subnormals: man * 2^-24, exact in f32.
+        0 => f32::from_bits(sign | (man as f32 * f32::from_bits(0x3380_0000)).to_bits()),
+        0x1F => f32::from_bits(sign | 0x7F80_0000 | (man << 13)),
+        _ => f32::from_bits(sign | ((exp + 112) << 23) | (man << 13)),
+    }
 }
 
-/// F16: 2 little-endian bytes of IEEE half.
-fn f16_elem(b: &[u8; 2], y: &mut [f32; 1]) {
-    y[0] = f16_at(b, 0);
+/// Stores `values` at `y[at..at + 16]`. The kernels below compute each
+/// value as ggml does, sixteen at a time: a shape the compiler vectorises.
+#[inline(always)]
+fn put(y: &mut [f32], at: usize, values: [f32; 16]) {
+    y[at..at + 16].copy_from_slice(&values);
 }
 
-/// BF16: the top 16 bits of an f32. Shifted by hand, as ggml does, because
-/// `half::bf16::to_f32` sets the quiet bit of NaNs.
-fn bf16_elem(b: &[u8; 2], y: &mut [f32; 1]) {
-    y[0] = f32::from_bits(u32::from(u16::from_le_bytes(*b)) << 16);
+/// Sixteen values from `f(j)`, `j` in `0..16` (a plain loop: it inlines
+/// and vectorises where `std::array::from_fn` does not).
+#[inline(always)]
+fn sixteen(f: impl Fn(usize) -> f32) -> [f32; 16] {
+    let mut values = [0.0; 16];
+    for (j, v) in values.iter_mut().enumerate() {
+        *v = f(j);
+    }
+    values
+}
+
+/// Dequantizes the whole blocks of quantized type `ty` (block size 32 or
+/// 256, one that [`dequantizes`]) in `src` into `y`.
+#[inline(always)]
+fn dequantize_quantized(ty: GgmlType, src: &[u8], y: &mut [f32]) {
+    macro_rules! each_block {
+        ($kernel:ident, $bytes:literal, $n:literal) => {
+            for (i, b) in src.chunks_exact($bytes).enumerate() {
+                if let Some(b) = b.first_chunk::<$bytes>() {
+                    $kernel(b, i * $n, y);
+                }
+            }
+        };
+    }
+    use GgmlType::*;
+    match ty {
+        Q4_0 => each_block!(q4_0, 18, 32),
+        Q4_1 => each_block!(q4_1, 20, 32),
+        Q5_0 => each_block!(q5_0, 22, 32),
+        Q5_1 => each_block!(q5_1, 24, 32),
+        Q8_0 => each_block!(q8_0, 34, 32),
+        Q2_K => each_block!(q2_k, 84, 256),
+        Q3_K => each_block!(q3_k, 110, 256),
+        Q4_K => each_block!(q4_k, 144, 256),
+        Q5_K => each_block!(q5_k, 176, 256),
+        Q6_K => each_block!(q6_k, 210, 256),
+        _ => debug_assert!(false, "{ty} has no block kernel"),
+    }
 }
 
 /// Q4_0: f16 d, 16 bytes of nibbles (low nibbles are elements 0..16, high
 /// nibbles 16..32); x = d * (q - 8).
-fn q4_0(b: &[u8; 18], y: &mut [f32; 32]) {
-    let d = f16_at(b, 0);
-    for (j, &q) in b[2..].iter().enumerate() {
-        y[j] = (i32::from(q & 0x0F) - 8) as f32 * d;
-        y[j + 16] = (i32::from(q >> 4) - 8) as f32 * d;
-    }
+#[inline(always)]
+fn q4_0(b: &[u8; 18], at: usize, y: &mut [f32]) {
+    let (d, q) = (f16_at(b, 0), &b[2..]);
+    put(y, at, sixteen(|j| (i32::from(q[j] & 0x0F) - 8) as f32 * d));
+    put(y, at + 16, sixteen(|j| (i32::from(q[j] >> 4) - 8) as f32 * d));
 }
 
 /// Q4_1: f16 d, f16 m, 16 bytes of nibbles (low nibbles are elements 0..16,
 /// high nibbles 16..32); x = d * q + m.
-fn q4_1(b: &[u8; 20], y: &mut [f32; 32]) {
-    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-    for (j, &q) in b[4..].iter().enumerate() {
-        y[j] = f32::from(q & 0x0F) * d + m;
-        y[j + 16] = f32::from(q >> 4) * d + m;
-    }
+#[inline(always)]
+fn q4_1(b: &[u8; 20], at: usize, y: &mut [f32]) {
+    let (d, m, q) = (f16_at(b, 0), f16_at(b, 2), &b[4..]);
+    put(y, at, sixteen(|j| f32::from(q[j] & 0x0F) * d + m));
+    put(y, at + 16, sixteen(|j| f32::from(q[j] >> 4) * d + m));
 }
 
 /// Low 4 bits from a nibble, 5th bit from bit `j` of `qh`: a 5-bit quant.
@@ -211,70 +257,70 @@ fn q5(nibble: u8, qh: u32, j: usize) -> i32 {
 
 /// Q5_0: f16 d, u32 of high bits (bit j for element j), 16 bytes of low
 /// nibbles laid out as in Q4_0; x = d * (q - 16).
-fn q5_0(b: &[u8; 22], y: &mut [f32; 32]) {
-    let d = f16_at(b, 0);
-    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-    for (j, &q) in b[6..].iter().enumerate() {
-        y[j] = (q5(q & 0x0F, qh, j) - 16) as f32 * d;
-        y[j + 16] = (q5(q >> 4, qh, j + 16) - 16) as f32 * d;
-    }
+#[inline(always)]
+fn q5_0(b: &[u8; 22], at: usize, y: &mut [f32]) {
+    let (d, qh, q) = (f16_at(b, 0), u32::from_le_bytes([b[2], b[3], b[4], b[5]]), &b[6..]);
+    put(y, at, sixteen(|j| (q5(q[j] & 0x0F, qh, j) - 16) as f32 * d));
+    put(y, at + 16, sixteen(|j| (q5(q[j] >> 4, qh, j + 16) - 16) as f32 * d));
 }
 
 /// Q5_1: f16 d, f16 m, u32 of high bits, 16 bytes of low nibbles laid out as
 /// in Q4_0; x = d * q + m.
-fn q5_1(b: &[u8; 24], y: &mut [f32; 32]) {
+#[inline(always)]
+fn q5_1(b: &[u8; 24], at: usize, y: &mut [f32]) {
     let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-    let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-    for (j, &q) in b[8..].iter().enumerate() {
-        y[j] = q5(q & 0x0F, qh, j) as f32 * d + m;
-        y[j + 16] = q5(q >> 4, qh, j + 16) as f32 * d + m;
-    }
+    let (qh, q) = (u32::from_le_bytes([b[4], b[5], b[6], b[7]]), &b[8..]);
+    put(y, at, sixteen(|j| q5(q[j] & 0x0F, qh, j) as f32 * d + m));
+    put(y, at + 16, sixteen(|j| q5(q[j] >> 4, qh, j + 16) as f32 * d + m));
 }
 
 /// Q8_0: f16 d, 32 i8 quants; x = d * q.
-fn q8_0(b: &[u8; 34], y: &mut [f32; 32]) {
-    let d = f16_at(b, 0);
-    for (y, &q) in y.iter_mut().zip(&b[2..]) {
-        *y = f32::from(q as i8) * d;
-    }
+#[inline(always)]
+fn q8_0(b: &[u8; 34], at: usize, y: &mut [f32]) {
+    let (d, q) = (f16_at(b, 0), &b[2..]);
+    put(y, at, sixteen(|j| f32::from(q[j] as i8) * d));
+    put(y, at + 16, sixteen(|j| f32::from(q[16 + j] as i8) * d));
 }
 
 /// Q2_K: 16 bytes of 4-bit (scale | min << 4), 64 bytes of 2-bit quants,
 /// f16 d, f16 dmin; x = d * scale * q - dmin * min per 16 elements.
 /// Each 32 quant bytes feed 128 elements: four 2-bit planes, lowest first.
-fn q2_k(b: &[u8; 84], y: &mut [f32; 256]) {
+#[inline(always)]
+fn q2_k(b: &[u8; 84], at: usize, y: &mut [f32]) {
     let (scales, qs) = (&b[..16], &b[16..80]);
     let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
-    for (i, y) in y.chunks_exact_mut(16).enumerate() {
+    for (i, &sc) in scales.iter().enumerate() {
         let (half, plane, part) = (i / 8, (i / 2) % 4, i % 2);
-        let sc = scales[i];
         let (dl, ml) = (d * f32::from(sc & 0x0F), dmin * f32::from(sc >> 4));
         let q = &qs[32 * half + 16 * part..][..16];
-        for (y, &q) in y.iter_mut().zip(q) {
-            *y = dl * f32::from((q >> (2 * plane)) & 3) - ml;
-        }
+        put(y, at + 16 * i, sixteen(|j| dl * f32::from((q[j] >> (2 * plane)) & 3) - ml));
     }
 }
 
 /// Q3_K: 32 bytes of high-bit masks, 64 bytes of low 2-bit quants, 12 bytes
 /// of sixteen 6-bit scales, f16 d; x = d * (scale - 32) * (q - 4 if the mask
 /// bit is clear). Quants are laid out as in Q2_K; mask bit k serves plane k.
-fn q3_k(b: &[u8; 110], y: &mut [f32; 256]) {
+#[inline(always)]
+fn q3_k(b: &[u8; 110], at: usize, y: &mut [f32]) {
     let (hmask, qs, s) = (&b[..32], &b[32..96], &b[96..108]);
     let d = f16_at(b, 108);
-    for (i, y) in y.chunks_exact_mut(16).enumerate() {
+    for i in 0..16 {
         let (half, plane, part) = (i / 8, (i / 2) % 4, i % 2);
         // Low 4 bits: nibbles of bytes 0..8; high 2 bits: 2-bit fields of 8..12.
         let low = if i < 8 { s[i] & 0x0F } else { s[i - 8] >> 4 };
         let high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
         let dl = d * f32::from((low | (high << 4)) as i8 - 32);
         let off = 16 * part;
-        let q = &qs[32 * half + off..][..16];
+        let (q, h) = (&qs[32 * half + off..][..16], &hmask[off..off + 16]);
         let mask_bit = 1u8 << (4 * half + plane);
-        for ((y, &q), &h) in y.iter_mut().zip(q).zip(&hmask[off..off + 16]) {
-            let sub = if h & mask_bit != 0 { 0 } else { 4 };
-            *y = dl * f32::from(((q >> (2 * plane)) & 3) as i8 - sub);
-        }
+        put(
+            y,
+            at + 16 * i,
+            sixteen(|j| {
+                let sub = if h[j] & mask_bit != 0 { 0 } else { 4 };
+                dl * f32::from(((q[j] >> (2 * plane)) & 3) as i8 - sub)
+            }),
+        );
     }
 }
 
@@ -293,17 +339,18 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
 /// Q4_K: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of
 /// nibbles (each 32 bytes: low nibbles are one 32-element sub-block, high
 /// nibbles the next); x = d * scale * q - dmin * min.
-fn q4_k(b: &[u8; 144], y: &mut [f32; 256]) {
+#[inline(always)]
+fn q4_k(b: &[u8; 144], at: usize, y: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let (scales, qs) = (&b[4..16], &b[16..]);
-    for (g, (q, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
+    for (g, q) in qs.chunks_exact(32).enumerate() {
         let (sc1, m1) = scale_min_k4(2 * g, scales);
         let (sc2, m2) = scale_min_k4(2 * g + 1, scales);
         let (d1, m1, d2, m2) = (d * sc1, dmin * m1, d * sc2, dmin * m2);
-        let (lo, hi) = y.split_at_mut(32);
-        for ((lo, hi), &q) in lo.iter_mut().zip(hi).zip(q) {
-            *lo = d1 * f32::from(q & 0x0F) - m1;
-            *hi = d2 * f32::from(q >> 4) - m2;
+        for h in 0..2 {
+            let q = &q[16 * h..][..16];
+            put(y, at + 64 * g + 16 * h, sixteen(|j| d1 * f32::from(q[j] & 0x0F) - m1));
+            put(y, at + 64 * g + 32 + 16 * h, sixteen(|j| d2 * f32::from(q[j] >> 4) - m2));
         }
     }
 }
@@ -311,46 +358,46 @@ fn q4_k(b: &[u8; 144], y: &mut [f32; 256]) {
 /// Q5_K: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 32 bytes of high
 /// bits (bit k for sub-block k), 128 bytes of nibbles laid out as in Q4_K;
 /// x = d * scale * q - dmin * min.
-fn q5_k(b: &[u8; 176], y: &mut [f32; 256]) {
+#[inline(always)]
+fn q5_k(b: &[u8; 176], at: usize, y: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let (scales, qh, qs) = (&b[4..16], &b[16..48], &b[48..]);
-    for (g, (q, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
+    for (g, q) in qs.chunks_exact(32).enumerate() {
         let (sc1, m1) = scale_min_k4(2 * g, scales);
         let (sc2, m2) = scale_min_k4(2 * g + 1, scales);
         let (d1, m1, d2, m2) = (d * sc1, dmin * m1, d * sc2, dmin * m2);
         let (u1, u2) = (1u8 << (2 * g), 2u8 << (2 * g));
-        let (lo, hi) = y.split_at_mut(32);
-        for (((lo, hi), &q), &h) in lo.iter_mut().zip(hi).zip(q).zip(qh) {
-            let h1 = if h & u1 != 0 { 16 } else { 0 };
-            let h2 = if h & u2 != 0 { 16 } else { 0 };
-            *lo = d1 * f32::from((q & 0x0F) + h1) - m1;
-            *hi = d2 * f32::from((q >> 4) + h2) - m2;
+        for h in 0..2 {
+            let (q, qh) = (&q[16 * h..][..16], &qh[16 * h..][..16]);
+            let bit = |j: usize, u: u8| if qh[j] & u != 0 { 16 } else { 0 };
+            put(y, at + 64 * g + 16 * h, sixteen(|j| d1 * f32::from((q[j] & 0x0F) + bit(j, u1)) - m1));
+            put(y, at + 64 * g + 32 + 16 * h, sixteen(|j| d2 * f32::from((q[j] >> 4) + bit(j, u2)) - m2));
         }
     }
 }
 
 /// Q6_K: 128 bytes of low nibbles, 64 bytes of 2-bit high parts, 16 i8
 /// scales, f16 d; x = d * scale * (q - 32) per 16 elements. Each 128
-/// elements take 64 low-nibble bytes and 32 high-part bytes.
-fn q6_k(b: &[u8; 210], y: &mut [f32; 256]) {
+/// elements take 64 low-nibble bytes and 32 high-part bytes: element
+/// l + 32k (l < 32) has the low (k < 2) or high nibble of byte l + 32 (k % 2)
+/// and bits 2k..2k+2 of high-part byte l.
+#[inline(always)]
+fn q6_k(b: &[u8; 210], at: usize, y: &mut [f32]) {
     let (ql, qh, scales) = (&b[..128], &b[128..192], &b[192..208]);
     let d = f16_at(b, 208);
-    for (half, y) in y.chunks_exact_mut(128).enumerate() {
-        let ql = &ql[64 * half..][..64];
-        let qh = &qh[32 * half..][..32];
-        let sc = &scales[8 * half..][..8];
-        for l in 0..32 {
-            let is = l / 16;
-            let h = qh[l];
-            let q = [
-                (ql[l] & 0x0F) | ((h & 3) << 4),
-                (ql[l + 32] & 0x0F) | (((h >> 2) & 3) << 4),
-                (ql[l] >> 4) | (((h >> 4) & 3) << 4),
-                (ql[l + 32] >> 4) | (((h >> 6) & 3) << 4),
-            ];
-            for (k, q) in q.into_iter().enumerate() {
-                let scale = f32::from(sc[is + 2 * k] as i8);
-                y[l + 32 * k] = d * scale * f32::from(q as i8 - 32);
+    for half in 0..2 {
+        let (ql, qh, sc) = (&ql[64 * half..][..64], &qh[32 * half..][..32], &scales[8 * half..][..8]);
+        for k in 0..4 {
+            for h in 0..2 {
+                let scale = f32::from(sc[h + 2 * k] as i8);
+                let value = |j: usize| {
+                    let l = 16 * h + j;
+                    let byte = ql[l + 32 * (k % 2)];
+                    let low = if k < 2 { byte & 0x0F } else { byte >> 4 };
+                    let q = low | (((qh[l] >> (2 * k)) & 3) << 4);
+                    d * scale * f32::from(q as i8 - 32)
+                };
+                put(y, at + 128 * half + 32 * k + 16 * h, sixteen(value));
             }
         }
     }
@@ -401,6 +448,17 @@ mod tests {
     }
 
     #[test]
+    fn f16_widens_as_half_does() {
+        for bits in 0..=u16::MAX {
+            let theirs = half::f16::from_bits(bits).to_f32();
+            for ours in [f16_at(&bits.to_le_bytes(), 0), f16_to_f32(bits)] {
+                let same = ours.to_bits() == theirs.to_bits() || (ours.is_nan() && theirs.is_nan());
+                assert!(same, "{bits:#06x}: {ours:e} vs {theirs:e}");
+            }
+        }
+    }
+
+    #[test]
     fn unsupported_type_is_named() {
         let err = dequantize(GgmlType::IQ2_XS, &[0; 74], 256).unwrap_err();
         assert!(err.to_string().contains("IQ2_XS"), "{err}");
@@ -420,7 +478,7 @@ mod tests {
         let bytes: Vec<u8> = (0..n / 32 * 20).map(|i| (i * 7 % 251) as u8 & 0x3B).collect();
         let all = dequantize(GgmlType::Q4_1, &bytes, n).unwrap();
         let mut serial = vec![0.0; n];
-        kernel(GgmlType::Q4_1).unwrap()(&bytes, &mut serial);
+        dequantize_blocks(GgmlType::Q4_1, &bytes, &mut serial);
         assert_eq!(all.len(), serial.len());
         assert!(all.iter().zip(&serial).all(|(a, b)| a.to_bits() == b.to_bits()));
     }

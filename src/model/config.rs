@@ -235,6 +235,12 @@ impl TokenIds {
 }
 
 impl ModelConfig {
+    /// Which rotary table layer `layer` uses: 0, or 1 for a sliding-window
+    /// layer when sliding layers have their own `rope_theta` (Gemma 3).
+    pub fn rope_table(&self, layer: usize) -> usize {
+        usize::from(self.sliding_window[layer].is_some() && self.sliding_rope_theta.is_some())
+    }
+
     /// Reads and resolves `config.json` from an HF model directory.
     pub fn from_hf_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| EpsvecError::io(path, e))?;

@@ -2,23 +2,28 @@
 //! Rust.
 //!
 //! Through libtorch a step is ~1,000 small ops whose dispatch costs about as
-//! much as reading the weights at batch 1. This step does the Llama block's
-//! arithmetic directly on the same weight tensors (held `[in, out]` by
-//! `Kernel::Transposed`) and the same KV cache: RMSNorm, fused q/k/v (with
-//! bias and per-head q/k norm), rotary embedding, attention over the cached
-//! keys (padding and sliding window respected), the gated MLP, the steering
-//! adds, the final norm and the LM head (products: `matmul::times`, on
-//! libtorch's own threads). Other families and weight layouts take the
-//! libtorch path.
+//! much as reading the weights at batch 1. This step does a block's
+//! arithmetic directly on the same weights (float32 held `[in, out]` by
+//! `Kernel::Transposed`, or GGUF blocks) and the same KV cache, for every
+//! family from the description `block::Block` follows: RMSNorms where the
+//! family has them, fused q/k/v (with bias and per-head or whole q/k norms),
+//! rotary embedding (per-layer-type tables), attention over the cached keys
+//! (padding and sliding window respected, score scale and soft cap), the
+//! gated MLP (SiLU or GELU-tanh), the steering adds, the final norm, the LM
+//! head and its soft cap (products: `matmul::times` or `BlockWeight::times`,
+//! on libtorch's own threads). Other weight layouts take the libtorch path.
+
+use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
-use crate::model::config::{Activation, ModelConfig};
+use crate::model::block::Block;
+use crate::model::blocks::BlockWeight;
+use crate::model::config::{Activation, Family, ModelConfig};
 use crate::model::kernels::Kernel;
 use crate::model::kv_cache::KvCache;
-use crate::model::layers::{Batch, Linear, QkNorm, RmsNorm};
-use crate::model::llama;
+use crate::model::layers::{Batch, Embedding, Linear, QkNorm, RmsNorm, Storage};
 use crate::model::matmul;
 
 /// A float32 CPU tensor this module only reads, through `floats`.
@@ -39,29 +44,39 @@ impl Weight {
     }
 }
 
-/// A linear held `[in, out]`, plus its bias.
+/// What a linear multiplies by: float32 held `[in, out]`, or GGUF blocks.
+enum Product {
+    Floats(Weight),
+    Blocks(Arc<BlockWeight>),
+}
+
+/// A linear and its bias.
 struct Matrix {
-    weight: Weight,
+    product: Product,
     bias: Option<Weight>,
     out_dim: usize,
 }
 
 impl Matrix {
     fn new(linear: &Linear) -> Option<Self> {
-        if linear.kernel != Kernel::Transposed {
-            return None;
-        }
-        let size = linear.weight.size();
+        let (product, out_dim) = match &linear.storage {
+            Storage::Tensor(w, Kernel::Transposed) => (Product::Floats(Weight::new(w)?), w.size()[1] as usize),
+            Storage::Blocks(b) => (Product::Blocks(b.clone()), b.out_dim()),
+            Storage::Tensor(..) => return None,
+        };
         let bias = match &linear.bias {
             Some(b) => Some(Weight::new(b)?),
             None => None,
         };
-        Some(Self { weight: Weight::new(&linear.weight)?, bias, out_dim: size[1] as usize })
+        Some(Self { product, bias, out_dim })
     }
 
     /// `y = x · W + b` for `rows` rows. `scratch` is scratch space.
     fn apply(&self, x: &[f32], rows: usize, y: &mut [f32], scratch: &mut Vec<f32>) {
-        matmul::times(x, rows, self.weight.floats(), y, scratch);
+        match &self.product {
+            Product::Floats(w) => matmul::times(x, rows, w.floats(), y, scratch),
+            Product::Blocks(b) => b.times(x, rows, y),
+        }
         if let Some(b) = &self.bias {
             for y in y.chunks_exact_mut(self.out_dim) {
                 add_assign(y, b.floats());
@@ -94,93 +109,126 @@ impl Norm {
     }
 }
 
+/// One block, by the same description as `block::Block`.
 struct Layer {
-    input_norm: Norm,
+    attention_in: Option<Norm>,
     qkv: Matrix,
+    /// Queries' and keys' RMSNorms: per head or over the whole projections
+    /// (`Norm::apply` normalises each piece of its weight's width).
     qk_norm: Option<(Norm, Norm)>,
     o_proj: Matrix,
-    post_norm: Norm,
+    attention_out: Option<Norm>,
+    mlp_in: Option<Norm>,
     gate_up: Matrix,
     down: Matrix,
+    mlp_out: Option<Norm>,
     window: Option<i64>,
+    /// Which rotary table (`ModelConfig::rope_table`).
+    rope: usize,
 }
 
 impl Layer {
-    fn new(block: &llama::Block, window: Option<i64>) -> Option<Self> {
+    fn new(block: &Block, window: Option<i64>, rope: usize) -> Option<Self> {
+        let norm = |n: &Option<RmsNorm>| n.as_ref().map(Norm::new);
         let attention = &block.attention;
-        if attention.scale.is_some() || attention.softcap.is_some() || block.mlp.act != Activation::Silu {
-            return None;
-        }
         let qk_norm = match &attention.qk_norm {
             QkNorm::None => None,
-            QkNorm::PerHead(q, k) => Some((Norm::new(q)?, Norm::new(k)?)),
-            QkNorm::FullWidth(..) => return None,
+            QkNorm::PerHead(q, k) | QkNorm::FullWidth(q, k) => Some((Norm::new(q)?, Norm::new(k)?)),
         };
         Some(Self {
-            input_norm: Norm::new(&block.input_norm)?,
+            attention_in: norm(&block.attention_in).map_or(Some(None), |n| n.map(Some))?,
             qkv: Matrix::new(&attention.qkv)?,
             qk_norm,
             o_proj: Matrix::new(&attention.o_proj)?,
-            post_norm: Norm::new(&block.post_norm)?,
+            attention_out: norm(&block.attention_out).map_or(Some(None), |n| n.map(Some))?,
+            mlp_in: norm(&block.mlp_in).map_or(Some(None), |n| n.map(Some))?,
             gate_up: Matrix::new(&block.mlp.gate_up)?,
             down: Matrix::new(&block.mlp.down)?,
+            mlp_out: norm(&block.mlp_out).map_or(Some(None), |n| n.map(Some))?,
             window,
+            rope,
         })
+    }
+
+    /// Whether every product reads GGUF blocks (which take any row count on any CPU).
+    fn all_blocks(&self) -> bool {
+        [&self.qkv, &self.o_proj, &self.gate_up, &self.down].iter().all(|m| matches!(m.product, Product::Blocks(_)))
     }
 }
 
 /// The model's weights, viewed for plain-Rust decoding steps.
 pub struct DecodeStep {
-    embed: Weight,
+    embed: Embedding,
+    /// Gemma multiplies embeddings by `sqrt(hidden)`.
+    embed_scale: Option<f32>,
     layers: Vec<Layer>,
     norm: Norm,
     lm_head: Matrix,
-    inv_freq: Vec<f32>,
+    /// `[head_dim / 2]` rotary frequencies per table.
+    inv_freq: Vec<Vec<f32>>,
     hidden: usize,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
     intermediate: usize,
+    act: Activation,
+    /// Attention score scale, and the soft cap on scores (Gemma 2).
+    scale: f32,
+    softcap: Option<f32>,
+    /// The soft cap on logits (Gemma 2).
+    final_softcap: Option<f32>,
 }
 
 impl DecodeStep {
-    /// The step for a decoder of Llama-family `blocks`, or `None` when some
-    /// part is not a float32 CPU tensor in the layouts this step reads.
+    /// The step for a decoder of `blocks` (any family), or `None` when some
+    /// part is not a float32 CPU tensor or GGUF blocks in the layouts this
+    /// step reads.
     pub fn new(
         config: &ModelConfig,
-        blocks: &[&llama::Block],
-        embed: &Tensor,
+        blocks: &[Block],
+        embed: &Embedding,
         norm: &RmsNorm,
         lm_head: &Linear,
-        inv_freq: &Tensor,
+        inv_freq: &[Tensor],
     ) -> Result<Option<Self>> {
-        let layers: Option<Vec<Layer>> =
-            blocks.iter().zip(&config.sliding_window).map(|(b, &w)| Layer::new(b, w)).collect();
-        let (Some(layers), Some(embed), Some(norm), Some(lm_head)) =
-            (layers, Weight::new(embed), Norm::new(norm), Matrix::new(lm_head))
-        else {
+        let layers: Option<Vec<Layer>> = blocks
+            .iter()
+            .enumerate()
+            .map(|(l, b)| Layer::new(b, config.sliding_window[l], config.rope_table(l)))
+            .collect();
+        let (Some(layers), Some(norm), Some(lm_head)) = (layers, Norm::new(norm), Matrix::new(lm_head)) else {
             return Ok(None);
         };
-        if config.final_logit_softcapping.is_some() || config.sliding_rope_theta.is_some() {
+        if !embed.is_cpu_float() {
             return Ok(None);
         }
+        let head_dim = config.head_dim as usize;
+        let scale = config.query_pre_attn_scalar.map_or((head_dim as f64).powf(-0.5), |s| s.powf(-0.5));
+        let family = config.architecture.family();
         Ok(Some(Self {
-            embed,
+            embed: embed.share(),
+            embed_scale: (family == Family::Gemma).then(|| (config.hidden_size as f64).sqrt() as f32),
             layers,
             norm,
             lm_head,
-            inv_freq: Vec::try_from(inv_freq.f_to_kind(Kind::Float)?)?,
+            inv_freq: inv_freq.iter().map(|f| Ok(Vec::try_from(f.f_to_kind(Kind::Float)?)?)).collect::<Result<_>>()?,
             hidden: config.hidden_size as usize,
             heads: config.num_heads as usize,
             kv_heads: config.num_kv_heads as usize,
-            head_dim: config.head_dim as usize,
+            head_dim,
             intermediate: config.intermediate_size as usize,
+            act: config.activation,
+            scale: scale as f32,
+            softcap: config.attn_logit_softcapping.map(|c| c as f32),
+            final_softcap: config.final_logit_softcapping.map(|c| c as f32),
         }))
     }
 
-    /// Whether a batch of `rows` rows can take this step on this CPU.
-    pub fn fits(rows: usize) -> bool {
-        rows == 1 || (rows <= matmul::MAX_ROWS && matmul::has_avx512())
+    /// Whether a batch of `rows` rows can take this step on this CPU (the
+    /// float32 few-row kernel needs AVX-512; block products run anywhere).
+    pub fn fits(&self, rows: usize) -> bool {
+        let blocks = self.layers.iter().all(Layer::all_blocks) && matches!(self.lm_head.product, Product::Blocks(_));
+        rows == 1 || (rows <= matmul::MAX_ROWS && (blocks || matmul::has_avx512()))
     }
 
     /// Logits `[rows, vocab]` after each row's one new token in `batch`
@@ -193,7 +241,7 @@ impl DecodeStep {
         let flat = |t: &Tensor| -> Result<Vec<i64>> { Ok(Vec::<i64>::try_from(&t.f_reshape([-1])?)?) };
         let (tokens, positions, key_mask) =
             (flat(&batch.input_ids)?, flat(&batch.positions)?, flat(&batch.attention_mask)?);
-        let fine = Self::fits(rows)
+        let fine = self.fits(rows)
             && tokens.len() == rows
             && positions.len() == rows
             && key_mask.len() == rows * (slot + 1)
@@ -212,33 +260,38 @@ impl DecodeStep {
             let (k, v) = cache.buffers(l);
             caches.push((KvBuffer::new(k, rows, slot)?, KvBuffer::new(v, rows, slot)?));
         }
-        let logits = self.run(&tokens, &positions, &key_mask, &mut caches, steer);
+        let mut x = vec![0.0; rows * self.hidden];
+        self.embed.lookup(&tokens, &mut x)?;
+        let logits = self.run(x, &positions, &key_mask, &mut caches, steer);
         cache.advance(1);
         Ok(Tensor::f_from_slice(&logits)?.f_reshape([rows as i64, vocab as i64])?)
     }
 
+    /// The step from the new tokens' embeddings `x` (`[rows, hidden]`).
     fn run(
         &self,
-        tokens: &[i64],
+        mut x: Vec<f32>,
         positions: &[i64],
         key_mask: &[i64],
         caches: &mut [(KvBuffer, KvBuffer)],
         steer: &[(usize, Vec<f32>)],
     ) -> Vec<f32> {
-        let (rows, h, hd, inter) = (tokens.len(), self.hidden, self.head_dim, self.intermediate);
+        let (rows, h, hd, inter) = (positions.len(), self.hidden, self.head_dim, self.intermediate);
         let (q_dim, kv_dim) = (self.heads * hd, self.kv_heads * hd);
-        let embed = self.embed.floats();
-        let mut x: Vec<f32> =
-            tokens.iter().flat_map(|&t| &embed[t as usize * h..(t as usize + 1) * h]).copied().collect();
-        let tables: Vec<(Vec<f32>, Vec<f32>)> = positions.iter().map(|&p| self.rotary(p)).collect();
+        if let Some(scale) = self.embed_scale {
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
+        let tables: Vec<Vec<(Vec<f32>, Vec<f32>)>> =
+            self.inv_freq.iter().map(|f| positions.iter().map(|&p| rotary(f, p)).collect()).collect();
         let (mut normed, mut out) = (vec![0.0; rows * h], vec![0.0; rows * h]);
         let mut qkv = vec![0.0; rows * (q_dim + 2 * kv_dim)];
         let mut attended = vec![0.0; rows * q_dim];
         let (mut gate_up, mut act) = (vec![0.0; rows * 2 * inter], vec![0.0; rows * inter]);
         let mut scratch = Vec::new();
+        let maybe = |norm: &Option<Norm>, x: &mut [f32]| norm.iter().for_each(|n| n.apply(x));
         for (l, (layer, (keys, values))) in self.layers.iter().zip(caches.iter_mut()).enumerate() {
             normed.copy_from_slice(&x);
-            layer.input_norm.apply(&mut normed);
+            maybe(&layer.attention_in, &mut normed);
             layer.qkv.apply(&normed, rows, &mut qkv, &mut scratch);
             for (b, row) in qkv.chunks_exact_mut(q_dim + 2 * kv_dim).enumerate() {
                 let (q, kv) = row.split_at_mut(q_dim);
@@ -247,7 +300,7 @@ impl DecodeStep {
                     q_norm.apply(q);
                     k_norm.apply(k);
                 }
-                let (cos, sin) = &tables[b];
+                let (cos, sin) = &tables[layer.rope][b];
                 for head in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
                     rotate(head, cos, sin);
                 }
@@ -256,18 +309,20 @@ impl DecodeStep {
             }
             self.attend(&qkv, keys, values, key_mask, layer.window, &mut attended);
             layer.o_proj.apply(&attended, rows, &mut out, &mut scratch);
+            maybe(&layer.attention_out, &mut out);
             add_assign(&mut x, &out);
 
             normed.copy_from_slice(&x);
-            layer.post_norm.apply(&mut normed);
+            maybe(&layer.mlp_in, &mut normed);
             layer.gate_up.apply(&normed, rows, &mut gate_up, &mut scratch);
             for (act, gate_up) in act.chunks_exact_mut(inter).zip(gate_up.chunks_exact(2 * inter)) {
                 let (gate, up) = gate_up.split_at(inter);
                 for ((a, &g), &u) in act.iter_mut().zip(gate).zip(up) {
-                    *a = g / (1.0 + (-g).exp()) * u;
+                    *a = self.activate(g) * u;
                 }
             }
             layer.down.apply(&act, rows, &mut out, &mut scratch);
+            maybe(&layer.mlp_out, &mut out);
             add_assign(&mut x, &out);
             if let Some((_, vectors)) = steer.iter().find(|(at, _)| *at == l) {
                 add_assign(&mut x, vectors);
@@ -276,13 +331,21 @@ impl DecodeStep {
         self.norm.apply(&mut x);
         let mut logits = vec![0.0; rows * self.lm_head.out_dim];
         self.lm_head.apply(&x, rows, &mut logits, &mut scratch);
+        if let Some(cap) = self.final_softcap {
+            logits.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
+        }
         logits
     }
 
-    /// HF's tables for one position: float32 `position * inv_freq`, then cos and sin.
-    fn rotary(&self, position: i64) -> (Vec<f32>, Vec<f32>) {
-        let angles = self.inv_freq.iter().map(|f| position as f32 * f);
-        angles.map(|a| (a.cos(), a.sin())).unzip()
+    /// The MLP's gate activation, as libtorch computes it in float32.
+    fn activate(&self, g: f32) -> f32 {
+        match self.act {
+            Activation::Silu => g / (1.0 + (-g).exp()),
+            Activation::GeluTanh => {
+                const BETA: f32 = std::f32::consts::SQRT_2 * std::f32::consts::FRAC_2_SQRT_PI * 0.5;
+                0.5 * g * (1.0 + (BETA * (g + 0.044715 * (g * g * g))).tanh())
+            }
+        }
     }
 
     /// Scaled dot-product attention of each row's query heads (in `qkv`,
@@ -302,7 +365,7 @@ impl DecodeStep {
         let (group, width) = (heads / kv_heads, (heads + 2 * kv_heads) * hd);
         let slots = key_mask.len() / keys.rows;
         let oldest = window.map_or(0, |w| slots.saturating_sub(w as usize));
-        let scale = 1.0 / (hd as f32).sqrt();
+        let (scale, softcap) = (self.scale, self.softcap);
         let out = matmul::Shared(out.as_mut_ptr());
         matmul::parallel(&|t, threads| {
             let mut scores = Vec::new();
@@ -314,7 +377,7 @@ impl DecodeStep {
                 let q = &qkv[b * width + kv_head * group * hd..][..group * hd];
                 // SAFETY: these heads' part of `out`, written by this task only.
                 let out = unsafe { std::slice::from_raw_parts_mut(out.get().add(first * hd), group * hd) };
-                let group = Group { keys, values, row: b, kv_head, visible: &visible, hd };
+                let group = Group { keys, values, row: b, kv_head, visible: &visible, hd, softcap };
                 group.attend(q, scale, out, &mut scores);
             }
         });
@@ -329,6 +392,8 @@ struct Group<'a> {
     kv_head: usize,
     visible: &'a [usize],
     hd: usize,
+    /// `cap * tanh(score / cap)` on the scaled scores (Gemma 2).
+    softcap: Option<f32>,
 }
 
 impl Group<'_> {
@@ -369,7 +434,8 @@ impl Group<'_> {
         for (i, &s) in self.visible.iter().enumerate() {
             let key = self.keys.row(self.row, self.kv_head, s, hd);
             for (g, q) in q.chunks_exact(hd).enumerate() {
-                scores[g * n + i] = dot(q, key) * scale;
+                let score = dot(q, key) * scale;
+                scores[g * n + i] = self.softcap.map_or(score, |cap| (score / cap).tanh() * cap);
             }
         }
         for weights in scores.chunks_exact_mut(n) {
@@ -444,6 +510,12 @@ impl KvBuffer {
             all[at..at + hd].copy_from_slice(head);
         }
     }
+}
+
+/// HF's tables for one position: float32 `position * inv_freq`, then cos and sin.
+fn rotary(inv_freq: &[f32], position: i64) -> (Vec<f32>, Vec<f32>) {
+    let angles = inv_freq.iter().map(|f| position as f32 * f);
+    angles.map(|a| (a.cos(), a.sin())).unzip()
 }
 
 /// HF's `x * cos + rotate_half(x) * sin` for one head.
@@ -539,7 +611,7 @@ mod tests {
     /// through the plain-Rust step (each on its own copy of the cache), one
     /// row and two, give the same logits.
     fn assert_steps_agree(model: &Decoder) {
-        let step = model.decode_step().expect("a Llama-family float32 CPU model has a decoding step");
+        let step = model.decode_step().expect("a float32 CPU model has a decoding step");
         for keep in [&[1i64][..], &[0, 1]] {
             let n = keep.len() as i64;
             let vectors = Tensor::randn([n, 1, model.config.hidden_size], (Kind::Float, Device::Cpu));
@@ -576,8 +648,24 @@ mod tests {
     }
 
     #[test]
-    fn other_families_have_no_decoding_step() {
-        assert!(tiny("Gemma2ForCausalLM", r#", "head_dim": 16"#).decode_step().is_none());
-        assert!(tiny("Olmo2ForCausalLM", "").decode_step().is_none());
+    fn matches_the_libtorch_step_on_gemma_and_olmo() {
+        // Soft caps small enough to act, a score scale unlike head_dim, windows that bind.
+        assert_steps_agree(&tiny(
+            "Gemma2ForCausalLM",
+            r#", "head_dim": 16, "query_pre_attn_scalar": 24, "sliding_window": 4,
+            "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0"#,
+        ));
+        // Two rotary tables: sliding layers have their own theta.
+        assert_steps_agree(&tiny(
+            "Gemma3ForCausalLM",
+            r#", "head_dim": 32, "query_pre_attn_scalar": 24, "sliding_window": 4,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+            "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0"#,
+        ));
+        assert_steps_agree(&tiny("Olmo2ForCausalLM", "")); // post-norms, q/k norms over whole projections
+        assert_steps_agree(&tiny(
+            "Olmo3ForCausalLM",
+            r#", "sliding_window": 4, "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]"#,
+        ));
     }
 }

@@ -5,45 +5,19 @@ use tch::{Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
 use crate::hooks::BlockHook;
+use crate::model::block::{Block, Layout};
 use crate::model::config::{Family, ModelConfig, RopeScaling};
 use crate::model::decode_step::DecodeStep;
 use crate::model::kv_cache::KvCache;
-use crate::model::layers::{attention_mask, rope_inv_freq, Batch, Linear, NormStyle, RmsNorm, Rope};
+use crate::model::layers::{attention_mask, rope_inv_freq, Batch, Embedding, Linear, RmsNorm, Rope};
 use crate::model::placement::Placement;
 use crate::model::weights::WeightSource;
-use crate::model::{gemma, llama, olmo};
-
-/// One decoder block of any supported family.
-enum Block {
-    Llama(llama::Block),
-    Gemma(gemma::Block),
-    Olmo(olmo::Block),
-}
-
-impl Block {
-    fn load(src: &dyn WeightSource, layer: usize, cfg: &ModelConfig, at: Placement) -> Result<Self> {
-        let prefix = format!("model.layers.{layer}");
-        Ok(match cfg.architecture.family() {
-            Family::Llama => Block::Llama(llama::Block::load(src, &prefix, cfg, at)?),
-            Family::Gemma => Block::Gemma(gemma::Block::load(src, &prefix, cfg, at)?),
-            Family::Olmo => Block::Olmo(olmo::Block::load(src, &prefix, cfg, at)?),
-        })
-    }
-
-    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
-        match self {
-            Block::Llama(b) => b.forward(x, rope, mask, cache),
-            Block::Gemma(b) => b.forward(x, rope, mask, cache),
-            Block::Olmo(b) => b.forward(x, rope, mask, cache),
-        }
-    }
-}
 
 /// The loaded decoder.
 pub struct Decoder {
     pub config: ModelConfig,
     pub placement: Placement,
-    embed_tokens: Tensor,
+    embed_tokens: Embedding,
     /// Gemma multiplies embeddings by `sqrt(hidden)` (in the model dtype).
     embed_scale: Option<Tensor>,
     layers: Vec<Block>,
@@ -60,19 +34,14 @@ impl Decoder {
     pub fn load(src: &dyn WeightSource, config: ModelConfig, at: Placement) -> Result<Self> {
         let (v, h) = (config.vocab_size, config.hidden_size);
         let family = config.architecture.family();
-        let embed_tokens = src.load("model.embed_tokens.weight", &[v, h], at.kind, at.device)?;
+        let embed_tokens = Embedding::load(src, v, h, at)?;
         let lm_head = if config.tie_word_embeddings || !src.contains("lm_head.weight") {
-            embed_tokens.shallow_clone()
+            Linear::tied(&embed_tokens, at)?
         } else {
-            src.load("lm_head.weight", &[v, h], at.kind, at.device)?
+            Linear::load(src, "lm_head", v, h, false, at)?
         };
-        let lm_head = Linear::new(lm_head, None, at)?;
         let layers = (0..config.num_layers).map(|l| Block::load(src, l, &config, at)).collect::<Result<Vec<_>>>()?;
-        let style = match family {
-            Family::Llama => NormStyle::Llama,
-            Family::Gemma => NormStyle::OnePlusWeight,
-            Family::Olmo => NormStyle::ScaleInF32,
-        };
+        let style = Layout::of(family).style;
         let norm = RmsNorm::load(src, "model.norm.weight", h, config.rms_norm_eps, style, at)?;
         let embed_scale = match family {
             Family::Gemma => {
@@ -84,26 +53,14 @@ impl Decoder {
         if let Some(theta) = config.sliding_rope_theta {
             inv_freq.push(rope_inv_freq(config.head_dim, theta, &RopeScaling::None, at.device)?);
         }
-        let llama_blocks: Option<Vec<&llama::Block>> =
-            layers.iter().map(|b| if let Block::Llama(b) = b { Some(b) } else { None }).collect();
-        let decode_step = match llama_blocks {
-            Some(blocks) if inv_freq.len() == 1 => {
-                DecodeStep::new(&config, &blocks, &embed_tokens, &norm, &lm_head, &inv_freq[0])?
-            }
-            _ => None,
-        };
+        let decode_step = DecodeStep::new(&config, &layers, &embed_tokens, &norm, &lm_head, &inv_freq)?;
         Ok(Self { config, placement: at, embed_tokens, embed_scale, layers, norm, lm_head, inv_freq, decode_step })
     }
 
-    /// The plain-Rust decoding step (float32 Llama-family models on the
-    /// CPU), or `None` where only the libtorch path runs.
+    /// The plain-Rust decoding step (float32 models on the CPU), or `None`
+    /// where only the libtorch path runs.
     pub fn decode_step(&self) -> Option<&DecodeStep> {
         self.decode_step.as_ref()
-    }
-
-    /// Which rotary table layer `l` uses.
-    fn rope_of(&self, l: usize) -> usize {
-        usize::from(self.config.sliding_window[l].is_some() && self.inv_freq.len() > 1)
     }
 
     /// Runs the blocks over `batch`, handing each block's output to every
@@ -135,7 +92,7 @@ impl Decoder {
         let kind = if self.config.architecture.family() == Family::Olmo { Kind::Float } else { self.placement.kind };
         let ropes = self.inv_freq.iter().map(|f| Rope::new(f, &batch.positions, kind)).collect::<Result<Vec<_>>>()?;
         let mut masks: Vec<(Option<i64>, Tensor)> = Vec::new();
-        let mut hidden = Tensor::f_embedding(&self.embed_tokens, &batch.input_ids, -1, false, false)?;
+        let mut hidden = self.embed_tokens.forward(&batch.input_ids)?;
         if let Some(scale) = &self.embed_scale {
             hidden = hidden.f_mul(scale)?;
         }
@@ -145,7 +102,12 @@ impl Decoder {
                 masks.push((window, attention_mask(&batch.attention_mask, queries, window)?));
             }
             let mask = &masks.iter().find(|(w, _)| *w == window).expect("just inserted").1;
-            hidden = block.forward(&hidden, &ropes[self.rope_of(l)], mask, cache.as_deref_mut().map(|c| (c, l)))?;
+            hidden = block.forward(
+                &hidden,
+                &ropes[self.config.rope_table(l)],
+                mask,
+                cache.as_deref_mut().map(|c| (c, l)),
+            )?;
             for hook in hooks.iter_mut() {
                 hook.after_block(l, &mut hidden)?;
             }

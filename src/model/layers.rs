@@ -5,26 +5,35 @@
 //! norms, custom scale and logit soft-capping), the gated MLP, masks and
 //! left-padded batches.
 
+use std::sync::Arc;
+
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
+use crate::model::blocks::BlockWeight;
 use crate::model::config::{Activation, ModelConfig, QkNormKind, RopeScaling};
 use crate::model::kernels::{self, Kernel};
 use crate::model::kv_cache::KvCache;
 use crate::model::placement::Placement;
 use crate::model::weights::WeightSource;
 
+/// Where a linear's weight lives, and so which kernel multiplies by it.
+pub enum Storage {
+    /// A tensor in the layout of its kernel (see `kernels`).
+    Tensor(Tensor, Kernel),
+    /// GGUF blocks, multiplied from the blocks (CPU float32).
+    Blocks(Arc<BlockWeight>),
+}
+
 pub struct Linear {
-    /// `[out, in]` for `Kernel::Dense`, `[in, out]` for `Kernel::Transposed`,
-    /// oneDNN's layout for `Kernel::Onednn`.
-    pub(crate) weight: Tensor,
+    pub(crate) storage: Storage,
     pub(crate) bias: Option<Tensor>,
-    pub(crate) kernel: Kernel,
 }
 
 impl Linear {
     /// Loads several HF linears stacked along the output dimension, so one
-    /// matmul serves them all (fused q/k/v, fused gate/up).
+    /// matmul serves them all (fused q/k/v, fused gate/up). On the CPU in
+    /// float32, GGUF weights stay in their blocks when every part has them.
     fn load_fused(
         src: &dyn WeightSource,
         prefixes: &[(&str, i64)],
@@ -32,20 +41,34 @@ impl Linear {
         bias: bool,
         at: Placement,
     ) -> Result<Self> {
-        let mut weights = Vec::with_capacity(prefixes.len());
         let mut biases = Vec::with_capacity(prefixes.len());
-        for &(prefix, out_dim) in prefixes {
-            weights.push(src.load(&format!("{prefix}.weight"), &[out_dim, in_dim], at.kind, at.device)?);
-            if bias {
+        if bias {
+            for &(prefix, out_dim) in prefixes {
                 biases.push(src.load(&format!("{prefix}.bias"), &[out_dim], at.kind, at.device)?);
             }
         }
-        let weight = if weights.len() == 1 { weights.remove(0) } else { Tensor::f_cat(&weights, 0)? };
         let bias = match biases.len() {
             0 => None,
             1 => Some(biases.remove(0)),
             _ => Some(Tensor::f_cat(&biases, 0)?),
         };
+        if at.device == Device::Cpu && at.kind == Kind::Float {
+            let mut blocks = Vec::with_capacity(prefixes.len());
+            for &(prefix, out_dim) in prefixes {
+                match src.load_blocks(&format!("{prefix}.weight"), &[out_dim, in_dim])? {
+                    Some(b) => blocks.push(b),
+                    None => break,
+                }
+            }
+            if blocks.len() == prefixes.len() {
+                return Ok(Self { storage: Storage::Blocks(Arc::new(BlockWeight::stack(blocks)?)), bias });
+            }
+        }
+        let mut weights = Vec::with_capacity(prefixes.len());
+        for &(prefix, out_dim) in prefixes {
+            weights.push(src.load(&format!("{prefix}.weight"), &[out_dim, in_dim], at.kind, at.device)?);
+        }
+        let weight = if weights.len() == 1 { weights.remove(0) } else { Tensor::f_cat(&weights, 0)? };
         Self::new(weight, bias, at)
     }
 
@@ -55,7 +78,7 @@ impl Linear {
         let size = weight.size();
         let kernel = kernels::choose(at, size[1], size[0])?;
         let (weight, bias) = kernels::layout(kernel, weight, bias)?;
-        Ok(Self { weight, bias, kernel })
+        Ok(Self { storage: Storage::Tensor(weight, kernel), bias })
     }
 
     pub fn load(
@@ -69,16 +92,101 @@ impl Linear {
         Self::load_fused(src, &[(prefix, out_dim)], in_dim, bias, at)
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.kernel == Kernel::Dense {
-            return Ok(x.f_linear(&self.weight, self.bias.as_ref())?);
+    /// The LM head that reuses the token embeddings.
+    pub fn tied(embedding: &Embedding, at: Placement) -> Result<Self> {
+        match embedding {
+            Embedding::Tensor(t) => Self::new(t.shallow_clone(), None, at),
+            Embedding::Blocks(b) => Ok(Self { storage: Storage::Blocks(b.clone()), bias: None }),
         }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (weight, kernel) = match &self.storage {
+            Storage::Tensor(w, Kernel::Dense) => return Ok(x.f_linear(w, self.bias.as_ref())?),
+            Storage::Tensor(w, kernel) => (w, *kernel),
+            Storage::Blocks(blocks) => {
+                let mut out = blocks.forward(x)?;
+                return Ok(match &self.bias {
+                    Some(b) => out.f_add_(b)?,
+                    None => out,
+                });
+            }
+        };
         let mut shape = x.size();
         let in_dim = shape.pop().unwrap_or(0);
         let rows = x.f_reshape([-1, in_dim])?;
-        let out = kernels::apply(self.kernel, &rows, &self.weight, self.bias.as_ref())?;
+        let out = kernels::apply(kernel, &rows, weight, self.bias.as_ref())?;
         shape.push(out.size()[1]);
         Ok(out.f_reshape(shape.as_slice())?)
+    }
+}
+
+/// Token embeddings: a `[vocab, hidden]` tensor, or GGUF blocks whose rows
+/// are dequantized as tokens need them.
+pub enum Embedding {
+    Tensor(Tensor),
+    Blocks(Arc<BlockWeight>),
+}
+
+impl Embedding {
+    /// `model.embed_tokens.weight`, `[vocab, hidden]`: kept as blocks where
+    /// the linears would be.
+    pub fn load(src: &dyn WeightSource, vocab: i64, hidden: i64, at: Placement) -> Result<Self> {
+        let name = "model.embed_tokens.weight";
+        if at.device == Device::Cpu && at.kind == Kind::Float {
+            if let Some(blocks) = src.load_blocks(name, &[vocab, hidden])? {
+                return Ok(Self::Blocks(Arc::new(blocks)));
+            }
+        }
+        Ok(Self::Tensor(src.load(name, &[vocab, hidden], at.kind, at.device)?))
+    }
+
+    /// Whether the rows come out as float32 on the CPU.
+    pub fn is_cpu_float(&self) -> bool {
+        match self {
+            Self::Tensor(t) => t.device() == Device::Cpu && t.kind() == Kind::Float,
+            Self::Blocks(_) => true,
+        }
+    }
+
+    /// The same embeddings, shared.
+    pub fn share(&self) -> Self {
+        match self {
+            Self::Tensor(t) => Self::Tensor(t.shallow_clone()),
+            Self::Blocks(b) => Self::Blocks(b.clone()),
+        }
+    }
+
+    /// The embeddings of `ids` (any shape): `[..ids, hidden]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let blocks = match self {
+            Self::Tensor(t) => return Ok(Tensor::f_embedding(t, ids, -1, false, false)?),
+            Self::Blocks(b) => b,
+        };
+        let flat = Vec::<i64>::try_from(&ids.f_reshape([-1])?)?;
+        let mut rows = vec![0.0f32; flat.len() * blocks.in_dim()];
+        self.lookup(&flat, &mut rows)?;
+        let mut shape = ids.size();
+        shape.push(blocks.in_dim() as i64);
+        Ok(Tensor::f_from_slice(&rows)?.f_reshape(shape.as_slice())?)
+    }
+
+    /// The float32 embeddings of `ids` into `out` (`[ids.len(), hidden]`).
+    pub fn lookup(&self, ids: &[i64], out: &mut [f32]) -> Result<()> {
+        let (vocab, hidden) = match self {
+            Self::Tensor(t) => (t.size()[0], t.size()[1]),
+            Self::Blocks(b) => (b.out_dim() as i64, b.in_dim() as i64),
+        };
+        if let Some(bad) = ids.iter().find(|&&id| !(0..vocab).contains(&id)) {
+            return Err(EpsvecError::InvalidInput(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        }
+        for (&id, out) in ids.iter().zip(out.chunks_exact_mut(hidden as usize)) {
+            match self {
+                Self::Tensor(t) => t.get(id).f_to_kind(Kind::Float)?.f_copy_data(out, hidden as usize)?,
+                Self::Blocks(b) => b.dequantize_rows(id as usize..id as usize + 1, out),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -18,17 +18,22 @@ pub struct Checkpoint {
     pub tokenizer: Tokenizer,
     /// "safetensors" or "gguf".
     pub format: &'static str,
+    /// Whether some quantized weights were kept in their GGUF blocks.
+    pub blocks: bool,
     /// The files the weights came from (for the fingerprint).
     pub weight_files: Vec<PathBuf>,
 }
 
-pub fn load_checkpoint(path: &Path, at: Placement) -> Result<Checkpoint> {
+/// Loads the checkpoint at `path` onto `at`. With `keep_blocks`, a GGUF
+/// file's quantized linears and embeddings stay in their blocks (CPU
+/// float32 only; elsewhere every tensor is dequantized at load).
+pub fn load_checkpoint(path: &Path, at: Placement, keep_blocks: bool) -> Result<Checkpoint> {
     if path.is_dir() {
         let (model, tokenizer, weight_files) = load_hf_dir(path, at)?;
-        Ok(Checkpoint { model, tokenizer, format: "safetensors", weight_files })
+        Ok(Checkpoint { model, tokenizer, format: "safetensors", blocks: false, weight_files })
     } else if path.is_file() {
-        let (model, tokenizer) = load_gguf(path, at)?;
-        Ok(Checkpoint { model, tokenizer, format: "gguf", weight_files: vec![path.to_path_buf()] })
+        let (model, tokenizer, blocks) = load_gguf(path, at, keep_blocks)?;
+        Ok(Checkpoint { model, tokenizer, format: "gguf", blocks, weight_files: vec![path.to_path_buf()] })
     } else {
         Err(EpsvecError::ModelLoad(format!(
             "{} does not exist; pass an HF model directory or a .gguf file",
@@ -74,7 +79,8 @@ fn merge_generation_config(config: &mut ModelConfig, path: &Path) -> Result<()> 
     Ok(())
 }
 
-fn load_gguf(path: &Path, at: Placement) -> Result<(Decoder, Tokenizer)> {
+/// The decoder, its tokenizer, and whether some weights stayed in blocks.
+fn load_gguf(path: &Path, at: Placement, keep_blocks: bool) -> Result<(Decoder, Tokenizer, bool)> {
     let file = GgufFile::open(path)?;
     let arch = file
         .get("general.architecture")
@@ -106,6 +112,7 @@ fn load_gguf(path: &Path, at: Placement) -> Result<(Decoder, Tokenizer)> {
     config.mlp_bias = has("ffn_up");
     // transformers undoes llama.cpp's q/k permutation for "llama" files only.
     let unpermute = (arch == "llama").then_some((config.num_heads, config.num_kv_heads));
-    let weights = GgufWeights::new(file, unpermute, config.architecture.family());
-    Ok((Decoder::load(&weights, config, at)?, tokenizer))
+    let weights = GgufWeights::new(file, unpermute, config.architecture.family(), keep_blocks);
+    let model = Decoder::load(&weights, config, at)?;
+    Ok((model, tokenizer, weights.kept_blocks()))
 }

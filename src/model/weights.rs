@@ -1,6 +1,7 @@
 //! Weight sources: tensors looked up by their HF names, whatever the file
 //! format, converted to the engine's dtype and device on load.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,8 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::model::blocks::{BlockWeight, Bytes};
 use crate::model::config::Family;
 
 /// Where a model's weights come from.
@@ -21,6 +23,12 @@ pub trait WeightSource {
     fn contains(&self, name: &str) -> bool;
     /// The tensor called `name` (HF naming) with exactly `shape`, as `kind` on `device`.
     fn load(&self, name: &str, shape: &[i64], kind: Kind, device: Device) -> Result<Tensor>;
+    /// The tensor called `name` with exactly `shape` `[out, in]`, in its
+    /// quantized GGUF blocks, when the source keeps blocks and holds it so;
+    /// `None` otherwise (then `load` gives it).
+    fn load_blocks(&self, _name: &str, _shape: &[i64]) -> Result<Option<BlockWeight>> {
+        Ok(None)
+    }
 }
 
 fn check_shape(name: &str, expected: &[i64], found: &[i64]) -> Result<()> {
@@ -138,18 +146,47 @@ impl WeightSource for SafetensorsWeights {
     }
 }
 
-/// A `.gguf` file, dequantized tensor by tensor on load.
+/// A `.gguf` file: quantized tensors kept in their blocks (`keep_blocks`,
+/// through `load_blocks`), the rest dequantized tensor by tensor on load.
 pub struct GgufWeights {
     pub file: GgufFile,
     /// llama.cpp stores Llama q/k weights permuted for its interleaved RoPE;
     /// undo that so the HF (rotate-half) forward applies.
     unpermute_heads: Option<(i64, i64)>,
     family: Family,
+    keep_blocks: bool,
+    /// How many tensors `load_blocks` gave.
+    kept: Cell<usize>,
 }
 
 impl GgufWeights {
-    pub fn new(file: GgufFile, unpermute_heads: Option<(i64, i64)>, family: Family) -> Self {
-        Self { file, unpermute_heads, family }
+    pub fn new(file: GgufFile, unpermute_heads: Option<(i64, i64)>, family: Family, keep_blocks: bool) -> Self {
+        Self { file, unpermute_heads, family, keep_blocks, kept: Cell::new(0) }
+    }
+
+    /// Whether some tensor was kept in its blocks.
+    pub fn kept_blocks(&self) -> bool {
+        self.kept.get() > 0
+    }
+
+    /// The GGUF tensor for HF `name`, checked to have `shape`.
+    fn info(&self, name: &str, shape: &[i64]) -> Result<(String, &TensorInfo)> {
+        let gname = gguf_name(name, self.family).ok_or_else(|| missing(name, self.file.path()))?;
+        let info = self.file.tensor(&gname).ok_or_else(|| missing(&gname, self.file.path()))?;
+        check_shape(name, shape, &info.shape())?;
+        Ok((gname, info))
+    }
+
+    /// The heads to undo llama.cpp's q/k permutation over, for this tensor.
+    fn permuted_heads(&self, gname: &str) -> Option<i64> {
+        let (n_head, n_kv_head) = self.unpermute_heads?;
+        if gname.contains(".attn_q.") {
+            Some(n_head)
+        } else if gname.contains(".attn_k.") {
+            Some(n_kv_head)
+        } else {
+            None
+        }
     }
 }
 
@@ -206,23 +243,37 @@ impl WeightSource for GgufWeights {
     }
 
     fn load(&self, name: &str, shape: &[i64], kind: Kind, device: Device) -> Result<Tensor> {
-        let gname = gguf_name(name, self.family).ok_or_else(|| missing(name, self.file.path()))?;
-        let info = self.file.tensor(&gname).ok_or_else(|| missing(&gname, self.file.path()))?;
-        check_shape(name, shape, &info.shape())?;
+        let (gname, info) = self.info(name, shape)?;
         let mut values = self.file.dequantize(info)?;
         if self.family == Family::Gemma && gname.ends_with("norm.weight") {
             // llama.cpp's converter stores Gemma's norm weights as 1 + w; HF keeps w.
             values.iter_mut().for_each(|v| *v -= 1.0);
         }
         let mut tensor = Tensor::f_from_slice(&values)?.f_reshape(shape)?;
-        if let Some((n_head, n_kv_head)) = self.unpermute_heads {
-            if gname.contains(".attn_q.") {
-                tensor = unpermute(&tensor, n_head)?;
-            } else if gname.contains(".attn_k.") {
-                tensor = unpermute(&tensor, n_kv_head)?;
-            }
+        if let Some(heads) = self.permuted_heads(&gname) {
+            tensor = unpermute(&tensor, heads)?;
         }
         Ok(tensor.f_to_device(device)?.f_to_kind(kind)?)
+    }
+
+    fn load_blocks(&self, name: &str, shape: &[i64]) -> Result<Option<BlockWeight>> {
+        let (gname, info) = self.info(name, shape)?;
+        if !self.keep_blocks || !BlockWeight::keeps(info.ty) {
+            return Ok(None);
+        }
+        let bytes = self
+            .file
+            .tensor_mapped(info)
+            .ok_or_else(|| EpsvecError::corrupt(self.file.path(), format!("tensor {gname} lies outside the file")))?;
+        let (rows, in_dim) = (shape[0], shape[1]);
+        let blocks = BlockWeight::new(info.ty, rows as usize, in_dim as usize, Bytes::Mapped(bytes))
+            .map_err(|e| EpsvecError::corrupt(self.file.path(), format!("tensor {gname}: {e}")))?;
+        self.kept.set(self.kept.get() + 1);
+        let Some(heads) = self.permuted_heads(&gname) else { return Ok(Some(blocks)) };
+        // The same row order the dense path gets, read off row indices.
+        let order = unpermute(&Tensor::f_arange(rows, (Kind::Int64, Device::Cpu))?.f_reshape([rows, 1])?, heads)?;
+        let order: Vec<usize> = Vec::<i64>::try_from(order.f_reshape([-1])?)?.into_iter().map(|r| r as usize).collect();
+        Ok(Some(blocks.reorder_rows(&order)?))
     }
 }
 

@@ -55,12 +55,16 @@ fn parse_device(name: &str) -> crate::Result<Device> {
     }
 }
 
-fn parse_dtype(name: &str, device: Device) -> crate::Result<Kind> {
+/// The dtype to load as, and whether quantized GGUF weights stay in their
+/// blocks: "auto" on the CPU keeps them (float32 activations); "float32"
+/// dequantizes the whole file at load, the reference path.
+fn parse_dtype(name: &str, device: Device) -> crate::Result<(Kind, bool)> {
     match name {
-        "auto" => Ok(if device == Device::Cpu { Kind::Float } else { Kind::BFloat16 }),
-        "float32" | "f32" | "fp32" => Ok(Kind::Float),
-        "bfloat16" | "bf16" => Ok(Kind::BFloat16),
-        "float16" | "f16" | "fp16" | "half" => Ok(Kind::Half),
+        "auto" if device == Device::Cpu => Ok((Kind::Float, true)),
+        "auto" => Ok((Kind::BFloat16, false)),
+        "float32" | "f32" | "fp32" => Ok((Kind::Float, false)),
+        "bfloat16" | "bf16" => Ok((Kind::BFloat16, false)),
+        "float16" | "f16" | "fp16" | "half" => Ok((Kind::Half, false)),
         other => Err(EpsvecError::InvalidInput(format!(
             "dtype must be \"auto\", \"float32\", \"bfloat16\" or \"float16\", got {other:?}"
         ))),
@@ -119,8 +123,8 @@ impl PyEngine {
     fn new(py: Python<'_>, path: PathBuf, device: &str, dtype: &str) -> PyResult<Self> {
         let engine = run(py, || {
             let device = parse_device(device)?;
-            let kind = parse_dtype(dtype, device)?;
-            Engine::load(&path, device, kind)
+            let (kind, keep_blocks) = parse_dtype(dtype, device)?;
+            Engine::load(&path, device, kind, keep_blocks)
         })?;
         Ok(Self { inner: Mutex::new(engine) })
     }
@@ -146,6 +150,7 @@ impl PyEngine {
         d.set_item("format", engine.format)?;
         d.set_item("device", device_name(engine.device()))?;
         d.set_item("dtype", kind_name(engine.model.placement.kind))?;
+        d.set_item("weights", if engine.blocks { "gguf blocks" } else { kind_name(engine.model.placement.kind) })?;
         d.set_item("chat_template", engine.tokenizer.chat_template.clone())?;
         Ok(d)
     }

@@ -1,0 +1,159 @@
+//! AVX-512 kernels for the block formats the named models hold (Q4_1, Q5_0,
+//! Q8_0, Q4_K, Q6_K), sixteen values per instruction. Each computes what
+//! the portable kernel computes, operation for operation (multiply, then
+//! add or subtract, never fused), so results are bit-identical; the tests
+//! check that. Other types take the portable kernels.
+
+use std::arch::x86_64::*;
+
+use super::{dequantize_blocks as portable, f16_at, scale_min_k4, GgmlType};
+
+/// `super::dequantize_blocks` on AVX-512.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512BW.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+pub unsafe fn dequantize_blocks(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+    macro_rules! each_block {
+        ($kernel:ident, $bytes:literal, $n:literal) => {
+            for (b, y) in src.chunks_exact($bytes).zip(dst.chunks_exact_mut($n)) {
+                // SAFETY: `b` is one whole block, `y` its values.
+                unsafe { $kernel(b, y.as_mut_ptr()) }
+            }
+        };
+    }
+    match ty {
+        GgmlType::Q4_1 => each_block!(q4_1, 20, 32),
+        GgmlType::Q5_0 => each_block!(q5_0, 22, 32),
+        GgmlType::Q8_0 => each_block!(q8_0, 34, 32),
+        GgmlType::Q4_K => each_block!(q4_k, 144, 256),
+        GgmlType::Q6_K => each_block!(q6_k, 210, 256),
+        _ => portable(ty, src, dst),
+    }
+}
+
+/// Sixteen bytes from `at` as i32 lanes, zero-extended.
+#[inline(always)]
+unsafe fn bytes16(at: *const u8) -> __m512i {
+    unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(at as *const __m128i)) }
+}
+
+#[inline(always)]
+unsafe fn store(y: *mut f32, v: __m512) {
+    unsafe { _mm512_storeu_ps(y, v) }
+}
+
+/// Q4_1: `q * d + m`.
+#[inline(always)]
+unsafe fn q4_1(b: &[u8], y: *mut f32) {
+    let (d, m) = (_mm512_set1_ps(f16_at(b, 0)), _mm512_set1_ps(f16_at(b, 2)));
+    let q = unsafe { bytes16(b[4..].as_ptr()) };
+    for (half, q) in [_mm512_and_si512(q, _mm512_set1_epi32(0x0F)), _mm512_srli_epi32::<4>(q)].into_iter().enumerate() {
+        unsafe { store(y.add(16 * half), _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(q), d), m)) };
+    }
+}
+
+/// Q5_0: `(q - 16) * d`, the fifth bit of element j from bit j of `qh`.
+#[inline(always)]
+unsafe fn q5_0(b: &[u8], y: *mut f32) {
+    let d = _mm512_set1_ps(f16_at(b, 0));
+    let qh = _mm512_set1_epi32(i32::from_le_bytes([b[2], b[3], b[4], b[5]]));
+    let q = unsafe { bytes16(b[6..].as_ptr()) };
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let nibbles = [_mm512_and_si512(q, _mm512_set1_epi32(0x0F)), _mm512_srli_epi32::<4>(q)];
+    for (half, nibble) in nibbles.into_iter().enumerate() {
+        let shift = _mm512_add_epi32(lanes, _mm512_set1_epi32(16 * half as i32));
+        let high = _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srlv_epi32(qh, shift), _mm512_set1_epi32(1)));
+        let q = _mm512_sub_epi32(_mm512_or_si512(nibble, high), _mm512_set1_epi32(16));
+        unsafe { store(y.add(16 * half), _mm512_mul_ps(_mm512_cvtepi32_ps(q), d)) };
+    }
+}
+
+/// Q8_0: `q * d`, q signed.
+#[inline(always)]
+unsafe fn q8_0(b: &[u8], y: *mut f32) {
+    let d = _mm512_set1_ps(f16_at(b, 0));
+    for half in 0..2 {
+        let q = unsafe { _mm512_cvtepi8_epi32(_mm_loadu_si128(b[2 + 16 * half..].as_ptr() as *const __m128i)) };
+        unsafe { store(y.add(16 * half), _mm512_mul_ps(_mm512_cvtepi32_ps(q), d)) };
+    }
+}
+
+/// Q4_K: `d * scale * q - dmin * min` per 32 values.
+#[inline(always)]
+unsafe fn q4_k(b: &[u8], y: *mut f32) {
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    let scales = &b[4..16];
+    for g in 0..4 {
+        let (sc1, m1) = scale_min_k4(2 * g, scales);
+        let (sc2, m2) = scale_min_k4(2 * g + 1, scales);
+        let (d1, m1) = (_mm512_set1_ps(d * sc1), _mm512_set1_ps(dmin * m1));
+        let (d2, m2) = (_mm512_set1_ps(d * sc2), _mm512_set1_ps(dmin * m2));
+        for h in 0..2 {
+            let q = unsafe { bytes16(b[16 + 32 * g + 16 * h..].as_ptr()) };
+            let (lo, hi) = (_mm512_and_si512(q, _mm512_set1_epi32(0x0F)), _mm512_srli_epi32::<4>(q));
+            unsafe {
+                store(y.add(64 * g + 16 * h), _mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(lo)), m1));
+                store(y.add(64 * g + 32 + 16 * h), _mm512_sub_ps(_mm512_mul_ps(d2, _mm512_cvtepi32_ps(hi)), m2));
+            }
+        }
+    }
+}
+
+/// Q6_K: `d * scale * (q - 32)` per 16 values; value l + 32k of each 128
+/// takes a nibble of low byte l + 32 (k % 2) (low for k < 2) and bits 2k..2k+2
+/// of high byte l.
+#[inline(always)]
+unsafe fn q6_k(b: &[u8], y: *mut f32) {
+    let d = f16_at(b, 208);
+    for half in 0..2 {
+        let (ql, qh, sc) = (&b[64 * half..], &b[128 + 32 * half..], &b[192 + 8 * half..]);
+        for h in 0..2 {
+            let high = unsafe { bytes16(qh[16 * h..].as_ptr()) };
+            let low = unsafe { [bytes16(ql[16 * h..].as_ptr()), bytes16(ql[16 * h + 32..].as_ptr())] };
+            for k in 0..4 {
+                let nibble = if k < 2 {
+                    _mm512_and_si512(low[k % 2], _mm512_set1_epi32(0x0F))
+                } else {
+                    _mm512_srli_epi32::<4>(low[k % 2])
+                };
+                let top =
+                    _mm512_and_si512(_mm512_srlv_epi32(high, _mm512_set1_epi32(2 * k as i32)), _mm512_set1_epi32(3));
+                let q = _mm512_sub_epi32(_mm512_or_si512(nibble, _mm512_slli_epi32::<4>(top)), _mm512_set1_epi32(32));
+                let scale = _mm512_set1_ps(d * f32::from(sc[h + 2 * k] as i8));
+                unsafe { store(y.add(128 * half + 32 * k + 16 * h), _mm512_mul_ps(scale, _mm512_cvtepi32_ps(q))) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_portable_kernels_bit_for_bit() {
+        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")) {
+            return;
+        }
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for ty in [GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_0] {
+            let blocks = 64;
+            let bytes: Vec<u8> = (0..blocks * ty.type_size())
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let (mut want, mut got) = (vec![0.0; blocks * ty.block_size()], vec![0.0; blocks * ty.block_size()]);
+            portable(ty, &bytes, &mut want);
+            // SAFETY: checked above.
+            unsafe { dequantize_blocks(ty, &bytes, &mut got) };
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "{ty} value {i}: {g} vs {w}");
+            }
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! Weights kept in GGUF's quantized block formats on the CPU, with products
+//! computed from the blocks.
+//!
+//! Numerics: a weight row is dequantized exactly (ggml's reference
+//! arithmetic, `gguf::dequant`) into float32 just before it is used, and
+//! multiplied with float32 activations. Results differ from dequantizing the
+//! whole file at load only in the order of the sums (~1e-6 relative); memory
+//! and the bytes read per token are the file's.
+//!
+//! - 1-64 rows (decoding steps): each thread owns a contiguous range of
+//!   output rows; it dequantizes one weight row into a buffer that stays in
+//!   L1 and takes its dot product with every input row (four at a time).
+//!   Sums do not depend on the thread count, so a seeded run repeats on a
+//!   machine.
+//! - More rows (prompts, capture): a few MB of weight rows at a time are
+//!   dequantized to a float32 tensor and multiplied by libtorch.
+
+use std::ops::Range;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{EpsvecError, Result};
+#[cfg(target_arch = "x86_64")]
+use crate::gguf::dequant::avx512;
+use crate::gguf::dequant::GgmlType;
+use crate::gguf::dequant::{dequantize_blocks, dequantizes};
+use crate::gguf::Mapped;
+use crate::model::matmul::{self, Shared};
+
+/// Most rows the from-the-blocks kernel takes; more go to libtorch.
+pub const MAX_ROWS: usize = 64;
+/// Float32 elements per chunk of weight rows dequantized for libtorch (4 MB).
+const CHUNK_ELEMENTS: usize = 1 << 20;
+/// Input rows whose dot products share one pass over a weight row.
+const GROUP: usize = 4;
+
+/// A matrix `[out, in]` stored as rows of GGUF blocks along `in`; the rows
+/// may come in parts of different types (a fused q/k/v whose v is Q6_K).
+pub struct BlockWeight {
+    parts: Vec<Part>,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+/// Consecutive rows of one block type.
+struct Part {
+    ty: GgmlType,
+    rows: usize,
+    row_bytes: usize,
+    bytes: Bytes,
+}
+
+/// A part's bytes: in place in the model file's memory map (so resident
+/// memory is the file's), or owned (rows reordered at load).
+pub enum Bytes {
+    Mapped(Mapped),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Mapped(m) => m,
+            Self::Owned(v) => v,
+        }
+    }
+}
+
+impl BlockWeight {
+    /// Whether a tensor of `ty` is kept as blocks (the quantized types that
+    /// dequantize exactly; float types are loaded as tensors).
+    pub fn keeps(ty: GgmlType) -> bool {
+        ty.block_size() > 1 && dequantizes(ty)
+    }
+
+    /// `rows` rows of `in_dim` elements of `ty`, in `bytes`.
+    pub fn new(ty: GgmlType, rows: usize, in_dim: usize, bytes: Bytes) -> Result<Self> {
+        let fits = Self::keeps(ty)
+            && in_dim.is_multiple_of(ty.block_size())
+            && bytes.len() == rows * in_dim / ty.block_size() * ty.type_size();
+        if !fits {
+            return Err(EpsvecError::InvalidInput(format!(
+                "{} bytes are not {rows} rows of {in_dim} {ty} elements",
+                bytes.len()
+            )));
+        }
+        let row_bytes = in_dim / ty.block_size() * ty.type_size();
+        Ok(Self { parts: vec![Part { ty, rows, row_bytes, bytes }], in_dim, out_dim: rows })
+    }
+
+    /// The rows of `pieces`, stacked in order (as `torch.cat(dim=0)`).
+    pub fn stack(pieces: Vec<BlockWeight>) -> Result<Self> {
+        let in_dim = pieces.first().map_or(0, |p| p.in_dim);
+        if pieces.iter().any(|p| p.in_dim != in_dim) || pieces.is_empty() {
+            return Err(EpsvecError::InvalidInput("stacked block weights need one input width".into()));
+        }
+        let parts: Vec<Part> = pieces.into_iter().flat_map(|p| p.parts).collect();
+        let out_dim = parts.iter().map(|p| p.rows).sum();
+        Ok(Self { parts, in_dim, out_dim })
+    }
+
+    /// Row `i` of the result is row `order[i]` of this (single-type) matrix.
+    pub fn reorder_rows(self, order: &[usize]) -> Result<Self> {
+        let [part] = &self.parts[..] else {
+            return Err(EpsvecError::InvalidInput("only a single-type block weight is reordered".into()));
+        };
+        if order.len() != part.rows || order.iter().any(|&r| r >= part.rows) {
+            return Err(EpsvecError::InvalidInput(format!("{order:?} is no order of {} rows", part.rows)));
+        }
+        let bytes = order.iter().flat_map(|&r| &part.bytes[r * part.row_bytes..(r + 1) * part.row_bytes]).copied();
+        Self::new(part.ty, part.rows, self.in_dim, Bytes::Owned(bytes.collect()))
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    /// The block types of the parts, in row order (for messages and tests).
+    pub fn types(&self) -> Vec<GgmlType> {
+        self.parts.iter().map(|p| p.ty).collect()
+    }
+
+    /// The bytes the blocks hold.
+    pub fn n_bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.bytes.len()).sum()
+    }
+
+    /// Row `row`'s type and bytes.
+    fn row(&self, mut row: usize) -> (GgmlType, &[u8]) {
+        for part in &self.parts {
+            if row < part.rows {
+                return (part.ty, &part.bytes[row * part.row_bytes..(row + 1) * part.row_bytes]);
+            }
+            row -= part.rows;
+        }
+        panic!("row {row} past the last of {}", self.out_dim);
+    }
+
+    /// Rows `rows`, dequantized into `out` (`[rows.len(), in]` row-major).
+    pub fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
+        assert!(rows.end <= self.out_dim && out.len() == rows.len() * self.in_dim);
+        #[cfg(target_arch = "x86_64")]
+        let wide = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
+        for (r, out) in rows.zip(out.chunks_exact_mut(self.in_dim)) {
+            let (ty, bytes) = self.row(r);
+            #[cfg(target_arch = "x86_64")]
+            if wide {
+                // SAFETY: the CPU has the features.
+                unsafe { avx512::dequantize_blocks(ty, bytes, out) };
+                continue;
+            }
+            dequantize_blocks(ty, bytes, out);
+        }
+    }
+
+    /// `y = x · Wᵀ` for `x` `[n, in]` and `y` `[n, out]`, `n` at most
+    /// [`MAX_ROWS`] (any `n` works; more rows are faster through `forward`).
+    pub fn times(&self, x: &[f32], n: usize, y: &mut [f32]) {
+        assert!(x.len() == n * self.in_dim && y.len() == n * self.out_dim);
+        let y = Shared(y.as_mut_ptr());
+        matmul::parallel(&|t, threads| {
+            let per = self.out_dim.div_ceil(threads);
+            let rows = (t * per).min(self.out_dim)..((t + 1) * per).min(self.out_dim);
+            // SAFETY: each thread writes only the columns `rows` of `y`.
+            unsafe { self.rows_times(rows, x, &y) }
+        });
+    }
+
+    /// Output columns `rows` of `times`, on the widest vector unit this CPU has.
+    ///
+    /// # Safety
+    /// `y` points at `[x.len() / in, out]` floats, and no other thread writes these columns.
+    unsafe fn rows_times(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                return unsafe { self.rows_times_avx512(rows, x, y) };
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return unsafe { self.rows_times_avx2(rows, x, y) };
+            }
+        }
+        unsafe { self.rows_times_with(rows, x, y, portable, dots_plain::<GROUP>, dots_plain::<1>) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+    unsafe fn rows_times_avx512(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
+        unsafe { self.rows_times_with(rows, x, y, avx512::dequantize_blocks, dots_avx512::<GROUP>, dots_avx512::<1>) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn rows_times_avx2(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
+        unsafe { self.rows_times_with(rows, x, y, portable, dots_avx2::<GROUP>, dots_avx2::<1>) }
+    }
+
+    /// Inlined into each wrapper above, so the portable dequantization is
+    /// compiled for its vector unit; `dequantize` dequantizes a weight row,
+    /// `group` and `one` take its dot products with `GROUP` input rows and
+    /// with one.
+    #[inline(always)]
+    unsafe fn rows_times_with(
+        &self,
+        rows: Range<usize>,
+        x: &[f32],
+        y: &Shared,
+        dequantize: Dequantize,
+        group: Dots,
+        one: Dots,
+    ) {
+        let (in_dim, out_dim) = (self.in_dim, self.out_dim);
+        let mut sums = [0.0f32; GROUP];
+        let mut w = vec![0.0f32; in_dim];
+        for o in rows {
+            let (ty, bytes) = self.row(o);
+            // SAFETY: the wrappers checked the CPU's features.
+            unsafe { dequantize(ty, bytes, &mut w) };
+            for (g, xs) in x.chunks(GROUP * in_dim).enumerate() {
+                let count = xs.len() / in_dim;
+                if count == GROUP {
+                    // SAFETY: `dots` needs `w.len()` a multiple of 16 (rows are whole blocks of 32 or
+                    // 256) and `xs` `[GROUP, in]`; the wrappers checked the CPU's features.
+                    unsafe { group(&w, xs, &mut sums) };
+                } else {
+                    for (r, x) in xs.chunks_exact(in_dim).enumerate() {
+                        // SAFETY: as above, for one row.
+                        unsafe { one(&w, x, &mut sums[r..r + 1]) };
+                    }
+                }
+                for (r, &s) in sums[..count].iter().enumerate() {
+                    // SAFETY: row g * GROUP + r of x, column o: this thread's (the caller's promise).
+                    unsafe { *y.get().add((g * GROUP + r) * out_dim + o) = s };
+                }
+            }
+        }
+    }
+
+    /// `x` `[.., in]` (float32, CPU) times `Wᵀ`: `[.., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut shape = x.size();
+        let rows = x.f_reshape([-1, self.in_dim as i64])?.f_contiguous()?;
+        let n = rows.size()[0] as usize;
+        let out = if n <= MAX_ROWS { self.few_rows(&rows, n)? } else { self.many_rows(&rows)? };
+        shape.pop();
+        shape.push(self.out_dim as i64);
+        Ok(out.f_reshape(shape.as_slice())?)
+    }
+
+    fn few_rows(&self, rows: &Tensor, n: usize) -> Result<Tensor> {
+        if rows.kind() != Kind::Float || rows.device() != Device::Cpu {
+            return Err(EpsvecError::InvalidInput(format!(
+                "block weights multiply float32 CPU rows, got {:?} on {:?}",
+                rows.kind(),
+                rows.device()
+            )));
+        }
+        let y = Tensor::f_empty([n as i64, self.out_dim as i64], (Kind::Float, Device::Cpu))?;
+        // SAFETY: contiguous float32 CPU tensors (`y` fresh), `numel` elements each.
+        let (xs, ys) = unsafe {
+            (
+                std::slice::from_raw_parts(rows.data_ptr() as *const f32, rows.numel()),
+                std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, y.numel()),
+            )
+        };
+        self.times(xs, n, ys);
+        Ok(y)
+    }
+
+    /// Chunks of weight rows dequantized in parallel, each multiplied by libtorch.
+    fn many_rows(&self, rows: &Tensor) -> Result<Tensor> {
+        let chunk = (CHUNK_ELEMENTS / self.in_dim).max(1);
+        let mut outs = Vec::with_capacity(self.out_dim.div_ceil(chunk));
+        for start in (0..self.out_dim).step_by(chunk) {
+            let end = (start + chunk).min(self.out_dim);
+            let w = self.dequantized(start..end)?;
+            outs.push(rows.f_mm(&w.f_transpose(0, 1)?)?);
+        }
+        Ok(Tensor::f_cat(&outs, 1)?)
+    }
+
+    /// Rows `rows` as a float32 tensor `[rows.len(), in]`, dequantized by every thread.
+    pub fn dequantized(&self, rows: Range<usize>) -> Result<Tensor> {
+        let w = Tensor::f_empty([rows.len() as i64, self.in_dim as i64], (Kind::Float, Device::Cpu))?;
+        let (start, len) = (rows.start, rows.len());
+        let ptr = Shared(w.data_ptr() as *mut f32);
+        matmul::parallel(&|t, threads| {
+            let per = len.div_ceil(threads);
+            let mine = (t * per).min(len)..((t + 1) * per).min(len);
+            // SAFETY: `w` is `[len, in]` float32; each thread writes its own rows.
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(ptr.get().add(mine.start * self.in_dim), mine.len() * self.in_dim)
+            };
+            self.dequantize_rows(start + mine.start..start + mine.end, out);
+        });
+        Ok(w)
+    }
+}
+
+/// Dequantizes whole blocks of a type into floats (`gguf::dequant`).
+type Dequantize = unsafe fn(GgmlType, &[u8], &mut [f32]);
+
+#[inline(always)]
+unsafe fn portable(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+    dequantize_blocks(ty, src, dst)
+}
+
+/// `sums[r] = w · x[r]` for the `R` rows of `x` (`[R, w.len()]`), where
+/// `w.len()` is a multiple of 16.
+type Dots = unsafe fn(&[f32], &[f32], &mut [f32]);
+
+// One row alone keeps four sums in flight (the FMA's latency); a group of
+// rows, one sum per row.
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dots_avx512<const R: usize>(w: &[f32], x: &[f32], sums: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let len = w.len();
+    assert!(len.is_multiple_of(16) && x.len() == R * len && sums.len() >= R);
+    let (w, x) = (w.as_ptr(), x.as_ptr());
+    // SAFETY (every load): c + 16 <= len, and row r of x is x[r * len..(r + 1) * len].
+    if R == 1 {
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut c = 0;
+        while c + 64 <= len {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let at = c + 16 * k;
+                *acc = unsafe { _mm512_fmadd_ps(_mm512_loadu_ps(w.add(at)), _mm512_loadu_ps(x.add(at)), *acc) };
+            }
+            c += 64;
+        }
+        for (k, at) in (c..len).step_by(16).enumerate() {
+            acc[k] = unsafe { _mm512_fmadd_ps(_mm512_loadu_ps(w.add(at)), _mm512_loadu_ps(x.add(at)), acc[k]) };
+        }
+        let [a, b, c, d] = acc;
+        sums[0] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
+        return;
+    }
+    let mut acc = [_mm512_setzero_ps(); R];
+    for c in (0..len).step_by(16) {
+        let wv = unsafe { _mm512_loadu_ps(w.add(c)) };
+        for (r, acc) in acc.iter_mut().enumerate() {
+            *acc = unsafe { _mm512_fmadd_ps(wv, _mm512_loadu_ps(x.add(r * len + c)), *acc) };
+        }
+    }
+    for (sum, acc) in sums.iter_mut().zip(acc) {
+        *sum = _mm512_reduce_add_ps(acc);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_avx2<const R: usize>(w: &[f32], x: &[f32], sums: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let len = w.len();
+    assert!(len.is_multiple_of(16) && x.len() == R * len && sums.len() >= R);
+    let (w, x) = (w.as_ptr(), x.as_ptr());
+    let sum8 = |v: __m256| {
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: eight floats into `lanes`.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+        lanes.iter().sum::<f32>()
+    };
+    // SAFETY (every load): as in `dots_avx512`, eight floats at a time.
+    if R == 1 {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut c = 0;
+        while c + 32 <= len {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let at = c + 8 * k;
+                *acc = unsafe { _mm256_fmadd_ps(_mm256_loadu_ps(w.add(at)), _mm256_loadu_ps(x.add(at)), *acc) };
+            }
+            c += 32;
+        }
+        for (k, at) in (c..len).step_by(8).enumerate() {
+            acc[k] = unsafe { _mm256_fmadd_ps(_mm256_loadu_ps(w.add(at)), _mm256_loadu_ps(x.add(at)), acc[k]) };
+        }
+        let [a, b, c, d] = acc;
+        sums[0] = sum8(_mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
+        return;
+    }
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for c in (0..len).step_by(16) {
+        let wv = unsafe { [_mm256_loadu_ps(w.add(c)), _mm256_loadu_ps(w.add(c + 8))] };
+        for (r, acc) in acc.iter_mut().enumerate() {
+            for h in 0..2 {
+                acc[h] = unsafe { _mm256_fmadd_ps(wv[h], _mm256_loadu_ps(x.add(r * len + c + 8 * h)), acc[h]) };
+            }
+        }
+    }
+    for (sum, [lo, hi]) in sums.iter_mut().zip(acc) {
+        *sum = sum8(_mm256_add_ps(lo, hi));
+    }
+}
+
+/// Without AVX2: sixteen running sums.
+unsafe fn dots_plain<const R: usize>(w: &[f32], x: &[f32], sums: &mut [f32]) {
+    let len = w.len();
+    for (sum, x) in sums.iter_mut().zip(x.chunks_exact(len)).take(R) {
+        let mut lanes = [0.0f32; 16];
+        for (w, x) in w.chunks_exact(16).zip(x.chunks_exact(16)) {
+            for l in 0..16 {
+                lanes[l] += w[l] * x[l];
+            }
+        }
+        *sum = lanes.iter().sum();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::dequant::dequantize;
+
+    /// The formats kept as blocks that model files use.
+    const FORMATS: [GgmlType; 10] = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ];
+
+    /// Random blocks of `ty` whose f16 scales are finite and small.
+    fn random_blocks(ty: GgmlType, rows: usize, in_dim: usize, seed: u64) -> Vec<u8> {
+        let size = ty.type_size();
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut bytes: Vec<u8> = (0..rows * in_dim / ty.block_size() * size)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (state >> 33) as u8
+            })
+            .collect();
+        // Every f16 field of these formats sits at a block's start or end: set them to ~0.01.
+        let scale = half::f16::from_f32(0.01).to_le_bytes();
+        for block in bytes.chunks_exact_mut(size) {
+            let fields: &[usize] = match ty {
+                GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+                GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+                GgmlType::Q2_K => &[size - 4, size - 2],
+                _ => &[size - 2],
+            };
+            for &at in fields {
+                block[at..at + 2].copy_from_slice(&scale);
+            }
+        }
+        bytes
+    }
+
+    fn reference(w: &[f32], x: &[f32], n: usize, in_dim: usize, out: usize) -> Vec<f64> {
+        let mut y = vec![0.0; n * out];
+        for r in 0..n {
+            for o in 0..out {
+                y[r * out + o] = (0..in_dim).map(|i| f64::from(x[r * in_dim + i]) * f64::from(w[o * in_dim + i])).sum();
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn every_format_multiplies_as_its_exact_dequantization() {
+        for ty in FORMATS {
+            let in_dim = 2 * ty.block_size() + if ty.block_size() == 32 { 32 * 5 } else { 256 };
+            let out = 37;
+            let bytes = random_blocks(ty, out, in_dim, ty as u64);
+            let w = dequantize(ty, &bytes, out * in_dim).unwrap();
+            let blocks = BlockWeight::new(ty, out, in_dim, Bytes::Owned(bytes)).unwrap();
+            let mut deq = vec![0.0; out * in_dim];
+            blocks.dequantize_rows(0..out, &mut deq);
+            assert!(deq.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty}: dequantized rows differ");
+            for n in [1, 3, 4, 9, 70] {
+                let x: Vec<f32> = (0..n * in_dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+                let want = reference(&w, &x, n, in_dim, out);
+                let got = blocks.forward(&Tensor::from_slice(&x).reshape([n as i64, in_dim as i64])).unwrap();
+                let got = Vec::<f32>::try_from(got.reshape([-1])).unwrap();
+                let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let err = got.iter().zip(&want).fold(0.0f64, |m, (&g, &w)| m.max((f64::from(g) - w).abs()));
+                assert!(scale > 0.0 && err <= 1e-5 * scale, "{ty}, {n} rows: error {err} at scale {scale}");
+            }
+        }
+    }
+
+    #[test]
+    fn sums_do_not_depend_on_the_thread_count() {
+        let (ty, out, in_dim) = (GgmlType::Q4_K, 50, 512);
+        let blocks = BlockWeight::new(ty, out, in_dim, Bytes::Owned(random_blocks(ty, out, in_dim, 3))).unwrap();
+        let x: Vec<f32> = (0..7 * in_dim).map(|i| (i as f32 * 0.37).sin()).collect();
+        let threads = tch::get_num_threads();
+        let mut runs = Vec::new();
+        for team in [1, 3] {
+            tch::set_num_threads(team);
+            let (mut one, mut all) = (vec![0.0; out], vec![0.0; 7 * out]);
+            blocks.times(&x[..in_dim], 1, &mut one);
+            blocks.times(&x, 7, &mut all);
+            runs.push((one, all));
+        }
+        tch::set_num_threads(threads);
+        assert_eq!(runs[0], runs[1]);
+    }
+
+    #[test]
+    fn stacking_and_reordering_move_whole_rows() {
+        let in_dim = 64;
+        let a = random_blocks(GgmlType::Q8_0, 3, in_dim, 1);
+        let b = random_blocks(GgmlType::Q4_0, 2, in_dim, 2);
+        let c = random_blocks(GgmlType::Q4_0, 1, in_dim, 3);
+        let piece =
+            |ty, rows, bytes: &Vec<u8>| BlockWeight::new(ty, rows, in_dim, Bytes::Owned(bytes.clone())).unwrap();
+        let stacked = BlockWeight::stack(vec![
+            piece(GgmlType::Q8_0, 3, &a),
+            piece(GgmlType::Q4_0, 2, &b),
+            piece(GgmlType::Q4_0, 1, &c),
+        ])
+        .unwrap();
+        assert_eq!((stacked.out_dim(), stacked.types()), (6, vec![GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_0]));
+        let mut rows = vec![0.0; 6 * in_dim];
+        stacked.dequantize_rows(0..6, &mut rows);
+        let mut want = dequantize(GgmlType::Q8_0, &a, 3 * in_dim).unwrap();
+        want.extend(dequantize(GgmlType::Q4_0, &b, 2 * in_dim).unwrap());
+        want.extend(dequantize(GgmlType::Q4_0, &c, in_dim).unwrap());
+        assert_eq!(rows, want);
+        let reordered = piece(GgmlType::Q8_0, 3, &a).reorder_rows(&[2, 0, 1]).unwrap();
+        let mut got = vec![0.0; 3 * in_dim];
+        reordered.dequantize_rows(0..3, &mut got);
+        assert_eq!(got[..in_dim], want[2 * in_dim..3 * in_dim]);
+        assert_eq!(got[in_dim..2 * in_dim], want[..in_dim]);
+        assert!(BlockWeight::new(GgmlType::Q4_0, 2, in_dim, Bytes::Owned(a)).is_err(), "Q8_0 rows are no Q4_0 rows");
+        assert!(BlockWeight::new(GgmlType::F16, 1, 2, Bytes::Owned(vec![0; 4])).is_err(), "floats load as tensors");
+    }
+}

