@@ -45,11 +45,10 @@ def threads() -> int:
 
 
 def run_epsvec(reps: int, dtype: str) -> dict[str, list[float]]:
-    import torch
-
+    # libtorch's thread count, read at start-up (importing torch to set it would add its ~300 MB).
+    os.environ["OMP_NUM_THREADS"] = str(threads())
     import epsvec
 
-    torch.set_num_threads(threads())
     model = epsvec.load_model(model_path(), device="cpu", dtype=dtype)
     kw = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, temperature=1.0, top_p=1.0, progress=False)
     model.generate(PROMPTS[:2], **{**kw, "max_new_tokens": 4, "min_new_tokens": 0})  # warm-up

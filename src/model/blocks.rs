@@ -10,6 +10,8 @@
 //! - 1-64 rows (decoding steps): each thread owns a contiguous range of
 //!   output rows; it dequantizes one weight row into a buffer that stays in
 //!   L1 and takes its dot product with every input row (four at a time).
+//!   On AVX-512, one input row takes each value straight from the register
+//!   it is dequantized into.
 //!   Sums do not depend on the thread count, so a seeded run repeats on a
 //!   machine.
 //! - More rows (prompts, capture): a few MB of weight rows at a time are
@@ -146,7 +148,7 @@ impl BlockWeight {
     pub fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
         assert!(rows.end <= self.out_dim && out.len() == rows.len() * self.in_dim);
         #[cfg(target_arch = "x86_64")]
-        let wide = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
+        let wide = wide();
         for (r, out) in rows.zip(out.chunks_exact_mut(self.in_dim)) {
             let (ty, bytes) = self.row(r);
             #[cfg(target_arch = "x86_64")]
@@ -179,39 +181,53 @@ impl BlockWeight {
     unsafe fn rows_times(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+            if wide() {
                 return unsafe { self.rows_times_avx512(rows, x, y) };
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 return unsafe { self.rows_times_avx2(rows, x, y) };
             }
         }
-        unsafe { self.rows_times_with(rows, x, y, portable, dots_plain::<GROUP>, dots_plain::<1>) }
+        unsafe { self.rows_times_with(rows, x, y, portable, None, dots_plain::<GROUP>, dots_plain::<1>) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     unsafe fn rows_times_avx512(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
-        unsafe { self.rows_times_with(rows, x, y, avx512::dequantize_blocks, dots_avx512::<GROUP>, dots_avx512::<1>) }
+        let fused: Fused = avx512::dot;
+        unsafe {
+            self.rows_times_with(
+                rows,
+                x,
+                y,
+                avx512::dequantize_blocks,
+                Some(fused),
+                dots_avx512::<GROUP>,
+                dots_avx512::<1>,
+            )
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn rows_times_avx2(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
-        unsafe { self.rows_times_with(rows, x, y, portable, dots_avx2::<GROUP>, dots_avx2::<1>) }
+        unsafe { self.rows_times_with(rows, x, y, portable, None, dots_avx2::<GROUP>, dots_avx2::<1>) }
     }
 
     /// Inlined into each wrapper above, so the portable dequantization is
     /// compiled for its vector unit; `dequantize` dequantizes a weight row,
     /// `group` and `one` take its dot products with `GROUP` input rows and
-    /// with one.
+    /// with one; `fused`, where it has a kernel for the type, takes one input
+    /// row's product straight from the dequantized registers.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn rows_times_with(
         &self,
         rows: Range<usize>,
         x: &[f32],
         y: &Shared,
         dequantize: Dequantize,
+        fused: Option<Fused>,
         group: Dots,
         one: Dots,
     ) {
@@ -220,7 +236,12 @@ impl BlockWeight {
         let mut w = vec![0.0f32; in_dim];
         for o in rows {
             let (ty, bytes) = self.row(o);
-            // SAFETY: the wrappers checked the CPU's features.
+            // SAFETY (both): the wrappers checked the CPU's features.
+            if let Some(sum) = fused.filter(|_| x.len() == in_dim).and_then(|f| unsafe { f(ty, bytes, x) }) {
+                // SAFETY: column o of the one row: this thread's (the caller's promise).
+                unsafe { *y.get().add(o) = sum };
+                continue;
+            }
             unsafe { dequantize(ty, bytes, &mut w) };
             for (g, xs) in x.chunks(GROUP * in_dim).enumerate() {
                 let count = xs.len() / in_dim;
@@ -303,8 +324,16 @@ impl BlockWeight {
     }
 }
 
+/// Whether the AVX-512 kernels run here.
+#[cfg(target_arch = "x86_64")]
+fn wide() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+}
+
 /// Dequantizes whole blocks of a type into floats (`gguf::dequant`).
 type Dequantize = unsafe fn(GgmlType, &[u8], &mut [f32]);
+/// One weight row's dot product with one input row, if the type has a kernel.
+type Fused = unsafe fn(GgmlType, &[u8], &[f32]) -> Option<f32>;
 
 #[inline(always)]
 unsafe fn portable(ty: GgmlType, src: &[u8], dst: &mut [f32]) {

@@ -8,17 +8,15 @@ use std::arch::x86_64::*;
 
 use super::{dequantize_blocks as portable, f16_at, scale_min_k4, GgmlType};
 
-/// `super::dequantize_blocks` on AVX-512.
-///
-/// # Safety
-/// The CPU has AVX-512F and AVX-512BW.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-pub unsafe fn dequantize_blocks(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+/// Hands each block's values to `put(index in the run, sixteen values)`;
+/// `false` for a type without a kernel here.
+#[inline(always)]
+unsafe fn each_value(ty: GgmlType, src: &[u8], mut put: impl FnMut(usize, __m512)) -> bool {
     macro_rules! each_block {
         ($kernel:ident, $bytes:literal, $n:literal) => {
-            for (b, y) in src.chunks_exact($bytes).zip(dst.chunks_exact_mut($n)) {
-                // SAFETY: `b` is one whole block, `y` its values.
-                unsafe { $kernel(b, y.as_mut_ptr()) }
+            for (i, b) in src.chunks_exact($bytes).enumerate() {
+                // SAFETY: `b` is one whole block.
+                unsafe { $kernel(b, |at, v| put(i * $n + at, v)) }
             }
         };
     }
@@ -28,8 +26,44 @@ pub unsafe fn dequantize_blocks(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
         GgmlType::Q8_0 => each_block!(q8_0, 34, 32),
         GgmlType::Q4_K => each_block!(q4_k, 144, 256),
         GgmlType::Q6_K => each_block!(q6_k, 210, 256),
-        _ => portable(ty, src, dst),
+        _ => return false,
     }
+    true
+}
+
+/// `super::dequantize_blocks` on AVX-512.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512BW.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+pub unsafe fn dequantize_blocks(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+    assert!(dst.len() == src.len() / ty.type_size() * ty.block_size());
+    let y = dst.as_mut_ptr();
+    // SAFETY: `at + 16 <= dst.len()` for every value of whole blocks.
+    if !unsafe { each_value(ty, src, |at, v| _mm512_storeu_ps(y.add(at), v)) } {
+        portable(ty, src, dst);
+    }
+}
+
+/// The dot product of the values of `src` (one weight row) with `x`, each
+/// value used from a register as it is dequantized (two sums in flight,
+/// alternating every sixteen values); `None` for a type without a kernel.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512BW.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+pub unsafe fn dot(ty: GgmlType, src: &[u8], x: &[f32]) -> Option<f32> {
+    assert!(x.len() == src.len() / ty.type_size() * ty.block_size());
+    let mut acc = [_mm512_setzero_ps(); 2];
+    let x = x.as_ptr();
+    // SAFETY: as in `dequantize_blocks`, reading `x`.
+    let done = unsafe {
+        each_value(ty, src, |at, v| {
+            let chain = (at >> 4) & 1;
+            acc[chain] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x.add(at)), acc[chain]);
+        })
+    };
+    done.then(|| _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])))
 }
 
 /// Sixteen bytes from `at` as i32 lanes, zero-extended.
@@ -38,24 +72,19 @@ unsafe fn bytes16(at: *const u8) -> __m512i {
     unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(at as *const __m128i)) }
 }
 
-#[inline(always)]
-unsafe fn store(y: *mut f32, v: __m512) {
-    unsafe { _mm512_storeu_ps(y, v) }
-}
-
 /// Q4_1: `q * d + m`.
 #[inline(always)]
-unsafe fn q4_1(b: &[u8], y: *mut f32) {
+unsafe fn q4_1(b: &[u8], mut put: impl FnMut(usize, __m512)) {
     let (d, m) = (_mm512_set1_ps(f16_at(b, 0)), _mm512_set1_ps(f16_at(b, 2)));
     let q = unsafe { bytes16(b[4..].as_ptr()) };
     for (half, q) in [_mm512_and_si512(q, _mm512_set1_epi32(0x0F)), _mm512_srli_epi32::<4>(q)].into_iter().enumerate() {
-        unsafe { store(y.add(16 * half), _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(q), d), m)) };
+        unsafe { put(16 * half, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(q), d), m)) };
     }
 }
 
 /// Q5_0: `(q - 16) * d`, the fifth bit of element j from bit j of `qh`.
 #[inline(always)]
-unsafe fn q5_0(b: &[u8], y: *mut f32) {
+unsafe fn q5_0(b: &[u8], mut put: impl FnMut(usize, __m512)) {
     let d = _mm512_set1_ps(f16_at(b, 0));
     let qh = _mm512_set1_epi32(i32::from_le_bytes([b[2], b[3], b[4], b[5]]));
     let q = unsafe { bytes16(b[6..].as_ptr()) };
@@ -65,23 +94,23 @@ unsafe fn q5_0(b: &[u8], y: *mut f32) {
         let shift = _mm512_add_epi32(lanes, _mm512_set1_epi32(16 * half as i32));
         let high = _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srlv_epi32(qh, shift), _mm512_set1_epi32(1)));
         let q = _mm512_sub_epi32(_mm512_or_si512(nibble, high), _mm512_set1_epi32(16));
-        unsafe { store(y.add(16 * half), _mm512_mul_ps(_mm512_cvtepi32_ps(q), d)) };
+        unsafe { put(16 * half, _mm512_mul_ps(_mm512_cvtepi32_ps(q), d)) };
     }
 }
 
 /// Q8_0: `q * d`, q signed.
 #[inline(always)]
-unsafe fn q8_0(b: &[u8], y: *mut f32) {
+unsafe fn q8_0(b: &[u8], mut put: impl FnMut(usize, __m512)) {
     let d = _mm512_set1_ps(f16_at(b, 0));
     for half in 0..2 {
         let q = unsafe { _mm512_cvtepi8_epi32(_mm_loadu_si128(b[2 + 16 * half..].as_ptr() as *const __m128i)) };
-        unsafe { store(y.add(16 * half), _mm512_mul_ps(_mm512_cvtepi32_ps(q), d)) };
+        unsafe { put(16 * half, _mm512_mul_ps(_mm512_cvtepi32_ps(q), d)) };
     }
 }
 
 /// Q4_K: `d * scale * q - dmin * min` per 32 values.
 #[inline(always)]
-unsafe fn q4_k(b: &[u8], y: *mut f32) {
+unsafe fn q4_k(b: &[u8], mut put: impl FnMut(usize, __m512)) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let scales = &b[4..16];
     for g in 0..4 {
@@ -93,8 +122,8 @@ unsafe fn q4_k(b: &[u8], y: *mut f32) {
             let q = unsafe { bytes16(b[16 + 32 * g + 16 * h..].as_ptr()) };
             let (lo, hi) = (_mm512_and_si512(q, _mm512_set1_epi32(0x0F)), _mm512_srli_epi32::<4>(q));
             unsafe {
-                store(y.add(64 * g + 16 * h), _mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(lo)), m1));
-                store(y.add(64 * g + 32 + 16 * h), _mm512_sub_ps(_mm512_mul_ps(d2, _mm512_cvtepi32_ps(hi)), m2));
+                put(64 * g + 16 * h, _mm512_sub_ps(_mm512_mul_ps(d1, _mm512_cvtepi32_ps(lo)), m1));
+                put(64 * g + 32 + 16 * h, _mm512_sub_ps(_mm512_mul_ps(d2, _mm512_cvtepi32_ps(hi)), m2));
             }
         }
     }
@@ -104,7 +133,7 @@ unsafe fn q4_k(b: &[u8], y: *mut f32) {
 /// takes a nibble of low byte l + 32 (k % 2) (low for k < 2) and bits 2k..2k+2
 /// of high byte l.
 #[inline(always)]
-unsafe fn q6_k(b: &[u8], y: *mut f32) {
+unsafe fn q6_k(b: &[u8], mut put: impl FnMut(usize, __m512)) {
     let d = f16_at(b, 208);
     for half in 0..2 {
         let (ql, qh, sc) = (&b[64 * half..], &b[128 + 32 * half..], &b[192 + 8 * half..]);
@@ -121,7 +150,7 @@ unsafe fn q6_k(b: &[u8], y: *mut f32) {
                     _mm512_and_si512(_mm512_srlv_epi32(high, _mm512_set1_epi32(2 * k as i32)), _mm512_set1_epi32(3));
                 let q = _mm512_sub_epi32(_mm512_or_si512(nibble, _mm512_slli_epi32::<4>(top)), _mm512_set1_epi32(32));
                 let scale = _mm512_set1_ps(d * f32::from(sc[h + 2 * k] as i8));
-                unsafe { store(y.add(128 * half + 32 * k + 16 * h), _mm512_mul_ps(scale, _mm512_cvtepi32_ps(q))) };
+                unsafe { put(128 * half + 32 * k + 16 * h, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(q))) };
             }
         }
     }
