@@ -51,7 +51,7 @@ def vectors(hidden: int) -> dict[int, np.ndarray]:
 def run_epsvec(reps: int) -> dict[str, list[float]]:
     import epsvec
 
-    model = epsvec.load_model(device="cpu")
+    model = epsvec.load_model(device="cpu", dtype="float32")  # transformers runs the dequantised weights too
     steer = vectors(model.config.hidden_size)
     kw = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, temperature=1.0, progress=False)
     model.generate(SHORT, **{**kw, "max_new_tokens": 4, "min_new_tokens": 0})  # warm-up

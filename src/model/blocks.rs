@@ -11,9 +11,8 @@
 //!   output rows; it dequantizes one weight row into a buffer that stays in
 //!   L1 and takes its dot product with every input row (four at a time).
 //!   On AVX-512, one input row takes each value straight from the register
-//!   it is dequantized into.
-//!   Sums do not depend on the thread count, so a seeded run repeats on a
-//!   machine.
+//!   it is dequantized into. Sums do not depend on the thread count, so a
+//!   seeded run repeats on a machine.
 //! - More rows (prompts, capture): a few MB of weight rows at a time are
 //!   dequantized to a float32 tensor and multiplied by libtorch.
 
@@ -121,16 +120,6 @@ impl BlockWeight {
 
     pub fn out_dim(&self) -> usize {
         self.out_dim
-    }
-
-    /// The block types of the parts, in row order (for messages and tests).
-    pub fn types(&self) -> Vec<GgmlType> {
-        self.parts.iter().map(|p| p.ty).collect()
-    }
-
-    /// The bytes the blocks hold.
-    pub fn n_bytes(&self) -> usize {
-        self.parts.iter().map(|p| p.bytes.len()).sum()
     }
 
     /// Row `row`'s type and bytes.
@@ -553,7 +542,8 @@ mod tests {
             piece(GgmlType::Q4_0, 1, &c),
         ])
         .unwrap();
-        assert_eq!((stacked.out_dim(), stacked.types()), (6, vec![GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_0]));
+        let types: Vec<GgmlType> = stacked.parts.iter().map(|p| p.ty).collect();
+        assert_eq!((stacked.out_dim(), types), (6, vec![GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_0]));
         let mut rows = vec![0.0; 6 * in_dim];
         stacked.dequantize_rows(0..6, &mut rows);
         let mut want = dequantize(GgmlType::Q8_0, &a, 3 * in_dim).unwrap();

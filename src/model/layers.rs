@@ -1,6 +1,6 @@
 //! The layers the decoder families share, each written to match HF
-//! transformers' modeling code op for op: linears (fused, with the CPU
-//! kernel measured fastest per shape),
+//! transformers' modeling code op for op: linears (fused; a tensor with
+//! the CPU kernel measured fastest per shape, or GGUF blocks), embeddings,
 //! RMSNorm in its three HF styles, rotary embeddings, attention (with q/k
 //! norms, custom scale and logit soft-capping), the gated MLP, masks and
 //! left-padded batches.
