@@ -129,22 +129,26 @@ struct Layer {
 
 impl Layer {
     fn new(block: &Block, window: Option<i64>, rope: usize) -> Option<Self> {
-        let norm = |n: &Option<RmsNorm>| n.as_ref().map(Norm::new);
+        // `Some(None)` where the family has no such norm; `None` where it has one this step cannot read.
+        let norm = |n: &Option<RmsNorm>| match n {
+            Some(n) => Norm::new(n).map(Some),
+            None => Some(None),
+        };
         let attention = &block.attention;
         let qk_norm = match &attention.qk_norm {
             QkNorm::None => None,
             QkNorm::PerHead(q, k) | QkNorm::FullWidth(q, k) => Some((Norm::new(q)?, Norm::new(k)?)),
         };
         Some(Self {
-            attention_in: norm(&block.attention_in).map_or(Some(None), |n| n.map(Some))?,
+            attention_in: norm(&block.attention_in)?,
             qkv: Matrix::new(&attention.qkv)?,
             qk_norm,
             o_proj: Matrix::new(&attention.o_proj)?,
-            attention_out: norm(&block.attention_out).map_or(Some(None), |n| n.map(Some))?,
-            mlp_in: norm(&block.mlp_in).map_or(Some(None), |n| n.map(Some))?,
+            attention_out: norm(&block.attention_out)?,
+            mlp_in: norm(&block.mlp_in)?,
             gate_up: Matrix::new(&block.mlp.gate_up)?,
             down: Matrix::new(&block.mlp.down)?,
-            mlp_out: norm(&block.mlp_out).map_or(Some(None), |n| n.map(Some))?,
+            mlp_out: norm(&block.mlp_out)?,
             window,
             rope,
         })
