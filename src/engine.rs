@@ -22,8 +22,6 @@ pub struct Engine {
     pub tokenizer: Tokenizer,
     /// "safetensors" or "gguf".
     pub format: &'static str,
-    /// Whether quantized GGUF weights were kept in their blocks.
-    pub blocks: bool,
     weight_files: Vec<PathBuf>,
     fingerprint: OnceLock<String>,
 }
@@ -52,7 +50,6 @@ impl Engine {
             model: c.model,
             tokenizer: c.tokenizer,
             format: c.format,
-            blocks: c.blocks,
             weight_files: c.weight_files,
             fingerprint: OnceLock::new(),
         })

@@ -156,7 +156,7 @@ pub fn dequantize_blocks(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
 
 /// The little-endian IEEE half at byte `i`, widened to f32: by F16C where
 /// the CPU has it (one instruction once inlined into a caller compiled for
-/// it, as the block kernels are), else by hand; both exact.
+/// it, as the block kernels are; `half` makes a call), else by `half`.
 #[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     let h = u16::from_le_bytes([b[i], b[i + 1]]);
@@ -168,20 +168,7 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
             return unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h)))) };
         }
     }
-    f16_to_f32(h)
-}
-
-/// IEEE half to f32 by hand (exact; NaN payloads kept).
-#[inline(always)]
-fn f16_to_f32(h: u16) -> f32 {
-    let h = u32::from(h);
-    let (sign, exp, man) = ((h & 0x8000) << 16, (h >> 10) & 0x1F, h & 0x3FF);
-    match exp {
-        // Zero and subnormals: man * 2^-24, exact in f32.
-        0 => f32::from_bits(sign | (man as f32 * f32::from_bits(0x3380_0000)).to_bits()),
-        0x1F => f32::from_bits(sign | 0x7F80_0000 | (man << 13)),
-        _ => f32::from_bits(sign | ((exp + 112) << 23) | (man << 13)),
-    }
+    half::f16::from_bits(h).to_f32()
 }
 
 /// Stores `values` at `y[at..at + 16]`. The kernels below compute each
@@ -451,10 +438,9 @@ mod tests {
     fn f16_widens_as_half_does() {
         for bits in 0..=u16::MAX {
             let theirs = half::f16::from_bits(bits).to_f32();
-            for ours in [f16_at(&bits.to_le_bytes(), 0), f16_to_f32(bits)] {
-                let same = ours.to_bits() == theirs.to_bits() || (ours.is_nan() && theirs.is_nan());
-                assert!(same, "{bits:#06x}: {ours:e} vs {theirs:e}");
-            }
+            let ours = f16_at(&bits.to_le_bytes(), 0);
+            let same = ours.to_bits() == theirs.to_bits() || (ours.is_nan() && theirs.is_nan());
+            assert!(same, "{bits:#06x}: {ours:e} vs {theirs:e}");
         }
     }
 

@@ -16,7 +16,7 @@ use tch::Tensor;
 use crate::error::Result;
 use crate::model::config::{Family, ModelConfig};
 use crate::model::kv_cache::KvCache;
-use crate::model::layers::{Attention, Mlp, NormStyle, RmsNorm, Rope};
+use crate::model::layers::{Attention, Linear, Mlp, NormStyle, RmsNorm, Rope};
 use crate::model::placement::Placement;
 use crate::model::weights::WeightSource;
 
@@ -87,6 +87,11 @@ impl Block {
             mlp: Mlp::load(src, &format!("{prefix}.mlp"), cfg, at)?,
             mlp_out: norm(layout.mlp_out)?,
         })
+    }
+
+    /// The block's linears.
+    pub fn linears(&self) -> [&Linear; 4] {
+        [&self.attention.qkv, &self.attention.o_proj, &self.mlp.gate_up, &self.mlp.down]
     }
 
     pub fn forward(

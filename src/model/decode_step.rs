@@ -153,11 +153,6 @@ impl Layer {
             rope,
         })
     }
-
-    /// Whether every product reads GGUF blocks (which take any row count on any CPU).
-    fn all_blocks(&self) -> bool {
-        [&self.qkv, &self.o_proj, &self.gate_up, &self.down].iter().all(|m| matches!(m.product, Product::Blocks(_)))
-    }
 }
 
 /// The model's weights, viewed for plain-Rust decoding steps.
@@ -181,6 +176,8 @@ pub struct DecodeStep {
     softcap: Option<f32>,
     /// The soft cap on logits (Gemma 2).
     final_softcap: Option<f32>,
+    /// Whether every product reads GGUF blocks (which take any row count on any CPU).
+    blocks_only: bool,
 }
 
 impl DecodeStep {
@@ -200,6 +197,7 @@ impl DecodeStep {
             .enumerate()
             .map(|(l, b)| Layer::new(b, config.sliding_window[l], config.rope_table(l)))
             .collect();
+        let blocks_only = lm_head.holds_blocks() && blocks.iter().all(|b| b.linears().iter().all(|l| l.holds_blocks()));
         let (Some(layers), Some(norm), Some(lm_head)) = (layers, Norm::new(norm), Matrix::new(lm_head)) else {
             return Ok(None);
         };
@@ -225,14 +223,14 @@ impl DecodeStep {
             scale: scale as f32,
             softcap: config.attn_logit_softcapping.map(|c| c as f32),
             final_softcap: config.final_logit_softcapping.map(|c| c as f32),
+            blocks_only,
         }))
     }
 
     /// Whether a batch of `rows` rows can take this step on this CPU (the
     /// float32 few-row kernel needs AVX-512; block products run anywhere).
     pub fn fits(&self, rows: usize) -> bool {
-        let blocks = self.layers.iter().all(Layer::all_blocks) && matches!(self.lm_head.product, Product::Blocks(_));
-        rows == 1 || (rows <= matmul::MAX_ROWS && (blocks || matmul::has_avx512()))
+        rows == 1 || (rows <= matmul::MAX_ROWS && (self.blocks_only || matmul::has_avx512()))
     }
 
     /// Logits `[rows, vocab]` after each row's one new token in `batch`

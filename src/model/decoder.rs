@@ -63,6 +63,13 @@ impl Decoder {
         self.decode_step.as_ref()
     }
 
+    /// Whether some weights are GGUF blocks (the embeddings or a linear).
+    pub fn holds_blocks(&self) -> bool {
+        matches!(self.embed_tokens, Embedding::Blocks(_))
+            || self.lm_head.holds_blocks()
+            || self.layers.iter().any(|b| b.linears().iter().any(|l| l.holds_blocks()))
+    }
+
     /// Runs the blocks over `batch`, handing each block's output to every
     /// hook. With a cache, `batch` holds the tokens after the cached ones and
     /// their keys/values are added to it. Without `logits`, stops after the

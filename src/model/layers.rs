@@ -92,6 +92,11 @@ impl Linear {
         Self::load_fused(src, &[(prefix, out_dim)], in_dim, bias, at)
     }
 
+    /// Whether the weight is GGUF blocks.
+    pub fn holds_blocks(&self) -> bool {
+        matches!(self.storage, Storage::Blocks(_))
+    }
+
     /// The LM head that reuses the token embeddings.
     pub fn tied(embedding: &Embedding, at: Placement) -> Result<Self> {
         match embedding {

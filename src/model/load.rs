@@ -18,8 +18,6 @@ pub struct Checkpoint {
     pub tokenizer: Tokenizer,
     /// "safetensors" or "gguf".
     pub format: &'static str,
-    /// Whether some quantized weights were kept in their GGUF blocks.
-    pub blocks: bool,
     /// The files the weights came from (for the fingerprint).
     pub weight_files: Vec<PathBuf>,
 }
@@ -30,10 +28,10 @@ pub struct Checkpoint {
 pub fn load_checkpoint(path: &Path, at: Placement, keep_blocks: bool) -> Result<Checkpoint> {
     if path.is_dir() {
         let (model, tokenizer, weight_files) = load_hf_dir(path, at)?;
-        Ok(Checkpoint { model, tokenizer, format: "safetensors", blocks: false, weight_files })
+        Ok(Checkpoint { model, tokenizer, format: "safetensors", weight_files })
     } else if path.is_file() {
-        let (model, tokenizer, blocks) = load_gguf(path, at, keep_blocks)?;
-        Ok(Checkpoint { model, tokenizer, format: "gguf", blocks, weight_files: vec![path.to_path_buf()] })
+        let (model, tokenizer) = load_gguf(path, at, keep_blocks)?;
+        Ok(Checkpoint { model, tokenizer, format: "gguf", weight_files: vec![path.to_path_buf()] })
     } else {
         Err(EpsvecError::ModelLoad(format!(
             "{} does not exist; pass an HF model directory or a .gguf file",
@@ -79,8 +77,7 @@ fn merge_generation_config(config: &mut ModelConfig, path: &Path) -> Result<()> 
     Ok(())
 }
 
-/// The decoder, its tokenizer, and whether some weights stayed in blocks.
-fn load_gguf(path: &Path, at: Placement, keep_blocks: bool) -> Result<(Decoder, Tokenizer, bool)> {
+fn load_gguf(path: &Path, at: Placement, keep_blocks: bool) -> Result<(Decoder, Tokenizer)> {
     let file = GgufFile::open(path)?;
     let arch = file
         .get("general.architecture")
@@ -113,6 +110,5 @@ fn load_gguf(path: &Path, at: Placement, keep_blocks: bool) -> Result<(Decoder, 
     // transformers undoes llama.cpp's q/k permutation for "llama" files only.
     let unpermute = (arch == "llama").then_some((config.num_heads, config.num_kv_heads));
     let weights = GgufWeights::new(file, unpermute, config.architecture.family(), keep_blocks);
-    let model = Decoder::load(&weights, config, at)?;
-    Ok((model, tokenizer, weights.kept_blocks()))
+    Ok((Decoder::load(&weights, config, at)?, tokenizer))
 }

@@ -1,7 +1,6 @@
 //! Weight sources: tensors looked up by their HF names, whatever the file
 //! format, converted to the engine's dtype and device on load.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -155,18 +154,11 @@ pub struct GgufWeights {
     unpermute_heads: Option<(i64, i64)>,
     family: Family,
     keep_blocks: bool,
-    /// How many tensors `load_blocks` gave.
-    kept: Cell<usize>,
 }
 
 impl GgufWeights {
     pub fn new(file: GgufFile, unpermute_heads: Option<(i64, i64)>, family: Family, keep_blocks: bool) -> Self {
-        Self { file, unpermute_heads, family, keep_blocks, kept: Cell::new(0) }
-    }
-
-    /// Whether some tensor was kept in its blocks.
-    pub fn kept_blocks(&self) -> bool {
-        self.kept.get() > 0
+        Self { file, unpermute_heads, family, keep_blocks }
     }
 
     /// The GGUF tensor for HF `name`, checked to have `shape`.
@@ -268,7 +260,6 @@ impl WeightSource for GgufWeights {
         let (rows, in_dim) = (shape[0], shape[1]);
         let blocks = BlockWeight::new(info.ty, rows as usize, in_dim as usize, Bytes::Mapped(bytes))
             .map_err(|e| EpsvecError::corrupt(self.file.path(), format!("tensor {gname}: {e}")))?;
-        self.kept.set(self.kept.get() + 1);
         let Some(heads) = self.permuted_heads(&gname) else { return Ok(Some(blocks)) };
         // The same row order the dense path gets, read off row indices.
         let order = unpermute(&Tensor::f_arange(rows, (Kind::Int64, Device::Cpu))?.f_reshape([rows, 1])?, heads)?;

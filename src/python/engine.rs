@@ -150,7 +150,10 @@ impl PyEngine {
         d.set_item("format", engine.format)?;
         d.set_item("device", device_name(engine.device()))?;
         d.set_item("dtype", kind_name(engine.model.placement.kind))?;
-        d.set_item("weights", if engine.blocks { "gguf blocks" } else { kind_name(engine.model.placement.kind) })?;
+        d.set_item(
+            "weights",
+            if engine.model.holds_blocks() { "gguf blocks" } else { kind_name(engine.model.placement.kind) },
+        )?;
         d.set_item("chat_template", engine.tokenizer.chat_template.clone())?;
         Ok(d)
     }
