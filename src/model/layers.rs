@@ -182,8 +182,9 @@ impl Embedding {
             Self::Tensor(t) => (t.size()[0], t.size()[1]),
             Self::Blocks(b) => (b.out_dim() as i64, b.in_dim() as i64),
         };
-        if let Some(bad) = ids.iter().find(|&&id| !(0..vocab).contains(&id)) {
-            return Err(EpsvecError::InvalidInput(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        // The id itself stays out of the message: it may come from a private record.
+        if ids.iter().any(|&id| !(0..vocab).contains(&id)) {
+            return Err(EpsvecError::InvalidInput(format!("a token id is outside the vocabulary of {vocab}")));
         }
         for (&id, out) in ids.iter().zip(out.chunks_exact_mut(hidden as usize)) {
             match self {
