@@ -274,28 +274,29 @@ impl Engine {
         tails: &[&[u32]],
         weights: Option<&[Vec<f32>]>,
     ) -> Result<Vec<Vec<u32>>> {
+        // The errors name no record, length or token id: they may reach a
+        // log, and those values come from private records.
         if prefix.is_empty() || tails.iter().any(|t| t.is_empty()) {
             return Err(EpsvecError::InvalidInput("a private prompt needs a non-empty prefix and tail".into()));
         }
         let prompts: Vec<Vec<u32>> = tails.iter().map(|t| [prefix, t].concat()).collect();
         if let Some(weights) = weights {
-            check_weights(&prompts, weights)?;
+            check_weights(&prompts, weights).map_err(|_| {
+                EpsvecError::InvalidInput("a record's pooling weights do not fit its prompt".into())
+            })?;
         }
         let (vocab, context) =
             (self.model.config.vocab_size as u32, self.model.config.max_position_embeddings as usize);
-        for (i, p) in prompts.iter().enumerate() {
-            if p.len() > context.max(1) {
-                return Err(EpsvecError::InvalidInput(format!(
-                    "record {i}'s prompt has {} tokens, more than the model's context of {context}; \
-                     lower max_example_tokens or use fewer/shorter fixed_shots",
-                    p.len()
-                )));
-            }
-            if let Some(id) = p.iter().find(|&&t| t >= vocab) {
-                return Err(EpsvecError::Tokenizer(format!(
-                    "record {i} has token id {id}, outside the vocabulary of {vocab}"
-                )));
-            }
+        if prompts.iter().any(|p| p.len() > context.max(1)) {
+            return Err(EpsvecError::InvalidInput(format!(
+                "a record's prompt has more tokens than the model's context of {context}; \
+                 lower max_example_tokens or use fewer/shorter fixed_shots"
+            )));
+        }
+        if prompts.iter().flatten().any(|&t| t >= vocab) {
+            return Err(EpsvecError::Tokenizer(format!(
+                "a record's prompt has a token id outside the vocabulary of {vocab}"
+            )));
         }
         Ok(prompts)
     }

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 
 import epsvec
@@ -183,3 +184,21 @@ def test_bad_privacy_parameters_and_records_are_refused_before_the_model_loads(t
         proc = subprocess.run([sys.executable, "-m", "epsvec.cli", *base, *extra], capture_output=True, text=True,
                               cwd=tmp_path, timeout=600)
         assert proc.returncode == code and needle in proc.stderr, proc.stderr
+
+
+def test_the_engine_refuses_a_bad_private_prompt_without_naming_the_record(tiny_models):
+    """The engine's last check of private prompts (a backstop behind the
+    Python checks) says what is wrong, never which record or its values."""
+    model = epsvec.load_model(tiny_models["llama"], device="cpu")
+    config, engine = model.config, model._engine
+    release = epsvec._epsvec.PrivateRelease(config.num_layers, config.hidden_size, 1.0, 1.0, 0)
+    baseline = np.zeros(config.num_layers * config.hidden_size, np.float32)
+    layers = list(range(config.num_layers))
+    cases = {"more tokens than the model's context": [[5], [5] * (config.context_length + 3)],
+             "token id outside the vocabulary": [[5], [5, config.vocab_size + 17]]}
+    for problem, tails in cases.items():
+        with pytest.raises(epsvec.EpsvecError, match=problem) as caught:
+            release.offer_prompts(engine, [1], tails, layers, "mean", baseline)
+        private_values = {str(len(tails[1]) + 1), str(config.vocab_size + 17)}  # the prompt's length, the bad id
+        assert not re.search(r"\brecord \d", str(caught.value))
+        assert not private_values & set(re.findall(r"\d+", str(caught.value)))
