@@ -10,7 +10,7 @@ import pytest
 
 import epsvec
 from epsvec import prompts
-from epsvec.extract import auto_layers
+from epsvec.recipes import DEPTH_RULE
 from conftest import SENTENCES
 
 PRIVATE = [
@@ -123,12 +123,12 @@ def test_classes_are_declared_every_class_gets_a_vector(model):
 
 def test_auto_layers_clip_norm_and_negatives_are_public(model):
     v = epsvec.extract(PRIVATE, eps=4.0, model=model, seed=2, progress=False, negative_max_new_tokens=8)
-    assert v.layers == auto_layers(3) == [1, 2]
+    assert v.layers == DEPTH_RULE.layers(3) == [1, 2]
     assert v.privacy["clip_norm"]["None"] > 0 and "public" in v.privacy["clip_norm_source"]
     # clip_norm="auto" does not look at the private texts: other private texts, same public draws.
     w = epsvec.extract(SENTENCES, eps=4.0, model=model, seed=2, progress=False, negative_max_new_tokens=8)
     assert w.privacy["clip_norm"] == v.privacy["clip_norm"]
-    assert auto_layers(30) == [14, 15, 16, 17]
+    assert DEPTH_RULE.layers(30) == [14, 15, 16, 17]
 
 
 def test_poisson_sampling_happens_inside_the_release(model):

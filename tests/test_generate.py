@@ -161,6 +161,18 @@ def test_seed_reproduces_and_batching_does_not_matter(tiny):
     assert model.generate(SENTENCES, batch_size=4, **{**kw, "seed": 99}) != a
 
 
+def test_streams_redraw_chosen_samples_as_they_came(tiny):
+    model, _ = tiny
+    kw = dict(max_new_tokens=8, temperature=1.0, seed=77)
+    run = model.generate(["The film"] * 5, **kw)
+    assert model.generate(["The film"] * 2, streams=[3, 1], **kw) == [run[3], run[1]]
+    assert model.generate(["The film"] * 2, stream_start=3, **kw) == run[3:5]
+    with pytest.raises(ValueError, match="one non-negative integer per prompt"):
+        model.generate(["The film"] * 2, streams=[1], **kw)
+    with pytest.raises(ValueError, match="one non-negative integer per prompt"):
+        model.generate(["The film"], streams=[1], stream_start=2, **kw)
+
+
 def test_stop_strings_and_eos(default_model):
     out = default_model.generate(["Count: one, two, three,"], max_new_tokens=30, temperature=0, stop=[" five"],
                                  return_ids=True)[0]

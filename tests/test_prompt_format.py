@@ -79,6 +79,7 @@ def test_auto_format_follows_the_model(tiny_models, tmp_path, default_model, def
     # The embedded instruct model has a template, but raw text measured better with it.
     assert default_model.config.chat_template and default_model.prompt_format == "raw"
     assert epsvec.load_model(default_gguf, device="cpu").prompt_format == "raw", "by file, however it is named"
+    assert "tuning.md" in default_model.recipe.source, "its recipe says where it was measured"
     src = tiny_models["llama"]
     assert with_name(src, tmp_path, "tiny-instruct", template=True).prompt_format == "chat"
     assert with_name(src, tmp_path, "tiny", template=False).prompt_format == "raw", "no template: a base model"

@@ -29,7 +29,9 @@ def masked(output: str) -> str:
     """The output with its timing figures (elapsed, rates, seconds) replaced."""
     output = re.sub(r"\d+:\d\d(:\d\d)?", "<time>", output)
     output = re.sub(r"\s*([\d.]+|\?)\s*[A-Za-z]*/s|\s*[\d.]+\s*s/[A-Za-z]+", " <rate>", output)  # tqdm: 12.3prompt/s
-    return re.sub(r"\d+(\.\d+)?\s*m?s\b", "<time>", output)
+    output = re.sub(r"\d+(\.\d+)?\s*m?s\b", "<time>", output)
+    lines = output.splitlines()  # a busy machine may make tqdm redraw a bar once more: count it once
+    return "\n".join(line for i, line in enumerate(lines) if i == 0 or line != lines[i - 1])
 
 
 def run_cli(cwd, *args):

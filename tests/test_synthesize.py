@@ -178,6 +178,32 @@ def test_samples_are_single_lines_by_default(model):
     assert synth.ClassPlan.from_vector(out.plans[0].vector).format.single_line
 
 
+class StopsOften(epsvec.prompts.PromptFormat):
+    """Stops at a stray byte (decoded as U+FFFD), so the tiny model, whose
+    tokens are random bytes, often writes an empty sample."""
+
+    @property
+    def stop(self):
+        return ["\ufffd"]
+
+
+def test_empty_samples_are_retried_together_and_each_as_it_would_be_alone(model, monkeypatch):
+    plan = synth.ClassPlan("pos", None, [], format=StopsOften())
+    sampling = dict(seed=5, strength=0.0, temperature=1.0, top_p=1.0, max_new_tokens=4)
+    calls = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda prompts, **kw: calls.append(len(prompts)) or generate(prompts, **kw))
+    whole = synth.generate_for_class(model, plan, range(24), **sampling)
+    assert len(calls) <= 1 + synth.EMPTY_RETRIES and calls[1] < 24  # one call per attempt, only the empty ones
+    first = generate([plan.prompt] * 24, seed=5, max_new_tokens=4, stop=plan.format.stop)
+    retried = [j for j, text in enumerate(first) if not text.strip()]
+    assert retried and any(whole[j] for j in retried)  # or this proves nothing
+    split = [text for part in (range(0, 7), range(7, 24)) for text in
+             synth.generate_for_class(model, plan, part, **sampling)]
+    alone = [synth.generate_for_class(model, plan, [j], **sampling)[0] for j in retried]
+    assert split == whole and alone == [whole[j] for j in retried]
+
+
 def test_datasets_in_and_out(model):
     datasets = pytest.importorskip("datasets")
     features = datasets.Features({"review": datasets.Value("string"),
@@ -288,11 +314,29 @@ def test_poisson_sampling_at_a_public_rate(model):
 
 
 def test_bad_sampling_settings_fail_before_any_budget_is_spent(model, monkeypatch):
-    monkeypatch.setattr(synth, "private_steps", lambda *a, **k: pytest.fail("private steps ran"))
+    monkeypatch.setattr(synth, "_private_steps_grid", lambda *a, **k: pytest.fail("private steps ran"))
     with pytest.raises(ValueError, match="temperature"):
         epsvec.synthesize(RECORDS, 2, eps=4.0, model=model, temperature=-1.0)
     with pytest.raises(epsvec.InvalidInputError, match="n must be"):
         epsvec.synthesize(RECORDS, 0, eps=4.0, model=model)
+    for bad in ("strong", -0.1, float("nan"), True):
+        with pytest.raises(epsvec.InvalidInputError, match="strength"):
+            epsvec.synthesize(RECORDS, 2, eps=4.0, model=model, strength=bad)
+    with pytest.raises(epsvec.InvalidInputError, match="tidy"):
+        epsvec.synthesize(RECORDS, 2, eps=4.0, model=model, tidy="yes")
+
+
+def test_auto_settings_read_the_models_recipe_and_the_report_says_which(model, monkeypatch):
+    out = epsvec.synthesize(RECORDS, 2, eps=4.0, labels=LABELS, classes=CLASSES, model=model, **FAST)
+    assert model.recipe == epsvec.recipes.DEPTH_RULE, "the tiny model has no measured recipe"
+    assert out.report.generation["strength"] == 0.06 and "no recipe measured" in out.report.generation["recipe"]
+    measured = epsvec.recipes.Recipe(depth=(0.0, 0.0), strength=0.2, prompt_format="raw", measured="a test")
+    monkeypatch.setattr(model, "recipe", measured)
+    out = epsvec.synthesize(RECORDS, 2, eps=4.0, labels=LABELS, classes=CLASSES, model=model, **FAST)
+    assert out.report.generation["strength"] == 0.2 and out.report.generation["recipe"] == "a test"
+    assert out.report.steps[0].layers == [0] and model.prompt_format == "raw"
+    assert epsvec.synthesize(RECORDS, 2, eps=4.0, model=model, strength=0.05, layers=[1],
+                             **FAST).report.generation["strength"] == 0.05
 
 
 def test_one_seed_rule_gives_every_purpose_its_own_stream():

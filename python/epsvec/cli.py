@@ -244,6 +244,18 @@ def _check_sampling(args) -> None:
     SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
 
 
+def _strength(value: str):
+    if value == "auto":
+        return value
+    try:
+        strength = float(value)
+    except ValueError:
+        strength = -1.0
+    if not 0 <= strength < float("inf"):
+        raise argparse.ArgumentTypeError(f'must be "auto" or a number >= 0, got {value!r}')
+    return strength
+
+
 def _shots_arg(value: str):
     if value == "none":
         return None
@@ -290,12 +302,13 @@ def _generate_file(args, plans, out: str) -> None:
     from .seeds import derive_seed
     from .synthesis import generate_for_class
 
-    sampling = {"strength": args.strength, "temperature": args.temperature, "top_p": args.top_p,
-                "max_new_tokens": args.max_new_tokens}
     out = out.rstrip(os.sep) or out
     _check_out(out, getattr(args, "ray", False))
-    seed, resuming = _start_or_resume(args, plans, out, sampling)
     model = getattr(args, "_model", None) or load_model(args.model, device=args.device)
+    strength = model.recipe.strength if args.strength == "auto" else args.strength
+    sampling = {"strength": strength, "temperature": args.temperature, "top_p": args.top_p,
+                "max_new_tokens": args.max_new_tokens, "tidy": not args.no_tidy}
+    seed, resuming = _start_or_resume(args, plans, out, sampling)
     for plan in plans:
         if plan.vector is not None:
             plan.vector.check_model(model)
@@ -470,11 +483,14 @@ def _parser() -> argparse.ArgumentParser:
 
     def sampling(p, length=True):
         p.add_argument("--n", type=int, required=True, help="samples per class")
-        p.add_argument("--strength", type=float, default=0.06, help="steering strength (fraction of residual norm)")
+        p.add_argument("--strength", type=_strength, default="auto", help="steering strength (fraction of residual "
+                       'norm), or "auto": the model\'s recipe (epsvec.recipes)')
         p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
         p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (1: off)")
         if length:
             p.add_argument("--max-new-tokens", type=int, default=64, help="length cap of each sample")
+        p.add_argument("--no-tidy", action="store_true", help="keep the quotes and tag fragments the prompt's form "
+                       "leaves on samples, and a capped sample's unfinished sentence (see epsvec.tidy)")
         p.add_argument("--overwrite", action="store_true", help="replace the output instead of resuming it")
 
     command = functools.partial(sub.add_parser, formatter_class=argparse.ArgumentDefaultsHelpFormatter)

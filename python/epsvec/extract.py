@@ -41,17 +41,10 @@ from .report import PrivacyStep
 from .seeds import derive_seed
 from .vector import DatasetVector
 
-__all__ = ["extract", "auto_layers"]
+__all__ = ["extract"]
 
 POOLS = ("mean", "example", "last")
 RECORDS_PER_CALL = 64  # records handed to the release per call (Ctrl-C is seen between calls)
-
-
-def auto_layers(num_layers: int) -> list[int]:
-    """Blocks at about 45-57% of the depth (e.g. 14-17 of 30), where METHOD.md
-    §7 found steering works best; a function of depth only."""
-    first, last = round(0.45 * num_layers), round(0.57 * num_layers)
-    return list(range(first, max(first, last) + 1))
 
 
 def extract(
@@ -111,7 +104,8 @@ def extract(
         single_line: Write every example on one line (line breaks become
             spaces) and stop each generated one at a newline (default).
             False keeps line breaks, for multi-paragraph texts.
-        layers: Blocks to release, or "auto" (by depth).
+        layers: Blocks to release, or "auto": the model's
+            :attr:`~epsvec.Model.recipe` (by depth for a model without one).
         clip_norm: L2 bound C on each record's term, or "auto" (the median
             distance of a public negative's state from the others' mean).
         pool: "mean" (every prompt token but the first, an attention sink
@@ -165,7 +159,7 @@ def extract(
     prompts.check_format(prompt_format)
     if not isinstance(model, Model):
         model = load_model(model)
-    layer_list = resolve_layers(layers, model.config.num_layers)
+    layer_list = resolve_layers(layers, model)
     fmt = prompts.resolve_format(model, prompt_format, single_line)
     plans = {label: ClassPrompts.build(model, label, domain, shots_of(label), records, max_example_tokens, fmt)
              for label, records in groups.items()}
@@ -476,11 +470,13 @@ def check_options(*, pool, max_example_tokens, num_negatives, clip_norm, seed, n
             raise InvalidInputError(f"{name} must be an integer in [0, 2**63) or None, got {value!r}")
 
 
-def resolve_layers(layers, num_layers: int) -> list[int]:
+def resolve_layers(layers, model: Model) -> list[int]:
+    """``layers``, checked; ``"auto"``: the model's recipe."""
+    num_layers = model.config.num_layers
     if isinstance(layers, str):
         if layers != "auto":
             raise InvalidInputError(f"layers must be 'auto' or a list of block indices, got {layers!r}")
-        return auto_layers(num_layers)
+        return model.recipe.layers(num_layers)
     out = sorted({int(l) for l in layers})
     if not out or out[0] < 0 or out[-1] >= num_layers:
         raise InvalidInputError(f"layers must be block indices in [0, {num_layers - 1}], got {list(layers)!r}")

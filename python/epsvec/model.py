@@ -12,7 +12,8 @@ import numpy as np
 
 from . import _cuda
 from .chat import render as chat_render
-from ._default_model import MEASURED_PROMPT_FORMAT, NAMED_MODELS, default_model_path
+from .recipes import recipe_for
+from ._default_model import NAMED_MODELS, default_model_path
 from ._epsvec import Engine, SamplingParams
 
 # Copies of one prompt share a single prefill, so each extra row costs one
@@ -78,6 +79,20 @@ def _as_texts(texts: str | Iterable[str]) -> list[str]:
     return texts
 
 
+def _streams(stream_start, streams, count: int) -> list[int]:
+    """Each prompt's random stream: ``streams``, or ``stream_start + i``."""
+    is_index = lambda v: not isinstance(v, bool) and isinstance(v, int) and 0 <= v < 2**62
+    if streams is None:
+        if not is_index(stream_start):
+            raise InvalidInputError(f"stream_start must be a non-negative integer, got {stream_start!r}")
+        return [stream_start + i for i in range(count)]
+    streams = list(streams)
+    if stream_start != 0 or len(streams) != count or not all(map(is_index, streams)):
+        raise InvalidInputError(f"streams must be one non-negative integer per prompt (and no stream_start), "
+                                f"got {len(streams)} for {count} prompts")
+    return streams
+
+
 def _check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -102,11 +117,12 @@ class Model:
     Create one with :func:`load_model`.
     """
 
-    def __init__(self, engine: Engine, path: str, prompt_format: str | None = None):
+    def __init__(self, engine: Engine, path: str):
         self._engine = engine
         self.path = path
         self.config = ModelConfig(**engine.config())
-        self._prompt_format = prompt_format
+        #: The :class:`~epsvec.recipes.Recipe` measured for this model file, or the depth rule.
+        self.recipe = recipe_for(os.path.basename(path.rstrip("/")))
 
     def __repr__(self) -> str:
         c = self.config
@@ -206,6 +222,7 @@ class Model:
         progress: bool | str | None = None,
         return_ids: bool = False,
         stream_start: int = 0,
+        streams: Sequence[int] | None = None,
     ) -> str | list[str] | list[Generation]:
         """Continue prompts, optionally steering the residual stream.
 
@@ -242,6 +259,9 @@ class Model:
             stream_start: Prompt ``i`` draws from the seed's stream
                 ``stream_start + i``: continue an earlier seeded run without
                 repeating its samples.
+            streams: One stream index per prompt, in place of
+                ``stream_start + i``: redraw chosen samples of a seeded run
+                together, each exactly as it would come out alone.
 
         Returns:
             The continuation of each prompt (a string for a string prompt).
@@ -271,8 +291,7 @@ class Model:
             raise InvalidInputError(f'positions must be "last", "all" or "generated", got {positions!r}')
         steering = steering_matrix(steer, strength, len(ids), self.config.num_layers, self.config.hidden_size)
         batch_size = _check_batch_size(batch_size)
-        if isinstance(stream_start, bool) or not isinstance(stream_start, int) or not 0 <= stream_start < 2**62:
-            raise InvalidInputError(f"stream_start must be a non-negative integer, got {stream_start!r}")
+        streams = _streams(stream_start, streams, len(ids))
 
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -285,7 +304,7 @@ class Model:
                 if steering is not None:
                     layers, matrix = steering
                     steer_rows = (layers, np.ascontiguousarray(matrix[rows]), positions)
-                out = self._engine.generate([ids[i] for i in rows], [stream_start + i for i in rows], params, stop,
+                out = self._engine.generate([ids[i] for i in rows], [streams[i] for i in rows], params, stop,
                                             steer_rows)
                 for i, (token_ids, text, finish) in zip(rows, out):
                     results[i] = Generation(text, token_ids, finish)
@@ -309,10 +328,10 @@ class Model:
         default (``prompt_format="auto"``): ``"chat"`` for an instruct model
         (it has a chat template, and its file or folder name does not mark it
         as a base model: "base", "pt", "pretrained"), ``"raw"`` otherwise.
-        A shipped model carries the format measured best for it (raw for
-        the embedded SmolLM2-135M-Instruct)."""
-        if self._prompt_format is not None:
-            return self._prompt_format
+        A shipped model's :attr:`recipe` carries the format measured best
+        for it (raw for the embedded SmolLM2-135M-Instruct)."""
+        if self.recipe.prompt_format is not None:
+            return self.recipe.prompt_format
         if not self.config.chat_template or BASE_MODEL_NAME.search(os.path.basename(self.path.rstrip("/"))):
             return "raw"
         return "chat"
@@ -390,5 +409,4 @@ def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", d
         raise TypeError("device and dtype must be strings, e.g. device='cuda', dtype='bfloat16'")
     if device != "cpu":
         _cuda.enable_cuda()
-    measured = MEASURED_PROMPT_FORMAT.get(os.path.basename(resolved))
-    return Model(Engine(str(resolved), device, dtype), str(resolved), measured)
+    return Model(Engine(str(resolved), device, dtype), str(resolved))

@@ -29,13 +29,14 @@ import numpy as np
 from . import _epsvec, distributed, prompts
 from ._epsvec import SamplingParams
 from .errors import InvalidInputError, PrivacyError
-from .extract import (ClassPrompts, auto_layers, check_options, check_privacy, check_sample_rate, class_groups,
+from .extract import (ClassPrompts, check_options, check_privacy, check_sample_rate, class_groups,
                       extract_classes, pooled_states, reading_records, resolve_layers, shots_by_label)
 from .model import REPEATED_PROMPT_ROWS, Model, load_model, mean_states_without_sink
 from .privacy import gaussian_sigma
 from .progress import titled
 from .report import PrivacyReport, PrivacyStep, sweep_composition
 from .seeds import derive_seed
+from .tidy import tidy as tidy_sample
 from .vector import DatasetVector
 
 __all__ = ["synthesize", "SyntheticData", "ClassPlan", "METHODS"]
@@ -119,10 +120,11 @@ def synthesize(
     prompt_format: str = "auto",
     single_line: bool = True,
     classes: Sequence[Any] | None = None,
-    strength: float = 0.06,
+    strength: float | str = "auto",
     temperature: float = 1.0,
     top_p: float = 1.0,
     max_new_tokens: int = 64,
+    tidy: bool = True,
     oversample: int = 1,
     num_negatives: int = 64,
     max_example_tokens: int = 800,
@@ -185,8 +187,13 @@ def synthesize(
             ``datasets.ClassLabel`` column declares its own): every class
             gets ``n`` samples, even one without records (its vector is pure
             noise); a record labelled outside it is an error before any work.
-        strength: Steering strength as a fraction of the residual norm.
+        strength: Steering strength as a fraction of the residual norm, or
+            "auto": the model's :attr:`~epsvec.Model.recipe` (0.06 for a
+            model without one).
         temperature, top_p, max_new_tokens: Sampling of the synthetic texts.
+        tidy: Take off what the prompt's form leaves on a sample: wrapping
+            quotes, tag fragments, and the unfinished sentence of one cut by
+            ``max_new_tokens`` (:func:`epsvec.tidy.tidy`; free post-processing).
         oversample: Generate ``oversample * n`` steered samples per class and
             keep the ``n`` whose states (read as the extraction reads a
             record) project highest on the class's released vector: a
@@ -219,6 +226,11 @@ def synthesize(
     if oversample > 1 and method != "epsvec":
         raise InvalidInputError(f"oversample ranks samples by the dataset vector; method={method!r} has none")
     SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    if not isinstance(tidy, bool):
+        raise InvalidInputError(f"tidy must be True or False, got {tidy!r}")
+    if strength != "auto" and (isinstance(strength, bool) or not isinstance(strength, (int, float))
+                               or not 0 <= strength < float("inf")):
+        raise InvalidInputError(f'strength must be "auto" or a number >= 0, got {strength!r}')
     sweep = isinstance(eps, (list, tuple))
     eps_grid = list(eps) if sweep else [eps]
     if not eps_grid or len(set(eps_grid)) != len(eps_grid):
@@ -232,12 +244,14 @@ def synthesize(
         noise_seed=noise_seed, max_new_tokens=max_new_tokens, num_negatives=num_negatives,
         max_example_tokens=max_example_tokens, ray=ray,
     )
-    sampling = dict(strength=strength, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    strength = model.recipe.strength if strength == "auto" else float(strength)
+    sampling = dict(strength=strength, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                    tidy=tidy)
     sample_seed = secrets.randbits(62) if seed is None else seed
     results = {}
     for e, (plans, report) in zip(eps_grid, releases):
         generation = {"per_class": n, "rule": "n samples for every declared class (not read from the data: free)",
-                      **sampling, **_oversample_note(oversample)}
+                      **sampling, "recipe": model.recipe.source, **_oversample_note(oversample)}
         report = dataclasses.replace(report, generation=generation)
         seeds = [derive_seed(sample_seed, "samples", plan.label) for plan in plans]
         drawn = oversample * n
@@ -260,10 +274,11 @@ def synthesize(
 
 
 def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *, seed: int, strength: float,
-                       temperature: float, top_p: float, max_new_tokens: int, batch_size: int = 16,
-                       progress: bool = False) -> list[str]:
-    """Samples ``indices`` of one class. Sample ``j`` depends only on
-    (seed, j), so a run can be split or resumed without changing it."""
+                       temperature: float, top_p: float, max_new_tokens: int, tidy: bool = True,
+                       batch_size: int = 16, progress: bool = False) -> list[str]:
+    """Samples ``indices`` of one class, each :func:`~epsvec.tidy.tidy` unless
+    ``tidy`` is False. Sample ``j`` depends only on (seed, j), so a run can
+    be split or resumed without changing it."""
     indices = list(indices)
     out = [""] * len(indices)
     todo = list(range(len(indices)))
@@ -271,19 +286,17 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
     for attempt in range(1 + EMPTY_RETRIES):
         if not todo:
             break
-        # One generate call per contiguous block keeps streams = sample indices; a retry runs
-        # each sample alone, so how the indices were split into calls cannot change it.
-        blocks = _contiguous(indices, todo) if attempt == 0 else [(indices[r], [r]) for r in todo]
-        for start, rows in blocks:
-            texts = model.generate([plan.prompt] * len(rows), steer=steer, strength=strength, temperature=temperature,
-                                   top_p=top_p, max_new_tokens=max_new_tokens, stop=plan.format.stop,
-                                   seed=seed if attempt == 0 else derive_seed(seed, "empty retry", attempt),
-                                   batch_size=batch_size,
-                                   progress=progress and attempt == 0 and titled("samples", plan.label_text),
-                                   stream_start=start,
-                                   add_special_tokens=plan.format.add_special_tokens)
-            for r, text in zip(rows, texts):
-                out[r] = text.strip()
+        # Sample j draws from stream j of this attempt's seed, so batching the
+        # retries together gives what retrying each alone would.
+        drawn = model.generate([plan.prompt] * len(todo), steer=steer, strength=strength, temperature=temperature,
+                               top_p=top_p, max_new_tokens=max_new_tokens, stop=plan.format.stop,
+                               seed=seed if attempt == 0 else derive_seed(seed, "empty retry", attempt),
+                               batch_size=batch_size,
+                               progress=progress and attempt == 0 and titled("samples", plan.label_text),
+                               streams=[indices[r] for r in todo], return_ids=True,
+                               add_special_tokens=plan.format.add_special_tokens)
+        for r, g in zip(todo, drawn):
+            out[r] = tidy_sample(g.text, g.finish_reason == "length") if tidy else g.text.strip()
         todo = [r for r in todo if not out[r]]
     return out
 
@@ -305,17 +318,6 @@ def _oversample_note(oversample: int) -> dict:
         return {}
     return {"oversample": oversample, "filter": "kept the n of oversample * n steered samples per class that project "
                                                 "highest on the class's released vector (post-processing: free)"}
-
-
-def _contiguous(indices: list[int], rows: list[int]):
-    """Split rows into runs whose sample indices are consecutive: (first index, rows)."""
-    runs = []
-    for r in rows:
-        if runs and indices[r] == indices[runs[-1][1][-1]] + 1:
-            runs[-1][1].append(r)
-        else:
-            runs.append((indices[r], [r]))
-    return runs
 
 
 def private_steps(texts, eps, **options) -> tuple[Model, list[ClassPlan], dict]:
@@ -368,7 +370,7 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
     prompts.check_format(prompt_format)
     if not isinstance(model, Model):
         model = load_model(model)
-    layer_list = resolve_layers(layers, model.config.num_layers) if method == "epsvec" else []
+    layer_list = resolve_layers(layers, model) if method == "epsvec" else []
     fmt = prompts.resolve_format(model, prompt_format, single_line)
 
     vote_steps, shots_of, class_prompts = [], {}, {}
@@ -485,7 +487,7 @@ def _vote_shots(model, fmt, records, domain, label_text, k, budget, adjacency, b
         candidates = [g.text.strip() or "." for g in _zero_shot(model, fmt, domain, label_text, SHOT_CANDIDATES,
                                                                 batch_size, seed, progress, max_new_tokens)]
         origin = "model-generated candidates"
-    layer = auto_layers(model.config.num_layers)[0]
+    layer = model.recipe.layers(model.config.num_layers)[0]
     c = _embed(model, candidates, layer, batch_size)
     with reading_records(label_text, progress):
         histogram = np.zeros((len(records), len(candidates)), dtype=np.float32)

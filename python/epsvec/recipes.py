@@ -1,0 +1,58 @@
+"""The generation recipe of each shipped model, measured on public tuning
+corpora that no reported result uses (docs/tuning.md), and the rule every
+other model gets. ``"auto"`` settings (``layers``, ``strength``,
+``prompt_format``) read the model's recipe; all of it is public."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._default_model import DEFAULT_MODEL_FILE
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model's samples are steered and prompted.
+
+    Attributes:
+        depth: The steered blocks, as the first and last fraction of the
+            depth (``(0.45, 0.57)``: blocks 14-17 of 30).
+        strength: Steering strength, a fraction of the residual norm.
+        prompt_format: ``"raw"`` or ``"chat"``; None follows the model's
+            own rule (:attr:`epsvec.Model.prompt_format`).
+        measured: Where the recipe was measured; None for the depth rule.
+    """
+
+    depth: tuple[float, float] = (0.45, 0.57)
+    strength: float = 0.06
+    prompt_format: str | None = None
+    measured: str | None = None
+
+    def layers(self, num_layers: int) -> list[int]:
+        """The steered blocks of a model ``num_layers`` deep."""
+        first, last = round(self.depth[0] * num_layers), round(self.depth[1] * num_layers)
+        return list(range(first, max(first, last) + 1))
+
+    @property
+    def source(self) -> str:
+        """What the recipe rests on, in words (for reports)."""
+        return self.measured or ("no recipe measured for this model: steered at 45-57% of the depth at strength "
+                                 "0.06, the rule METHOD.md section 7 found on SmolLM2-135M")
+
+
+# The rule: blocks at about 45-57% of the depth, where METHOD.md section 7
+# found steering works best, strength 0.06 of the residual norm.
+DEPTH_RULE = Recipe()
+
+# By model file name (what `load_model` resolves a name or path to).
+RECIPES = {
+    DEFAULT_MODEL_FILE: Recipe(
+        prompt_format="raw",
+        measured="docs/tuning.md, rounds 1-4 (VADER Amazon, tweets and NYT snippets): the depth rule's "
+                 "layers and strength won; raw text beat the chat template (Pang & Lee, eps 4: 0.551 vs 0.433)"),
+}
+
+
+def recipe_for(file_name: str) -> Recipe:
+    """The recipe measured for a model file, or the depth rule."""
+    return RECIPES.get(file_name, DEPTH_RULE)
