@@ -245,13 +245,12 @@ def _check_sampling(args) -> None:
 
 
 def _strength(value: str):
-    if value == "auto":
-        return value
+    """``--strength``: "auto" or a finite number >= 0."""
     try:
-        strength = float(value)
+        strength = value if value == "auto" else float(value)
     except ValueError:
-        strength = -1.0
-    if not 0 <= strength < float("inf"):
+        strength = None
+    if strength != "auto" and not (strength is not None and 0 <= strength < float("inf")):
         raise argparse.ArgumentTypeError(f'must be "auto" or a number >= 0, got {value!r}')
     return strength
 
