@@ -3,7 +3,7 @@
 //! padding is computed; results come back in the caller's order.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use ndarray::{Array2, Array3};
 use tch::{Device, Kind, Tensor};
@@ -24,6 +24,8 @@ pub struct Engine {
     pub format: &'static str,
     weight_files: Vec<PathBuf>,
     fingerprint: OnceLock<String>,
+    /// The last stop list and the tokens it ends a row with (see `generate`).
+    pub(crate) early_end_cache: Mutex<Option<(Vec<String>, Vec<i64>)>>,
 }
 
 /// A public prompt prefix after one run: its KV cache and token states.
@@ -52,6 +54,7 @@ impl Engine {
             format: c.format,
             weight_files: c.weight_files,
             fingerprint: OnceLock::new(),
+            early_end_cache: Mutex::new(None),
         })
     }
 
@@ -281,9 +284,8 @@ impl Engine {
         }
         let prompts: Vec<Vec<u32>> = tails.iter().map(|t| [prefix, t].concat()).collect();
         if let Some(weights) = weights {
-            check_weights(&prompts, weights).map_err(|_| {
-                EpsvecError::InvalidInput("a record's pooling weights do not fit its prompt".into())
-            })?;
+            check_weights(&prompts, weights)
+                .map_err(|_| EpsvecError::InvalidInput("a record's pooling weights do not fit its prompt".into()))?;
         }
         let (vocab, context) =
             (self.model.config.vocab_size as u32, self.model.config.max_position_embeddings as usize);

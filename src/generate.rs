@@ -71,7 +71,9 @@ struct Active {
 
 impl Engine {
     /// Generates continuations of `prompts` (token ids). `streams` name each
-    /// prompt's random stream (its index in the caller's full list).
+    /// prompt's random stream (its index in the caller's full list);
+    /// `min_new` each prompt's least number of new tokens, in place of
+    /// `params.min_new_tokens` (see `early_end_tokens`).
     pub fn generate(
         &self,
         prompts: &[Vec<u32>],
@@ -79,10 +81,24 @@ impl Engine {
         params: &SamplingParams,
         stop: &[String],
         steer: Option<&SteerBatch>,
+        min_new: Option<&[usize]>,
     ) -> Result<Vec<Generation>> {
         params.validate()?;
         if prompts.is_empty() || streams.len() != prompts.len() {
             return Err(EpsvecError::InvalidInput("generate needs one stream index per prompt".into()));
+        }
+        let min_new = match min_new {
+            Some(m) if m.len() != prompts.len() => {
+                return Err(EpsvecError::InvalidInput("generate needs one min_new_tokens per prompt".into()));
+            }
+            Some(m) => m.to_vec(),
+            None => vec![params.min_new_tokens; prompts.len()],
+        };
+        if let Some(&m) = min_new.iter().find(|&&m| m > params.max_new_tokens) {
+            return Err(EpsvecError::InvalidInput(format!(
+                "min_new_tokens ({m}) must not exceed max_new_tokens ({})",
+                params.max_new_tokens
+            )));
         }
         let config = &self.model.config;
         let device = self.device();
@@ -105,7 +121,8 @@ impl Engine {
             None => None,
         };
         let eos: Vec<i64> = config.eos_token_ids.iter().map(|&id| id as i64).collect();
-        let eos_tensor = Tensor::f_from_slice(&eos)?.f_to_device(device)?;
+        let early_end = if min_new.iter().any(|&m| m > 0) { self.early_end_tokens(stop)? } else { Vec::new() };
+        let early_end = Tensor::f_from_slice(&early_end)?.f_to_device(device)?;
         let mut active = Active {
             rows: (0..n).collect(),
             key_mask: prefill.attention_mask.shallow_clone(),
@@ -127,8 +144,12 @@ impl Engine {
         let mut host_vectors: Option<Vec<(usize, Vec<f32>)>> = None;
         for step in 0..params.max_new_tokens {
             logits = logits.f_to_kind(Kind::Float)?;
-            if step < params.min_new_tokens && !eos.is_empty() {
-                logits = logits.f_index_fill(1, &eos_tensor, f64::NEG_INFINITY)?;
+            let short: Vec<i64> =
+                (0..active.rows.len()).filter(|&r| step < min_new[active.rows[r]]).map(|r| r as i64).collect();
+            if !short.is_empty() && early_end.numel() > 0 {
+                let short = Tensor::f_from_slice(&short)?.f_to_device(device)?;
+                let held = logits.f_index_select(0, &short)?.f_index_fill(1, &early_end, f64::NEG_INFINITY)?;
+                logits = logits.f_index_copy(0, &short, &held)?;
             }
             let next = sampler.sample(&sampler.process(&logits, active.seen.as_ref())?)?;
             let next_host: Vec<i64> = Vec::try_from(&next.f_to_device(Device::Cpu)?)?;
@@ -267,6 +288,34 @@ impl Engine {
         let ids = batch.attention_mask.f_ne(0)?.f_where_self(&batch.input_ids, &spare.f_add_scalar(vocab)?)?;
         let seen = Tensor::f_cat(&[&seen, &spare], 1)?.f_scatter_value(1, &ids, 1)?;
         Ok(seen.f_narrow(1, 0, vocab)?.f_ne(0)?)
+    }
+
+    /// The tokens suppressed while a row is below its minimum length: end of
+    /// sequence, and every token whose text contains a stop string or the
+    /// opening character of one that opens with neither a letter nor a digit
+    /// (the `\n` or `<` that starts the end of an example). Computed once
+    /// per stop list.
+    fn early_end_tokens(&self, stop: &[String]) -> Result<Vec<i64>> {
+        // A poisoned lock only means another call failed; the cache is still whole.
+        let mut cache = self.early_end_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached_stop, ids)) = cache.as_ref() {
+            if cached_stop == stop {
+                return Ok(ids.clone());
+            }
+        }
+        let openings: Vec<char> =
+            stop.iter().filter_map(|s| s.chars().next()).filter(|c| !c.is_alphanumeric()).collect();
+        let mut ids: Vec<i64> = self.model.config.eos_token_ids.iter().map(|&id| id as i64).collect();
+        for id in 0..self.tokenizer.vocab_size().min(self.model.config.vocab_size as usize) as u32 {
+            let text = self.tokenizer.decode(&[id], false)?;
+            if text.contains(&openings[..]) || stop.iter().any(|s| text.contains(s.as_str())) {
+                ids.push(id as i64);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        *cache = Some((stop.to_vec(), ids.clone()));
+        Ok(ids)
     }
 
     fn hits_stop(&self, ids: &[u32], stop: &[String]) -> Result<bool> {

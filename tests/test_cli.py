@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from epsvec import cli
+from epsvec import cli, release
 
 
 WORDS = "good bad film plot actor scene boring great dull fun".split()
@@ -52,8 +52,11 @@ def test_synthesize_writes_samples_and_a_report_and_never_spends_twice(private_j
     rows = lines(out / "synthetic.jsonl")
     assert [r["label"] for r in rows] == ["neg"] * 3 + ["pos"] * 3 and [r["index"] for r in rows] == [0, 1, 2] * 2
     report = json.loads((out / "release" / "privacy_report.json").read_text())
-    assert report["guarantee"]["eps"] == 4.0 and report["steps"][0]["name"] == "dataset vector"
+    assert report["guarantee"]["eps"] == 4.0
+    assert [s["name"] for s in report["steps"]] == ["length histogram", "dataset vector"]
     assert report["classes"] == ["neg", "pos"]
+    plans = release.load(out / "release")[0]
+    assert all(len(p.lengths.weights) == 6 for p in plans), "the release keeps the histograms (6 bins below 6 tokens)"
     stamp = os.path.getmtime(out / "release" / "plan.json")
 
     again = epsvec(*args)
@@ -62,6 +65,11 @@ def test_synthesize_writes_samples_and_a_report_and_never_spends_twice(private_j
 
     changed = epsvec(*[5 if a == 4 else a for a in args], check_rc=cli.EXIT_USAGE)
     assert "spend the privacy budget twice" in changed.stderr and "eps" in changed.stderr
+    plain = epsvec(*[tmp_path / "plain" if a == out else a for a in args], "--length-eps", "none")
+    assert "privacy report" in plain.stdout
+    assert [s["name"] for s in json.loads((tmp_path / "plain" / "release" / "privacy_report.json").read_text())[
+        "steps"]] == ["dataset vector"]
+    assert epsvec(*args, "--length-eps", "x", check_rc=cli.EXIT_USAGE).stderr.count("--length-eps")
 
     undeclared = epsvec(*[tmp_path / "other" if a == out else a for a in args if a not in ("--classes", "neg,pos")],
                         check_rc=cli.EXIT_USAGE)
@@ -159,7 +167,8 @@ def test_info_describes_releases_vectors_and_models(private_jsonl, tiny_models, 
     assert about["classes"] == ["neg", "pos"] and about["privacy"]["guarantee"]["eps"] == 2.0
     vector = next((release / "vectors").iterdir())
     about = json.loads(epsvec("info", vector).stdout)
-    assert about["layers"] == [1, 2] and about["privacy"]["eps"] == 2.0 and about["prompt"]["fixed_shots"]
+    assert about["layers"] == [1, 2] and about["prompt"]["fixed_shots"]
+    assert about["privacy"]["eps"] == pytest.approx(1.75), "the release's length histogram spent eps / 8"
     assert about["prompt"]["format"]["name"] == "raw", "no chat template: raw text"
     about = json.loads(epsvec("info", tiny_models["llama"]).stdout)
     assert about["num_layers"] == 3 and about["architecture"] == "LlamaForCausalLM"

@@ -203,6 +203,29 @@ def test_min_new_tokens_suppresses_eos(default_model):
     assert out.finish_reason == "length" and len(out.token_ids) == 40
 
 
+def test_min_new_tokens_per_prompt_holds_back_stop_strings(default_model):
+    """Each row writes at least its own minimum: before it, end of sequence and
+    tokens that would open a stop ("\n", "<") are suppressed; a row with no
+    minimum comes out as it does unconstrained (its own random stream)."""
+    prompt = "Below are several short reviews, one per line.\n<begin>\nText:"
+    stop = ["\n", "</end>", "Label:"]
+    kw = dict(max_new_tokens=40, temperature=1.0, stop=stop, seed=5, return_ids=True)
+    mins = [0, 8, 16, 24, 32, 40]
+    free = default_model.generate([prompt] * len(mins), **kw)
+    held = default_model.generate([prompt] * len(mins), min_new_tokens=mins, **kw)
+    assert held[0] == free[0]
+    assert sum(len(g.token_ids) < m for g, m in zip(free, mins)) >= 3, "the constraint is tested where it binds"
+    for g, m in zip(held, mins):
+        assert len(g.token_ids) >= m
+        early = default_model.decode(g.token_ids[:m])
+        assert "\n" not in early and "<" not in early
+    assert held[-1].finish_reason == "length"
+    with pytest.raises(ValueError, match="one per prompt"):
+        default_model.generate([prompt] * 2, min_new_tokens=[1], max_new_tokens=4)
+    with pytest.raises(ValueError, match="max_new_tokens=4"):
+        default_model.generate([prompt] * 2, min_new_tokens=[1, 5], max_new_tokens=4)
+
+
 @pytest.mark.parametrize(
     "kwargs, needle",
     [

@@ -152,6 +152,9 @@ def test_synthesize_on_ray_equals_in_process(cluster, default_model, records):
     texts, labels = records
     kw = dict(model=default_model, classes=CLASSES, max_new_tokens=16, num_negatives=8, batch_size=2,
               layers=[14, 15], oversample=2, progress=False, seed=5, noise_seed=9)
+    with pytest.raises(epsvec.InvalidInputError, match="not offered on Ray"):
+        epsvec.synthesize(as_dataset(texts, labels), 10, 4, length_eps=0.5, **kw)
+    kw["length_eps"] = None  # "auto" on Ray; the length histogram counts records in-process only
     want = epsvec.synthesize(texts, 10, 4, labels=labels, **kw)
     got = epsvec.synthesize(as_dataset(texts, labels), 10, 4, ray=RayConfig(workers=2, batch_size=1), **kw)
     assert got.texts == want.texts and got.labels == want.labels

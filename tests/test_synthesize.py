@@ -33,10 +33,10 @@ def test_n_per_class_labels_and_report(model):
     assert len(out) == 6 and out.labels == ["neg"] * 3 + ["pos"] * 3
     assert all(isinstance(t, str) and t for t in out.texts)
     report = out.report
-    assert [s.name for s in report.steps] == ["dataset vector"]
-    assert (report.eps, report.delta, report.classes) == (4.0, 1e-5, ["neg", "pos"])
-    step = report.steps[0]
-    assert step.sigma == pytest.approx(epsvec.privacy.gaussian_sigma(4.0, 1e-5))
+    assert [s.name for s in report.steps] == ["length histogram", "dataset vector"]
+    assert (report.eps, report.delta, report.classes) == (pytest.approx(4.0), pytest.approx(1e-5), ["neg", "pos"])
+    step = report.steps[1]
+    assert step.sigma == pytest.approx(epsvec.privacy.gaussian_sigma(3.5, 9e-6)), "the rest after eps / 8"
     assert set(step.clip_norm) == {"neg", "pos"} and step.layers == [1, 2]
     assert report.generation["per_class"] == 3 and "free" in report.generation["rule"]
     assert epsvec.PrivacyReport.from_dict(json.loads(report.to_json())) == report, "the JSON round-trips"
@@ -95,11 +95,14 @@ def test_eps_sweep_reads_the_records_once(model, monkeypatch):
     for a, b in zip(sweep[1.0].plans, single.plans):
         np.testing.assert_array_equal(a.vector.array, b.vector.array)
     eight = sweep[8.0].report
-    assert eight.eps == 8.0 and eight.sweep["sum_eps"] == 9.0
-    assert eight.steps[0].sigma == pytest.approx(epsvec.privacy.gaussian_sigma(8.0, 1e-5))
-    # Publishing both: one Gaussian release with sigma_eff = (s1^-2 + s8^-2)^-1/2, tighter than 1 + 8.
-    s1, s8 = (epsvec.privacy.gaussian_sigma(e, 1e-5) for e in (1.0, 8.0))
-    assert eight.sweep["joint_eps"] == pytest.approx(epsvec.privacy.gaussian_epsilon((s1**-2 + s8**-2) ** -0.5, 1e-5))
+    assert eight.eps == pytest.approx(8.0) and eight.sweep["sum_eps"] == 9.0
+    assert eight.steps[1].sigma == pytest.approx(epsvec.privacy.gaussian_sigma(7.0, 9e-6))
+    # Publishing both: per step, one Gaussian release with sigma_eff = (s1^-2 + s8^-2)^-1/2; tighter than 1 + 8.
+    joint = 0.0
+    for share, delta in ((1 / 8, 1e-6), (7 / 8, 9e-6)):
+        s1, s8 = (epsvec.privacy.gaussian_sigma(share * e, delta) for e in (1.0, 8.0))
+        joint += epsvec.privacy.gaussian_epsilon((s1**-2 + s8**-2) ** -0.5, delta)
+    assert eight.sweep["joint_eps"] == pytest.approx(joint) and eight.sweep["joint_delta"] == pytest.approx(1e-5)
     assert 8.0 < eight.sweep["joint_eps"] < 9.0
     # Each budget draws its own noise (shared noise would reveal the noiseless sum).
     twins = epsvec.synthesize(RECORDS, 1, eps=[2.0, 2.000001], labels=LABELS, classes=CLASSES, model=model, **FAST)
@@ -124,7 +127,8 @@ def test_baselines_spend_only_what_they_run(model):
 
 
 def test_private_shots_compose_to_the_budget(model):
-    out = epsvec.synthesize(RECORDS, 2, eps=3.0, delta=1e-6, labels=LABELS, classes=CLASSES, model=model, fixed_shots="private", **FAST)
+    out = epsvec.synthesize(RECORDS, 2, eps=3.0, delta=1e-6, labels=LABELS, classes=CLASSES, model=model,
+                            fixed_shots="private", length_eps=None, **FAST)
     shots, vector = out.report.steps
     assert (shots.eps, vector.eps) == (pytest.approx(0.1), pytest.approx(2.9))
     assert shots.delta + vector.delta == pytest.approx(1e-6)
@@ -306,8 +310,9 @@ def test_bad_input(model):
 def test_poisson_sampling_at_a_public_rate(model):
     out = epsvec.synthesize(RECORDS * 3, 1, eps=2.0, labels=LABELS * 3, classes=CLASSES, model=model, sample_rate=0.3,
                             **FAST)
-    step = out.report.steps[0]
-    assert step.sample_rate == 0.3 and step.sigma == pytest.approx(epsvec.privacy.gaussian_sigma(2.0, 1e-5, sample_rate=0.3))
+    lengths, step = out.report.steps
+    assert step.sample_rate == 0.3 and step.sigma == pytest.approx(epsvec.privacy.gaussian_sigma(1.75, 9e-6, sample_rate=0.3))
+    assert lengths.sample_rate == 0.3, "the length histogram Poisson-samples at the same rate (its own coins)"
     assert "size" not in out.report.to_json(), "no class size, exact or implied, is in the report"
     with pytest.raises(TypeError, match="sample_size"):
         epsvec.synthesize(RECORDS, 1, eps=2.0, model=model, sample_size=4)
@@ -334,7 +339,7 @@ def test_auto_settings_read_the_models_recipe_and_the_report_says_which(model, m
     monkeypatch.setattr(model, "recipe", measured)
     out = epsvec.synthesize(RECORDS, 2, eps=4.0, labels=LABELS, classes=CLASSES, model=model, **FAST)
     assert out.report.generation["strength"] == 0.2 and out.report.generation["recipe"] == "a test"
-    assert out.report.steps[0].layers == [0] and model.prompt_format == "raw"
+    assert out.report.steps[-1].layers == [0] and model.prompt_format == "raw"
     assert epsvec.synthesize(RECORDS, 2, eps=4.0, model=model, strength=0.05, layers=[1],
                              **FAST).report.generation["strength"] == 0.05
 

@@ -180,7 +180,7 @@ def _private_release(args, release_dir: str):
     from .synthesis import private_steps
 
     settings = {k: getattr(args, k) for k in ("corpus", "text_column", "label_column", "eps", "delta",
-                                              "domain", "method", "fixed_shots", "num_shots", "shots_eps",
+                                              "domain", "method", "fixed_shots", "num_shots", "shots_eps", "length_eps",
                                               "shot_candidates", "prompt_format", "multi_line", "layers", "classes",
                                               "sample_rate", "adjacency", "num_negatives", "noise_seed",
                                               "max_new_tokens", "model")}
@@ -211,7 +211,7 @@ def _private_release(args, release_dir: str):
         _, plans, report = private_steps(
             texts, args.eps, labels=labels, classes=classes, delta=args.delta, model=model, domain=args.domain,
             method=args.method, fixed_shots=_shots_arg(args.fixed_shots), num_shots=args.num_shots,
-            shots_eps=args.shots_eps, prompt_format=args.prompt_format, single_line=not args.multi_line,
+            shots_eps=args.shots_eps, length_eps=args.length_eps, prompt_format=args.prompt_format, single_line=not args.multi_line,
             shot_candidates=None if args.shot_candidates is None else _public_texts(args.shot_candidates),
             layers=layers, sample_rate=args.sample_rate, adjacency=args.adjacency,
             batch_size=args.batch_size, progress=not args.no_progress, seed=args.seed, noise_seed=args.noise_seed,
@@ -242,6 +242,16 @@ def _check_sampling(args) -> None:
     if args.n < 1:
         raise InvalidInputError(f"--n must be a positive integer, got {args.n}")
     SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+
+
+def _length_eps(value: str):
+    """``--length-eps``: "auto", "none" or a number (checked against eps later)."""
+    if value in ("auto", "none"):
+        return None if value == "none" else value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'must be "auto", "none" or a number, got {value!r}') from None
 
 
 def _strength(value: str):
@@ -467,6 +477,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--multi-line", action="store_true", help="keep line breaks inside examples and do not "
                        "stop a sample at a newline (multi-paragraph texts); by default each example is one line")
         p.add_argument("--shots-eps", type=float, default=None, help="budget of the private shot vote (0.1)")
+        p.add_argument("--length-eps", type=_length_eps, default="auto", help='budget of the noisy histogram of '
+                       'record lengths each sample draws its least length from: a number, "none", or "auto" (eps / '
+                       '8 for epsvec, none for the baselines)')
         p.add_argument("--layers", default="auto", help='"auto" or comma-separated block indices')
         p.add_argument("--sample-rate", type=float, default=None, help="Poisson-sample each record at this public "
                        "rate (amplifies privacy, reads fewer records)")

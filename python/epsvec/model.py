@@ -93,6 +93,16 @@ def _streams(stream_start, streams, count: int) -> list[int]:
     return streams
 
 
+def _min_new_tokens(mins, count: int, max_new_tokens) -> list[int]:
+    """One ``min_new_tokens`` per prompt, each in [0, max_new_tokens]."""
+    mins = list(mins)
+    fits = lambda v: not isinstance(v, bool) and isinstance(v, int) and 0 <= v <= max_new_tokens
+    if len(mins) != count or not all(map(fits, mins)):
+        raise InvalidInputError(f"min_new_tokens must be one integer or one per prompt, each in [0, max_new_tokens="
+                                f"{max_new_tokens}]; got {len(mins)} values for {count} prompts")
+    return mins
+
+
 def _check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -205,7 +215,7 @@ class Model:
         prompts: str | Iterable[str],
         *,
         max_new_tokens: int = 128,
-        min_new_tokens: int = 0,
+        min_new_tokens: int | Sequence[int] = 0,
         temperature: float = 1.0,
         top_p: float = 1.0,
         top_k: int = 0,
@@ -230,7 +240,11 @@ class Model:
             prompts: A string or a list of strings (raw text, or user
                 messages when ``chat=True``).
             max_new_tokens: Most tokens generated per prompt.
-            min_new_tokens: End-of-sequence is suppressed before this many.
+            min_new_tokens: The least number of new tokens (one, or one per
+                prompt): before it, end of sequence and every token that
+                would write a stop string (one containing it, or its opening
+                character when that is neither a letter nor a digit, such as
+                ``"\n"``) are suppressed.
             temperature: Softmax temperature; 0 is greedy decoding.
             top_p: Nucleus sampling mass (1 = off).
             top_k: Keep the k most likely tokens (0 = off).
@@ -274,8 +288,10 @@ class Model:
         texts = _as_texts(prompts)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
             raise InvalidInputError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        per_prompt_min = not isinstance(min_new_tokens, int)
         params = SamplingParams(
-            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
+            max_new_tokens=max_new_tokens, min_new_tokens=0 if per_prompt_min else min_new_tokens,
+            temperature=temperature,
             top_p=top_p, top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed,
         )
         stop = [stop] if isinstance(stop, str) else list(stop or [])
@@ -292,6 +308,7 @@ class Model:
         steering = steering_matrix(steer, strength, len(ids), self.config.num_layers, self.config.hidden_size)
         batch_size = _check_batch_size(batch_size)
         streams = _streams(stream_start, streams, len(ids))
+        mins = _min_new_tokens(min_new_tokens, len(ids), max_new_tokens) if per_prompt_min else None
 
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -305,7 +322,7 @@ class Model:
                     layers, matrix = steering
                     steer_rows = (layers, np.ascontiguousarray(matrix[rows]), positions)
                 out = self._engine.generate([ids[i] for i in rows], [streams[i] for i in rows], params, stop,
-                                            steer_rows)
+                                            steer_rows, None if mins is None else [mins[i] for i in rows])
                 for i, (token_ids, text, finish) in zip(rows, out):
                     results[i] = Generation(text, token_ids, finish)
                 bar.update(len(rows))

@@ -1,6 +1,7 @@
 """A release directory: what the private steps produced, on disk.
 
-``release/plan.json`` (per class: label, prompt domain, shots, prompt format, vector file),
+``release/plan.json`` (per class: label, prompt domain, shots, prompt format, released
+length histogram, vector file),
 ``release/privacy_report.json`` and ``release/vectors/*.safetensors``.
 Everything in it is public (DP-released or chosen without private data), so
 generating from it any number of times costs no privacy. It is written
@@ -20,6 +21,7 @@ import shutil
 import tempfile
 
 from .errors import CorruptFileError, InvalidInputError
+from .lengths import LengthHistogram
 from .prompts import PromptFormat
 from .report import PrivacyReport
 from .synthesis import ClassPlan
@@ -55,7 +57,8 @@ def save(path: str, plans: list[ClassPlan], report: PrivacyReport, settings: dic
         classes = []
         for i, plan in enumerate(plans):
             entry = {"label": plan.label, "domain": plan.domain, "shots": plan.shots,
-                     "format": plan.format.to_dict(), "vector": None}
+                     "format": plan.format.to_dict(),
+                     "lengths": None if plan.lengths is None else plan.lengths.to_dict(), "vector": None}
             if plan.vector is not None:
                 entry["vector"] = f"vectors/{i:03d}-{_slug(plan.label)}.safetensors"
                 plan.vector.save(os.path.join(tmp, entry["vector"]))
@@ -92,7 +95,8 @@ def load(path: str) -> tuple[list[ClassPlan], PrivacyReport, dict]:
         plans = [
             ClassPlan(c["label"], c["domain"], list(c["shots"]),
                       None if c["vector"] is None else DatasetVector.load(os.path.join(path, c["vector"])),
-                      PromptFormat.from_dict(c.get("format")))
+                      PromptFormat.from_dict(c.get("format")),
+                      None if c.get("lengths") is None else LengthHistogram.from_dict(c["lengths"]))
             for c in plan["classes"]
         ]
     except (OSError, ValueError, KeyError, TypeError, CorruptFileError) as e:

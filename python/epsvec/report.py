@@ -29,7 +29,7 @@ class PrivacyStep:
     """One private step: a Gaussian release of a sum of per-record terms.
 
     Attributes:
-        name: ``"dataset vector"`` or ``"fixed-shot selection"``.
+        name: ``"dataset vector"``, ``"fixed-shot selection"`` or ``"length histogram"``.
         eps, delta: What the step spends.
         sigma: Noise multiplier (noise std / clip norm), from the exact accountant.
         sample_rate: Poisson rate (1: every record).
@@ -37,7 +37,7 @@ class PrivacyStep:
         clip_norm: The clip norm C per class (public: chosen from the
             model's own text or given).
         mechanism, accountant, noise: How the release is made.
-        layers, pool: What the dataset vector reads (empty for the shot vote).
+        layers, pool: What the dataset vector reads (empty for the histograms).
         seeded: The noise came from a test seed: NOT private.
     """
 
@@ -139,16 +139,22 @@ class PrivacyReport:
         return report
 
 
-def sweep_composition(sigmas: list[float], eps_grid: list[float], delta: float, adjacency: str) -> dict[str, Any]:
-    """How ``k`` releases of one sum (noise multipliers ``sigmas``) compose when
-    all are published: by the sum of their budgets, and exactly as one
-    Gaussian release with ``sigma_eff = (sum sigma_j^-2)^-1/2`` (the
-    precision-weighted average of the releases is sufficient for them all)."""
+def sweep_composition(releases: list[list[PrivacyStep]], eps_grid: list[float], delta: float) -> dict[str, Any]:
+    """How ``k`` releases (each a list of steps: one per budget of a sweep)
+    compose when all are published: by the sum of their budgets, and, step
+    by step, exactly as one Gaussian release of that step's sum with
+    ``sigma_eff = (sum sigma_j^-2)^-1/2`` (the precision-weighted average of
+    the releases is sufficient for them all), the steps then adding up."""
     from .privacy import gaussian_epsilon
 
-    sigma_eff = sum(s ** -2 for s in sigmas) ** -0.5
+    joint_sigma, joint_eps, joint_delta = {}, 0.0, 0.0
+    for name in [s.name for s in releases[0]]:
+        steps = [s for release in releases for s in release if s.name == name]
+        joint_sigma[name] = sum(s.sigma ** -2 for s in steps) ** -0.5
+        joint_eps += gaussian_epsilon(joint_sigma[name], steps[0].delta, adjacency=steps[0].adjacency)
+        joint_delta += steps[0].delta
     return {"eps": list(eps_grid), "sum_eps": float(sum(eps_grid)), "sum_delta": delta * len(eps_grid),
-            "joint_sigma": sigma_eff, "joint_eps": gaussian_epsilon(sigma_eff, delta, adjacency=adjacency), "joint_delta": delta,
+            "joint_sigma": joint_sigma, "joint_eps": joint_eps, "joint_delta": joint_delta,
             "rule": "each release is (eps, delta)-DP alone; publishing all of them is (sum_eps, sum_delta)-DP, "
                     "and also (joint_eps, joint_delta)-DP: k Gaussian releases of one sum act as one with "
-                    "sigma_eff = (sum sigma_j^-2)^-1/2"}
+                    "sigma_eff = (sum sigma_j^-2)^-1/2 (joint_sigma, per step), and the steps add up"}

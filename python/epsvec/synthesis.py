@@ -7,8 +7,10 @@ steps only: parallel composition across classes):
 1. fixed shots: public texts, the model's own zero-shot samples (free), or
    k of the model's zero-shot candidates chosen by a DP vote of the private
    records (Gaussian noise on the vote histogram; costs ``shots_eps``);
-2. the dataset vector (`epsvec.extract`; costs the rest of the budget);
-3. steered generation of ``n`` samples (post-processing: free).
+2. a noisy histogram of the records' lengths (`epsvec.lengths`; costs
+   ``length_eps``), from which each sample draws its least length;
+3. the dataset vector (`epsvec.extract`; costs the rest of the budget);
+4. steered generation of ``n`` samples (post-processing: free).
 
 The private steps compose by basic sequential composition: their epsilons
 add and so do their deltas. The classes are declared by the caller, and
@@ -31,6 +33,7 @@ from ._epsvec import SamplingParams
 from .errors import InvalidInputError, PrivacyError
 from .extract import (ClassPrompts, check_options, check_privacy, check_sample_rate, class_groups,
                       extract_classes, pooled_states, reading_records, resolve_layers, shots_by_label)
+from .lengths import MIN_FRACTION, LengthHistogram, release_lengths
 from .model import REPEATED_PROMPT_ROWS, Model, load_model, mean_states_without_sink
 from .privacy import gaussian_sigma
 from .progress import titled
@@ -48,6 +51,7 @@ SHOT_CANDIDATES = 32  # zero-shot candidates the shots are chosen from
 SHOT_TEMPERATURE = 0.7
 MIN_SHOT_WORDS = 5  # free shots: the first complete samples of at least this many words
 EMPTY_RETRIES = 3  # fresh draws for a sample that came out empty
+LENGTH_SHARE = 1 / 8  # of eps, for the length histogram by default (tuning round 6)
 
 
 @dataclass
@@ -59,6 +63,7 @@ class ClassPlan:
     shots: list[str]
     vector: DatasetVector | None = None
     format: prompts.PromptFormat = prompts.PromptFormat()
+    lengths: LengthHistogram | None = None
 
     @property
     def label_text(self) -> str | None:
@@ -116,6 +121,7 @@ def synthesize(
     fixed_shots: str | Sequence[str] | Mapping[Any, Sequence[str]] | None = None,
     num_shots: int = 2,
     shots_eps: float | None = None,
+    length_eps: float | str | None = "auto",
     shot_candidates: Sequence[str] | Mapping[Any, Sequence[str]] | None = None,
     prompt_format: str = "auto",
     single_line: bool = True,
@@ -171,6 +177,11 @@ def synthesize(
         num_shots: Shots per prompt (k) for "synthetic" and "private".
         shots_eps: Budget of the private shot vote (default 0.1, with a
             tenth of delta, as in the reference); the vector gets the rest.
+        length_eps: Budget of the records' noisy length histogram
+            (:mod:`epsvec.lengths`; with a tenth of delta), from which each
+            sample draws its least length; None leaves lengths to the
+            model, which ends examples early. "auto": an eighth of eps for
+            ``method="epsvec"`` (not on Ray), None for the baselines.
         shot_candidates: Public texts the records vote over with
             ``fixed_shots="private"`` (a list, or ``{label: list}``): e.g.
             public text of the same domain. Real-looking shots help the
@@ -242,7 +253,7 @@ def synthesize(
         clip_norm=clip_norm, pool=pool, sample_rate=sample_rate, adjacency=adjacency,
         text_column=text_column, label_column=label_column, batch_size=batch_size, progress=progress, seed=seed,
         noise_seed=noise_seed, max_new_tokens=max_new_tokens, num_negatives=num_negatives,
-        max_example_tokens=max_example_tokens, ray=ray,
+        max_example_tokens=max_example_tokens, length_eps=length_eps, ray=ray,
     )
     strength = model.recipe.strength if strength == "auto" else float(strength)
     sampling = dict(strength=strength, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
@@ -251,7 +262,8 @@ def synthesize(
     results = {}
     for e, (plans, report) in zip(eps_grid, releases):
         generation = {"per_class": n, "rule": "n samples for every declared class (not read from the data: free)",
-                      **sampling, "recipe": model.recipe.source, **_oversample_note(oversample)}
+                      **sampling, "recipe": model.recipe.source, **_length_note(plans),
+                      **_oversample_note(oversample)}
         report = dataclasses.replace(report, generation=generation)
         seeds = [derive_seed(sample_seed, "samples", plan.label) for plan in plans]
         drawn = oversample * n
@@ -277,9 +289,11 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
                        temperature: float, top_p: float, max_new_tokens: int, tidy: bool = True,
                        batch_size: int = 16, progress: bool = False) -> list[str]:
     """Samples ``indices`` of one class, each :func:`~epsvec.tidy.tidy` unless
-    ``tidy`` is False. Sample ``j`` depends only on (seed, j), so a run can
-    be split or resumed without changing it."""
+    ``tidy`` is False, each at least as long as its draw from the plan's
+    length histogram (if it has one). Sample ``j`` depends only on (seed, j),
+    so a run can be split or resumed without changing it."""
     indices = list(indices)
+    mins = [0] * len(indices) if plan.lengths is None else plan.lengths.minimums(derive_seed(seed, "length"), indices)
     out = [""] * len(indices)
     todo = list(range(len(indices)))
     steer = None if plan.vector is None or strength == 0 else plan.vector
@@ -294,6 +308,7 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
                                batch_size=batch_size,
                                progress=progress and attempt == 0 and titled("samples", plan.label_text),
                                streams=[indices[r] for r in todo], return_ids=True,
+                               min_new_tokens=[min(mins[r], max_new_tokens) for r in todo],
                                add_special_tokens=plan.format.add_special_tokens)
         for r, g in zip(todo, drawn):
             out[r] = tidy_sample(g.text, g.finish_reason == "length") if tidy else g.text.strip()
@@ -311,6 +326,13 @@ def _keep_best_aligned(model: Model, plan: ClassPlan, texts: list[str], n: int, 
     states = pooled_states(model, pieces, plan.vector.layers, pool, batch_size)
     scores = np.einsum("nlh,lh->n", states, plan.vector.array)
     return [texts[i] for i in sorted(np.argsort(-scores, kind="stable")[:n])]
+
+
+def _length_note(plans: list[ClassPlan]) -> dict:
+    if all(p.lengths is None for p in plans):
+        return {}
+    return {"lengths": f"each sample writes at least {MIN_FRACTION} x a length drawn from its class's released "
+                       "length histogram before it may end (post-processing: free)"}
 
 
 def _oversample_note(oversample: int) -> dict:
@@ -335,7 +357,8 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
                         clip_norm="auto", pool="mean", sample_rate=None, adjacency="add_remove",
                         text_column="text", label_column="label", batch_size=16, progress=True, seed=None,
                         noise_seed=None, max_new_tokens=64, num_negatives=64,
-                        max_example_tokens=800, ray=None) -> tuple[Model, list[tuple[list[ClassPlan], PrivacyReport]]]:
+                        max_example_tokens=800, length_eps="auto", ray=None
+                        ) -> tuple[Model, list[tuple[list[ClassPlan], PrivacyReport]]]:
     """Private steps for each budget in ``eps_grid``, reading the records once:
     ``(model, [(plans, report) per budget])``. Every option and label is
     checked before the first model call; each class's records are tokenized
@@ -366,7 +389,13 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
     if on_ray and (private_shots or rate < 1):
         raise InvalidInputError("private shots and sample_rate are not offered on Ray (the shot vote and the "
                                 "Poisson coins run in-process); use public or synthetic shots and every record")
-    budgets = [_split_budget(eps, delta, shots_eps, private_shots, vector=method == "epsvec") for eps in eps_grid]
+    if length_eps == "auto" and (method != "epsvec" or on_ray):
+        length_eps = None
+    if on_ray and length_eps is not None:
+        raise InvalidInputError("the length histogram is not offered on Ray (it counts records in-process); "
+                                "pass length_eps=None")
+    budgets = [_split_budget(eps, delta, shots_eps, private_shots, length_eps, vector=method == "epsvec")
+               for eps in eps_grid]
     prompts.check_format(prompt_format)
     if not isinstance(model, Model):
         model = load_model(model)
@@ -374,9 +403,19 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
     fmt = prompts.resolve_format(model, prompt_format, single_line)
 
     vote_steps, shots_of, class_prompts = [], {}, {}
+    lengths_of, length_steps = [{} for _ in eps_grid], [[] for _ in eps_grid]
     for label, records in groups.items():
         label_text = None if label is None else str(label)
         seed_for = lambda purpose: derive_seed(seed, purpose, label_text)
+        if length_eps is not None:
+            with reading_records(label_text, progress):
+                counts = [len(ids) for ids in model.tokenize([" " + fmt.example(t) for t in records],
+                                                             add_special_tokens=False)] if records else []
+                for j, budget in enumerate(budgets):
+                    lengths_of[j][label], step = release_lengths(
+                        counts, max_new_tokens, budget["lengths"], adjacency, sample_rate=rate,
+                        noise_seed=derive_seed(noise_seed, "length noise", label_text, j), label=label_text)
+                    length_steps[j].append(step)
         if method == "zero_shot" or fixed_shots is None:
             shots = []
         elif private_shots:
@@ -399,12 +438,14 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
                        max_new_tokens=max_new_tokens, num_negatives=num_negatives)
         vectors = extract_classes(model, class_prompts, texts if on_ray else None, ray, text_column,
                                   label_column if labelled else None, **options)
-    plans = [[ClassPlan(label, domain, shots_of[label], vectors[label][j] if label in vectors else None, fmt)
-              for label in groups] for j in range(len(eps_grid))]
+    plans = [[ClassPlan(label, domain, shots_of[label], vectors[label][j] if label in vectors else None, fmt,
+                        lengths_of[j].get(label)) for label in groups] for j in range(len(eps_grid))]
     steps_of = [_merge_classes(vote_steps)] if vote_steps else []
     out = []
     for j, (eps, class_plans) in enumerate(zip(eps_grid, plans)):
         steps = list(steps_of)
+        if length_steps[j]:
+            steps.append(_merge_classes(length_steps[j]))
         if method == "epsvec":
             steps.append(_merge_classes([PrivacyStep.from_dict(p.vector.privacy) for p in class_plans]))
         shots_kind = (fixed_shots if isinstance(fixed_shots, str) else "none" if fixed_shots is None
@@ -413,13 +454,12 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
             steps, float(eps), float(delta), method, shots_kind, [str(c) for c in groups] if labelled else None,
             ["the model and its own generations (shot candidates, negatives)",
              "the set of classes (declared by the caller)" if labelled else "that there is one class",
-             "n, layers, strength, sampling settings, the sample rate"],
+             "n, layers, strength, sampling settings, the sample rate, the length bins (from max_new_tokens)"],
         )
-        if len(eps_grid) > 1 and method == "epsvec":
-            sigmas = [p[0].vector.privacy["sigma"] for p in plans]
-            report = dataclasses.replace(report, sweep=sweep_composition(sigmas, [b["vector"][0] for b in budgets],
-                                                          budgets[0]["vector"][1], adjacency))
         out.append((class_plans, report))
+    if len(eps_grid) > 1 and out[0][1].steps:
+        sweep = sweep_composition([report.steps for _, report in out], eps_grid, delta)
+        out = [(class_plans, dataclasses.replace(report, sweep=sweep)) for class_plans, report in out]
     return model, out
 
 
@@ -431,18 +471,28 @@ def _merge_classes(steps: list[PrivacyStep]) -> PrivacyStep:
     return PrivacyStep.from_dict({**first.to_dict(), "clip_norm": clip})
 
 
-def _split_budget(eps, delta, shots_eps, private_shots: bool, vector: bool) -> dict:
+def _split_budget(eps, delta, shots_eps, private_shots: bool, length_eps, vector: bool) -> dict:
     """The shot vote gets (shots_eps, delta / 10) when it runs (the reference's
-    0.1 by default); the vector gets the rest."""
-    if not private_shots:
-        return {"vector": (eps, delta)}
-    shots_eps = 0.1 if shots_eps is None else shots_eps
-    if isinstance(shots_eps, bool) or not isinstance(shots_eps, (int, float)) or not 0 < shots_eps < eps:
-        raise PrivacyError(f"shots_eps must be in (0, eps) = (0, {eps}), got {shots_eps!r}")
-    budget = {"shots": (float(shots_eps), delta / 10)}
+    0.1 by default), the length histogram (length_eps, delta / 10) when it
+    runs; the vector gets the rest (and without a vector, that is unspent)."""
+    budget = {}
+    if private_shots:
+        budget["shots"] = (_part_of(eps, 0.1 if shots_eps is None else shots_eps, "shots_eps"), delta / 10)
+    if length_eps is not None:
+        length_eps = eps * LENGTH_SHARE if length_eps == "auto" else length_eps
+        budget["lengths"] = (_part_of(eps, length_eps, "length_eps"), delta / 10)
+    rest = eps - sum(e for e, _ in budget.values())
+    if vector and not rest > 0:
+        raise PrivacyError(f"shots_eps and length_eps leave nothing of eps = {eps} for the vector")
     if vector:
-        budget["vector"] = (eps - shots_eps, delta - delta / 10)
+        budget["vector"] = (rest, delta - sum(d for _, d in budget.values()))
     return budget
+
+
+def _part_of(eps, part, name: str) -> float:
+    if isinstance(part, bool) or not isinstance(part, (int, float)) or not 0 < part < eps:
+        raise PrivacyError(f"{name} must be in (0, eps) = (0, {eps}), got {part!r}")
+    return float(part)
 
 
 def _zero_shot(model, fmt, domain, label_text, count, batch_size, seed, progress=False, max_new_tokens=64) -> list:

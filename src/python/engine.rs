@@ -234,8 +234,10 @@ impl PyEngine {
     /// Continuations of one batch of prompts (token ids):
     /// `(generated ids, text, finish reason)` per prompt. `streams` name
     /// each prompt's random stream; `steer` is `(layers, vectors
-    /// [rows, layers, hidden], positions)`.
-    #[pyo3(signature = (ids, streams, params, stop, steer = None))]
+    /// [rows, layers, hidden], positions)`; `min_new` each prompt's
+    /// `min_new_tokens` (default: the params').
+    #[pyo3(signature = (ids, streams, params, stop, steer = None, min_new = None))]
+    #[allow(clippy::too_many_arguments)]
     fn generate(
         &self,
         py: Python<'_>,
@@ -244,6 +246,7 @@ impl PyEngine {
         params: PySamplingParams,
         stop: Vec<String>,
         steer: Option<(Vec<usize>, PyReadonlyArray3<'_, f32>, String)>,
+        min_new: Option<Vec<usize>>,
     ) -> PyResult<Vec<(Vec<u32>, String, &'static str)>> {
         let steer = match steer {
             Some((layers, vectors, positions)) => {
@@ -258,7 +261,8 @@ impl PyEngine {
                 }
                 None => None,
             };
-            let out = self.engine().generate(&ids, &streams, &params.inner, &stop, steer.as_ref())?;
+            let out =
+                self.engine().generate(&ids, &streams, &params.inner, &stop, steer.as_ref(), min_new.as_deref())?;
             Ok(out.into_iter().map(|g| (g.ids, g.text, g.finish.as_str())).collect())
         })
     }

@@ -116,9 +116,12 @@ impl PyPrivateRelease {
     }
 
     /// One release per noise multiplier (own noise each): per-layer unit
-    /// vectors `[n_layers, hidden]` and the public report. Ends the release.
-    fn finish<'py>(&self, py: Python<'py>, sigmas: Vec<f64>) -> PyResult<Vec<Released<'py>>> {
-        let n_layers = self.n_layers;
+    /// vectors `[n_layers, hidden]` (the noisy sums themselves with
+    /// `normalise=False`, e.g. the counts of a histogram) and the public
+    /// report. Ends the release.
+    #[pyo3(signature = (sigmas, normalise = true))]
+    fn finish<'py>(&self, py: Python<'py>, sigmas: Vec<f64>, normalise: bool) -> PyResult<Vec<Released<'py>>> {
+        let (n_layers, hidden) = (self.n_layers, self.hidden);
         let releases = run(py, || {
             let release = self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
             let release =
@@ -126,7 +129,14 @@ impl PyPrivateRelease {
             release
                 .finish(&sigmas)?
                 .into_iter()
-                .map(|r| Ok((mechanism::normalise_layers(&r.noisy, n_layers)?, r.report)))
+                .map(|r| {
+                    let values = if normalise {
+                        mechanism::normalise_layers(&r.noisy, n_layers)?
+                    } else {
+                        r.noisy.chunks(hidden.max(1)).map(|layer| layer.iter().map(|&v| v as f32).collect()).collect()
+                    };
+                    Ok((values, r.report))
+                })
                 .collect::<crate::Result<Vec<_>>>()
         })?;
         let mut out = Vec::new();

@@ -57,6 +57,11 @@ impl Tokenizer {
         Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
+    /// Tokens the tokenizer knows, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.inner.decode(ids, skip_special_tokens).map_err(tok_err)
     }

@@ -1,0 +1,95 @@
+"""How long samples should be: a DP histogram of the records' lengths.
+
+Left alone, a small model ends an example early (at its first newline):
+tweets came out at about half their real length, and MAUVE compares length
+distributions too. So each class's record lengths, in tokens as the prompt
+writes them, are counted in ``LENGTH_BINS`` equal bins up to
+``max_new_tokens`` (longer records in the last bin), Gaussian noise is added
+(each record is in one bin: L2 sensitivity 1 under add/remove), and every
+sample draws a length from the noisy histogram (each count less one noise
+std, at least 0: a bin without records would otherwise keep its positive
+noise; if no bin is left, lengths are left to the model) and generates at
+least ``MIN_FRACTION`` of it before it may end
+(``Model.generate(min_new_tokens=...)``). Drawing and generating are
+post-processing of the release; only the noisy histogram is published.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _epsvec
+from .privacy import gaussian_sigma
+from .report import PrivacyStep
+
+LENGTH_BINS = 8
+# A sample ends at the end of the line it is writing once past its minimum,
+# so a minimum of the whole drawn length overshoots it (tuning round 6).
+MIN_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class LengthHistogram:
+    """A class's released length distribution: bin ``i`` covers
+    ``edges[i] <= tokens < edges[i + 1]``, with probability ``weights[i]``."""
+
+    edges: list[int]
+    weights: list[float]
+
+    def minimums(self, seed: int, indices) -> list[int]:
+        """The least new tokens of samples ``indices``: sample ``j``'s depends
+        on (seed, j) alone, so split or resumed runs draw the same."""
+        indices = list(indices)
+        if sum(self.weights) <= 0:  # no bin stood out of the noise: lengths are left to the model
+            return [0] * len(indices)
+        draws = np.random.default_rng(seed).random((max(indices, default=-1) + 1, 2))
+        bins = np.searchsorted(np.cumsum(self.weights), draws[:, 0] * sum(self.weights), side="right")
+        bins = np.minimum(bins, len(self.weights) - 1)
+        low, high = np.array(self.edges[:-1])[bins], np.array(self.edges[1:])[bins]
+        lengths = low + draws[:, 1] * (high - low)
+        return [int(MIN_FRACTION * lengths[j]) for j in indices]
+
+    def to_dict(self) -> dict:
+        return {"edges": self.edges, "weights": self.weights}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LengthHistogram":
+        return cls([int(e) for e in d["edges"]], [float(w) for w in d["weights"]])
+
+
+def bin_edges(max_new_tokens: int) -> list[int]:
+    """``LENGTH_BINS + 1`` public edges from 0 to ``max_new_tokens`` (fewer for a small cap)."""
+    return sorted({round(i * max_new_tokens / LENGTH_BINS) for i in range(LENGTH_BINS + 1)})
+
+
+def release_lengths(token_counts: list[int], max_new_tokens: int, budget: tuple[float, float], adjacency: str, *,
+                    sample_rate: float = 1.0, noise_seed: int | None = None, label: str | None = None
+                    ) -> tuple[LengthHistogram, PrivacyStep]:
+    """The noisy length histogram of one class's records (their token
+    counts; each counted with probability ``sample_rate``, by a secret coin
+    inside the release) and its privacy step. Substitution moves one record
+    between two bins (L2 sensitivity sqrt 2); it is calibrated to 2, as the
+    clip norm's doubling does for the vector."""
+    eps, delta = budget
+    sigma = gaussian_sigma(eps, delta, sample_rate=sample_rate, adjacency=adjacency)
+    edges = bin_edges(max_new_tokens)
+    bins = len(edges) - 1
+    rows = np.zeros((len(token_counts), bins), dtype=np.float32)
+    rows[np.arange(len(token_counts)), np.minimum(np.searchsorted(edges, token_counts, side="right") - 1,
+                                                  bins - 1)] = 1.0
+    release = _epsvec.PrivateRelease(1, bins, 1.0, sample_rate, noise_seed)
+    release.offer_rows(rows)
+    [(noisy, info)] = release.finish([sigma], normalise=False)
+    # A bin without records would keep its positive noise and pull samples
+    # long: each count loses one noise std (public) before it counts.
+    weights = np.maximum(noisy[0].astype(np.float64) - info["noise_std"], 0.0)
+    total = weights.sum()
+    step = PrivacyStep(
+        "length histogram", float(eps), float(delta), sigma, sample_rate, adjacency, {str(label): 1.0}, f"each record counts once in "
+        f"{bins} bins of its length in tokens (up to max_new_tokens); Gaussian noise on the counts (L2 "
+        "sensitivity 1; with substitution calibrated to 2, above the true sqrt 2); each count less one noise std, "
+        "at least 0, gives its bin's share",
+        info["accountant"], info["noise"], [], None, "one count per record", info["seeded"])
+    return LengthHistogram(edges, (weights / total if total > 0 else weights).tolist()), step
