@@ -28,6 +28,7 @@ def test_the_noise_is_calibrated_to_the_budget(adjacency, rate):
     _, step = lengths.release_lengths(COUNTS, 64, (0.5, 1e-6), adjacency, sample_rate=rate, noise_seed=2)
     assert (step.eps, step.delta, step.sample_rate, step.adjacency) == (0.5, 1e-6, rate, adjacency)
     assert step.sigma == pytest.approx(gaussian_sigma(0.5, 1e-6, sample_rate=rate, adjacency=adjacency))
+    assert ("Poisson sample" in step.mechanism) == (rate < 1)
     assert step.seeded, "a test seed voids the guarantee, and the report says so"
     fresh = [lengths.release_lengths(COUNTS, 64, (4.0, 1e-6), adjacency)[0].weights
              for _ in range(2)]
@@ -54,6 +55,10 @@ def test_each_sample_draws_its_minimum_from_its_own_stream():
     assert hist.minimums(7, [3, 41]) == [mins[3], mins[41]], "a split or resumed run draws the same"
     assert hist.minimums(8, range(50)) != mins
     assert lengths.LengthHistogram.from_dict(hist.to_dict()) == hist
+    for bad in ({"edges": [0, 8], "weights": [1.0, 1.0]}, {"edges": [8, 0], "weights": [1.0]},
+                {"edges": [0, 8], "weights": [float("nan")]}, {"edges": [0, 8], "weights": [-1.0]}):
+        with pytest.raises(ValueError, match="not a length histogram"):
+            lengths.LengthHistogram.from_dict(bad)
 
 
 def test_the_report_charges_the_histogram_and_the_vector_gets_the_rest(tiny_models):
@@ -75,6 +80,11 @@ def test_the_report_charges_the_histogram_and_the_vector_gets_the_rest(tiny_mode
     assert zero.report.steps == [] and all(p.lengths is None for p in zero.plans), "baselines read no record"
     with pytest.raises(epsvec.PrivacyError, match="length_eps"):
         epsvec.synthesize(texts, 2, eps=0.4, length_eps=0.4, **kw)
+    with pytest.raises(epsvec.PrivacyError, match="below eps = 1"):  # a baseline too stays within its budget
+        epsvec.synthesize(texts, 2, eps=1.0, method="fixed_shot", fixed_shots="private", shots_eps=0.6,
+                          length_eps=0.6, **kw)
+    with pytest.raises(epsvec.InvalidInputError, match="max_new_tokens"):
+        synthesis.private_steps(texts, 4.0, **{**kw, "max_new_tokens": 0})
 
 
 def test_samples_follow_the_released_lengths(default_model):

@@ -33,7 +33,8 @@ MIN_FRACTION = 0.5
 @dataclass(frozen=True)
 class LengthHistogram:
     """A class's released length distribution: bin ``i`` covers
-    ``edges[i] <= tokens < edges[i + 1]``, with probability ``weights[i]``."""
+    ``edges[i] <= tokens < edges[i + 1]`` (the last bin also every longer
+    record), with probability ``weights[i]``."""
 
     edges: list[int]
     weights: list[float]
@@ -56,7 +57,12 @@ class LengthHistogram:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LengthHistogram":
-        return cls([int(e) for e in d["edges"]], [float(w) for w in d["weights"]])
+        """From :meth:`to_dict`; ValueError for anything it cannot have written."""
+        edges, weights = [int(e) for e in d["edges"]], [float(w) for w in d["weights"]]
+        if (len(edges) != len(weights) + 1 or edges != sorted(set(edges)) or edges[0] < 0
+                or not all(np.isfinite(w) and w >= 0 for w in weights)):
+            raise ValueError(f"not a length histogram: edges {edges}, weights {weights}")
+        return cls(edges, weights)
 
 
 def bin_edges(max_new_tokens: int) -> list[int]:
@@ -86,10 +92,11 @@ def release_lengths(token_counts: list[int], max_new_tokens: int, budget: tuple[
     # long: each count loses one noise std (public) before it counts.
     weights = np.maximum(noisy[0].astype(np.float64) - info["noise_std"], 0.0)
     total = weights.sum()
+    over = "a Poisson sample of the records (secret exact coins)" if sample_rate < 1 else "every record"
     step = PrivacyStep(
         "length histogram", float(eps), float(delta), sigma, sample_rate, adjacency, {str(label): 1.0}, f"each record counts once in "
         f"{bins} bins of its length in tokens (up to max_new_tokens); Gaussian noise on the counts (L2 "
         "sensitivity 1; with substitution calibrated to 2, above the true sqrt 2); each count less one noise std, "
-        "at least 0, gives its bin's share",
+        f"at least 0, gives its bin's share; counted over {over}",
         info["accountant"], info["noise"], [], None, "one count per record", info["seeded"])
     return LengthHistogram(edges, (weights / total if total > 0 else weights).tolist()), step

@@ -369,6 +369,7 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
     for eps in eps_grid:
         check_privacy(eps, delta, adjacency)
     rate = check_sample_rate(sample_rate)
+    _check_count(max_new_tokens, "max_new_tokens")
     check_options(pool=pool, max_example_tokens=max_example_tokens, num_negatives=num_negatives, clip_norm=clip_norm,
                   seed=seed, noise_seed=noise_seed)
     if method not in METHODS:
@@ -482,8 +483,9 @@ def _split_budget(eps, delta, shots_eps, private_shots: bool, length_eps, vector
         length_eps = eps * LENGTH_SHARE if length_eps == "auto" else length_eps
         budget["lengths"] = (_part_of(eps, length_eps, "length_eps"), delta / 10)
     rest = eps - sum(e for e, _ in budget.values())
-    if vector and not rest > 0:
-        raise PrivacyError(f"shots_eps and length_eps leave nothing of eps = {eps} for the vector")
+    if not (rest > 0 if vector else rest >= 0):
+        raise PrivacyError(f"shots_eps and length_eps together must stay below eps = {eps}"
+                           f"{' and leave some for the vector' if vector else ''}")
     if vector:
         budget["vector"] = (rest, delta - sum(d for _, d in budget.values()))
     return budget
