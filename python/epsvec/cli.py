@@ -180,10 +180,10 @@ def _private_release(args, release_dir: str):
     from .synthesis import private_steps
 
     settings = {k: getattr(args, k) for k in ("corpus", "text_column", "label_column", "eps", "delta",
-                                              "domain", "method", "fixed_shots", "num_shots", "shots_eps", "length_eps",
-                                              "shot_candidates", "prompt_format", "multi_line", "layers", "classes",
-                                              "sample_rate", "adjacency", "num_negatives", "noise_seed",
-                                              "max_new_tokens", "model")}
+                                              "domain", "method", "fixed_shots", "num_shots", "shots_eps",
+                                              "length_eps", "shot_candidates", "prompt_format", "multi_line",
+                                              "layers", "classes", "sample_rate", "adjacency", "num_negatives",
+                                              "noise_seed", "max_new_tokens", "model")}
     release.recover(release_dir)
     if release.exists(release_dir):
         plans, report, saved = release.load(release_dir)
@@ -211,7 +211,8 @@ def _private_release(args, release_dir: str):
         _, plans, report = private_steps(
             texts, args.eps, labels=labels, classes=classes, delta=args.delta, model=model, domain=args.domain,
             method=args.method, fixed_shots=_shots_arg(args.fixed_shots), num_shots=args.num_shots,
-            shots_eps=args.shots_eps, length_eps=args.length_eps, prompt_format=args.prompt_format, single_line=not args.multi_line,
+            shots_eps=args.shots_eps, length_eps=args.length_eps, prompt_format=args.prompt_format,
+            single_line=not args.multi_line,
             shot_candidates=None if args.shot_candidates is None else _public_texts(args.shot_candidates),
             layers=layers, sample_rate=args.sample_rate, adjacency=args.adjacency,
             batch_size=args.batch_size, progress=not args.no_progress, seed=args.seed, noise_seed=args.noise_seed,

@@ -94,9 +94,9 @@ def release_lengths(token_counts: list[int], max_new_tokens: int, budget: tuple[
     total = weights.sum()
     over = "a Poisson sample of the records (secret exact coins)" if sample_rate < 1 else "every record"
     step = PrivacyStep(
-        "length histogram", float(eps), float(delta), sigma, sample_rate, adjacency, {str(label): 1.0}, f"each record counts once in "
-        f"{bins} bins of its length in tokens (up to max_new_tokens); Gaussian noise on the counts (L2 "
-        "sensitivity 1; with substitution calibrated to 2, above the true sqrt 2); each count less one noise std, "
-        f"at least 0, gives its bin's share; counted over {over}",
+        "length histogram", float(eps), float(delta), sigma, sample_rate, adjacency, {str(label): 1.0},
+        f"each record counts once in {bins} bins of its length in tokens (up to max_new_tokens); Gaussian noise "
+        "on the counts (L2 sensitivity 1; with substitution calibrated to 2, above the true sqrt 2); each count "
+        f"less one noise std, at least 0, gives its bin's share; counted over {over}",
         info["accountant"], info["noise"], [], None, "one count per record", info["seeded"])
     return LengthHistogram(edges, (weights / total if total > 0 else weights).tolist()), step
