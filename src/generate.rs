@@ -121,8 +121,12 @@ impl Engine {
             None => None,
         };
         let eos: Vec<i64> = config.eos_token_ids.iter().map(|&id| id as i64).collect();
-        let early_end = if min_new.iter().any(|&m| m > 0) { self.early_end_tokens(stop)? } else { Vec::new() };
-        let early_end = Tensor::f_from_slice(&early_end)?.f_to_device(device)?;
+        // Only when some row has a minimum: the tokens that would end a row early.
+        let early_end = if min_new.iter().any(|&m| m > 0) {
+            Some(Tensor::f_from_slice(&self.early_end_tokens(stop)?)?.f_to_device(device)?)
+        } else {
+            None
+        };
         let mut active = Active {
             rows: (0..n).collect(),
             key_mask: prefill.attention_mask.shallow_clone(),
@@ -144,12 +148,14 @@ impl Engine {
         let mut host_vectors: Option<Vec<(usize, Vec<f32>)>> = None;
         for step in 0..params.max_new_tokens {
             logits = logits.f_to_kind(Kind::Float)?;
-            let short: Vec<i64> =
-                (0..active.rows.len()).filter(|&r| step < min_new[active.rows[r]]).map(|r| r as i64).collect();
-            if !short.is_empty() && early_end.numel() > 0 {
-                let short = Tensor::f_from_slice(&short)?.f_to_device(device)?;
-                let held = logits.f_index_select(0, &short)?.f_index_fill(1, &early_end, f64::NEG_INFINITY)?;
-                logits = logits.f_index_copy(0, &short, &held)?;
+            if let Some(early_end) = early_end.as_ref() {
+                let short: Vec<i64> =
+                    (0..active.rows.len()).filter(|&r| step < min_new[active.rows[r]]).map(|r| r as i64).collect();
+                if !short.is_empty() {
+                    let short = Tensor::f_from_slice(&short)?.f_to_device(device)?;
+                    let held = logits.f_index_select(0, &short)?.f_index_fill(1, early_end, f64::NEG_INFINITY)?;
+                    logits = logits.f_index_copy(0, &short, &held)?;
+                }
             }
             let next = sampler.sample(&sampler.process(&logits, active.seen.as_ref())?)?;
             let next_host: Vec<i64> = Vec::try_from(&next.f_to_device(Device::Cpu)?)?;

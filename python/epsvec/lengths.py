@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _epsvec
-from .privacy import gaussian_sigma
+from .privacy import gaussian_sigma, noisy_histogram
 from .report import PrivacyStep
 
 LENGTH_BINS = 8
@@ -82,15 +81,11 @@ def release_lengths(token_counts: list[int], max_new_tokens: int, budget: tuple[
     sigma = gaussian_sigma(eps, delta, sample_rate=sample_rate, adjacency=adjacency)
     edges = bin_edges(max_new_tokens)
     bins = len(edges) - 1
-    rows = np.zeros((len(token_counts), bins), dtype=np.float32)
-    rows[np.arange(len(token_counts)), np.minimum(np.searchsorted(edges, token_counts, side="right") - 1,
-                                                  bins - 1)] = 1.0
-    release = _epsvec.PrivateRelease(1, bins, 1.0, sample_rate, noise_seed)
-    release.offer_rows(rows)
-    [(noisy, info)] = release.finish([sigma], normalise=False)
+    bin_of = np.minimum(np.searchsorted(edges, token_counts, side="right") - 1, bins - 1)
+    noisy, info = noisy_histogram(bin_of.tolist(), bins, sigma, sample_rate=sample_rate, noise_seed=noise_seed)
     # A bin without records would keep its positive noise and pull samples
     # long: each count loses one noise std (public) before it counts.
-    weights = np.maximum(noisy[0].astype(np.float64) - info["noise_std"], 0.0)
+    weights = np.maximum(noisy - info["noise_std"], 0.0)
     total = weights.sum()
     over = "a Poisson sample of the records (secret exact coins)" if sample_rate < 1 else "every record"
     step = PrivacyStep(

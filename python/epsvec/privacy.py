@@ -30,6 +30,10 @@ composition (the maximum).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+
 from . import _epsvec
 
 __all__ = ["gaussian_sigma", "gaussian_epsilon", "gaussian_delta"]
@@ -65,3 +69,18 @@ def gaussian_epsilon(sigma: float, delta: float, *, sample_rate: float = 1.0, ad
 def gaussian_delta(sigma: float, eps: float, *, sample_rate: float = 1.0, adjacency: str = "add_remove") -> float:
     """The tight delta(eps) of one release with noise multiplier ``sigma`` (its privacy profile)."""
     return _epsvec.gaussian_delta(float(sigma), float(eps), float(sample_rate), adjacency)
+
+
+def noisy_histogram(bins: Sequence[int], n_bins: int, sigma: float, *, sample_rate: float = 1.0,
+                    noise_seed: int | None = None) -> tuple[np.ndarray, dict]:
+    """The one histogram release (the shot vote, the length histogram):
+    record ``i`` counts once in bin ``bins[i]`` (L2 sensitivity 1: clip norm
+    1), each kept by a secret Poisson coin at ``sample_rate``, and Gaussian
+    noise of std ``sigma`` is added, all inside ``PrivateRelease``. Returns
+    the noisy counts ``[n_bins]`` and the release's public info."""
+    rows = np.zeros((len(bins), n_bins), dtype=np.float32)
+    rows[np.arange(len(bins)), np.asarray(bins, dtype=np.int64)] = 1.0
+    release = _epsvec.PrivateRelease(1, n_bins, 1.0, sample_rate, noise_seed)
+    release.offer_rows(rows)
+    [(noisy, info)] = release.finish([sigma], normalise=False)
+    return noisy[0].astype(np.float64), info

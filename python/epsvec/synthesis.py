@@ -28,14 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from . import _epsvec, distributed, prompts
+from . import distributed, prompts
 from ._epsvec import SamplingParams
 from .errors import InvalidInputError, PrivacyError
 from .extract import (ClassPrompts, check_options, check_privacy, check_sample_rate, class_groups,
                       extract_classes, pooled_states, reading_records, resolve_layers, shots_by_label)
 from .lengths import MIN_FRACTION, LengthHistogram, release_lengths
 from .model import REPEATED_PROMPT_ROWS, Model, load_model, mean_states_without_sink
-from .privacy import gaussian_sigma
+from .privacy import gaussian_sigma, noisy_histogram
 from .progress import titled
 from .report import PrivacyReport, PrivacyStep, sweep_composition
 from .seeds import derive_seed
@@ -542,14 +542,10 @@ def _vote_shots(model, fmt, records, domain, label_text, k, budget, adjacency, b
     layer = model.recipe.layers(model.config.num_layers)[0]
     c = _embed(model, candidates, layer, batch_size)
     with reading_records(label_text, progress):
-        histogram = np.zeros((len(records), len(candidates)), dtype=np.float32)
-        for i, record in enumerate(records):
-            r = _embed(model, [record], layer, 1)  # alone: its vote cannot depend on its batch neighbours
-            histogram[i, int(np.argmax(r @ c.T))] = 1.0
-        release = _epsvec.PrivateRelease(1, len(candidates), 1.0, 1.0, noise_seed)
-        release.offer_rows(histogram)
-        [(noisy, info)] = release.finish([sigma])
-    top = np.argsort(-noisy[0], kind="stable")[:k]  # normalising keeps the order
+        # Each record embedded alone: its vote cannot depend on its batch neighbours.
+        votes = [int(np.argmax(_embed(model, [record], layer, 1) @ c.T)) for record in records]
+        noisy, info = noisy_histogram(votes, len(candidates), sigma, noise_seed=noise_seed)
+    top = np.argsort(-noisy, kind="stable")[:k]
     step = PrivacyStep(
         "fixed-shot selection", float(e), float(d), sigma, 1.0, adjacency, {str(label_text): 1.0},
         f"each record votes for its nearest of {len(candidates)} {origin} (cosine of pooled "
