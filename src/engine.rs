@@ -84,12 +84,12 @@ impl Engine {
         }
         // A converted tokenizer can know tokens the embedding table lacks
         // (transformers appends <|endoftext|> to some GGUF vocabularies).
+        // The error names no text or id: private records are tokenized here.
         let vocab = self.model.config.vocab_size as u32;
-        if let Some((i, id)) =
-            ids.iter().enumerate().find_map(|(i, r)| r.iter().find(|&&t| t >= vocab).map(|&t| (i, t)))
-        {
+        if ids.iter().flatten().any(|&t| t >= vocab) {
             return Err(EpsvecError::Tokenizer(format!(
-                "text {i} has token id {id}, outside the model's vocabulary of {vocab}"
+                "a text has a token outside the model's vocabulary of {vocab}: the tokenizer knows tokens \
+                 the model's embedding table lacks"
             )));
         }
         let context = self.model.config.max_position_embeddings.max(1) as usize;

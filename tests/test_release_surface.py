@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -205,3 +206,24 @@ def test_the_engine_refuses_a_bad_private_prompt_without_naming_the_record(tiny_
         private_values = {str(len(tails[1]) + 1), str(config.vocab_size + 17)}  # the prompt's length, the bad id
         assert not re.search(r"\brecord \d", str(caught.value))
         assert not private_values & set(re.findall(r"\d+", str(caught.value)))
+
+
+def test_a_record_outside_the_vocabulary_aborts_without_naming_it(tiny_models, tmp_path):
+    """A tokenizer that knows a token the embedding table lacks (as some
+    converted GGUF vocabularies do) fails on the record that uses it; the
+    error says what is wrong, never which record or the token's id."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_models["llama"], model_dir)
+    tokenizer = json.loads((model_dir / "tokenizer.json").read_text())
+    vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
+    tokenizer["added_tokens"].append({"id": vocab + 17, "content": "<|spare|>", "single_word": False, "lstrip": False,
+                                      "rstrip": False, "normalized": False, "special": False})
+    (model_dir / "tokenizer.json").write_text(json.dumps(tokenizer))
+    model = epsvec.load_model(model_dir, device="cpu")
+    texts = [t for t, _ in D[:5]] + ["a fine film <|spare|>"] + [t for t, _ in D[5:]]
+    for run in (lambda: epsvec.extract(texts, model=model, eps=4, num_negatives=4),
+                lambda: epsvec.synthesize(texts, n=2, model=model, eps=4, num_negatives=4, max_new_tokens=8)):
+        with pytest.raises(epsvec.EpsvecError, match="outside the model's vocabulary") as caught:
+            run()
+        assert not re.search(r"\b(text|record) \d", str(caught.value))
+        assert str(vocab + 17) not in str(caught.value) and "5" not in re.findall(r"\d+", str(caught.value))
