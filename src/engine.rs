@@ -3,7 +3,7 @@
 //! padding is computed; results come back in the caller's order.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ndarray::{Array2, Array3};
 use tch::{Device, Kind, Tensor};
@@ -26,6 +26,8 @@ pub struct Engine {
     fingerprint: OnceLock<String>,
     /// The last stop list and the tokens it ends a row with (see `generate`).
     pub(crate) early_end_cache: Mutex<Option<(Vec<String>, Vec<i64>)>>,
+    /// Which tokens close a sentence (see `generate`).
+    pub(crate) sentence_end_cache: Mutex<Option<Arc<Vec<bool>>>>,
 }
 
 /// A public prompt prefix after one run: its KV cache and token states.
@@ -55,6 +57,7 @@ impl Engine {
             weight_files: c.weight_files,
             fingerprint: OnceLock::new(),
             early_end_cache: Mutex::new(None),
+            sentence_end_cache: Mutex::new(None),
         })
     }
 

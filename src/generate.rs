@@ -3,6 +3,8 @@
 //! are dropped), so they stop costing compute. Decoding steps run the
 //! model's plain-Rust step where it has one (`model::decode_step`).
 
+use std::sync::Arc;
+
 use tch::{Device, Kind, Tensor};
 
 use crate::engine::Engine;
@@ -18,6 +20,16 @@ pub struct SteerBatch {
     /// `[rows, layers, hidden]` float32, row-major, strength applied.
     pub vectors: Vec<f32>,
     pub positions: Positions,
+}
+
+/// How long one prompt's continuation should be, in new tokens.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RowLength {
+    /// Before it, nothing that would end the row is sampled (`early_end_tokens`).
+    pub min_new: usize,
+    /// From it on, the row ends with its first token that closes a sentence
+    /// (`sentence_end_tokens`).
+    pub end_at_sentence_after: Option<usize>,
 }
 
 impl SteerBatch {
@@ -72,8 +84,8 @@ struct Active {
 impl Engine {
     /// Generates continuations of `prompts` (token ids). `streams` name each
     /// prompt's random stream (its index in the caller's full list);
-    /// `min_new` each prompt's least number of new tokens, in place of
-    /// `params.min_new_tokens` (see `early_end_tokens`).
+    /// `lengths` each prompt's bounds (default: `params.min_new_tokens`
+    /// and no sentence end).
     pub fn generate(
         &self,
         prompts: &[Vec<u32>],
@@ -81,23 +93,23 @@ impl Engine {
         params: &SamplingParams,
         stop: &[String],
         steer: Option<&SteerBatch>,
-        min_new: Option<&[usize]>,
+        lengths: Option<&[RowLength]>,
     ) -> Result<Vec<Generation>> {
         params.validate()?;
         if prompts.is_empty() || streams.len() != prompts.len() {
             return Err(EpsvecError::InvalidInput("generate needs one stream index per prompt".into()));
         }
-        let min_new = match min_new {
-            Some(m) if m.len() != prompts.len() => {
-                return Err(EpsvecError::InvalidInput("generate needs one min_new_tokens per prompt".into()));
+        let lengths = match lengths {
+            Some(l) if l.len() != prompts.len() => {
+                return Err(EpsvecError::InvalidInput("generate needs one length bound per prompt".into()));
             }
-            Some(m) => m.to_vec(),
-            None => vec![params.min_new_tokens; prompts.len()],
+            Some(l) => l.to_vec(),
+            None => vec![RowLength { min_new: params.min_new_tokens, end_at_sentence_after: None }; prompts.len()],
         };
-        if let Some(&m) = min_new.iter().find(|&&m| m > params.max_new_tokens) {
+        if let Some(l) = lengths.iter().find(|l| l.min_new > params.max_new_tokens) {
             return Err(EpsvecError::InvalidInput(format!(
-                "min_new_tokens ({m}) must not exceed max_new_tokens ({})",
-                params.max_new_tokens
+                "min_new_tokens ({}) must not exceed max_new_tokens ({})",
+                l.min_new, params.max_new_tokens
             )));
         }
         let config = &self.model.config;
@@ -122,10 +134,15 @@ impl Engine {
         };
         let eos: Vec<i64> = config.eos_token_ids.iter().map(|&id| id as i64).collect();
         // Only when some row has a minimum: the tokens that would end a row early.
-        let early_end = if min_new.iter().any(|&m| m > 0) {
+        let early_end = if lengths.iter().any(|l| l.min_new > 0) {
             Some(Tensor::f_from_slice(&self.early_end_tokens(stop)?)?.f_to_device(device)?)
         } else {
             None
+        };
+        // Only when some row may end at a sentence: which tokens close one.
+        let sentence_end = match lengths.iter().any(|l| l.end_at_sentence_after.is_some()) {
+            true => Some(self.sentence_end_tokens()?),
+            false => None,
         };
         let mut active = Active {
             rows: (0..n).collect(),
@@ -150,7 +167,7 @@ impl Engine {
             logits = logits.f_to_kind(Kind::Float)?;
             if let Some(early_end) = early_end.as_ref() {
                 let short: Vec<i64> =
-                    (0..active.rows.len()).filter(|&r| step < min_new[active.rows[r]]).map(|r| r as i64).collect();
+                    (0..active.rows.len()).filter(|&r| step < lengths[active.rows[r]].min_new).map(|r| r as i64).collect();
                 if !short.is_empty() {
                     let short = Tensor::f_from_slice(&short)?.f_to_device(device)?;
                     let held = logits.f_index_select(0, &short)?.f_index_fill(1, early_end, f64::NEG_INFINITY)?;
@@ -168,7 +185,13 @@ impl Engine {
                     continue;
                 }
                 outputs[row].push(token as u32);
+                let closes_sentence = |after: usize| {
+                    outputs[row].len() >= after
+                        && sentence_end.as_ref().is_some_and(|ends| ends.get(token as usize) == Some(&true))
+                };
                 if !stop.is_empty() && self.hits_stop(&outputs[row], stop)? {
+                    finish[row] = Some(Finish::Stop);
+                } else if lengths[row].end_at_sentence_after.is_some_and(closes_sentence) {
                     finish[row] = Some(Finish::Stop);
                 } else if outputs[row].len() == params.max_new_tokens {
                     finish[row] = Some(Finish::Length);
@@ -324,10 +347,32 @@ impl Engine {
         Ok(ids)
     }
 
+    /// Per token id, whether its text closes a sentence: ends, before any
+    /// trailing space, with `.`, `!` or `?` and then at most closing quotes
+    /// or brackets. Computed once per engine.
+    fn sentence_end_tokens(&self) -> Result<Arc<Vec<bool>>> {
+        let mut cache = self.sentence_end_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ends) = cache.as_ref() {
+            return Ok(ends.clone());
+        }
+        let vocab = self.tokenizer.vocab_size().min(self.model.config.vocab_size as usize) as u32;
+        let ends = (0..vocab)
+            .map(|id| Ok(closes_sentence(&self.tokenizer.decode(&[id], false)?)))
+            .collect::<Result<Vec<bool>>>()?;
+        Ok(cache.insert(Arc::new(ends)).clone())
+    }
+
     fn hits_stop(&self, ids: &[u32], stop: &[String]) -> Result<bool> {
         let text = self.tokenizer.decode(ids, true)?;
         Ok(stop.iter().any(|s| text.contains(s.as_str())))
     }
+}
+
+/// Whether a token's text ends a sentence (`"."`, `"!)"`, `"?\"" `), not
+/// merely contains a full stop (`".com"`).
+fn closes_sentence(text: &str) -> bool {
+    let body = text.trim_end().trim_end_matches(['"', '\'', '\u{201d}', '\u{2019}', ')', ']']);
+    body.ends_with(['.', '!', '?'])
 }
 
 /// The text before the earliest stop string.
@@ -340,7 +385,17 @@ fn cut_at_stop(mut text: String, stop: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::cut_at_stop;
+    use super::{closes_sentence, cut_at_stop};
+
+    #[test]
+    fn sentence_ends_are_final_punctuation_with_closing_marks() {
+        for text in [".", " great.", "!", "?)", ".\"", "...", ". "] {
+            assert!(closes_sentence(text), "{text:?}");
+        }
+        for text in [".com", " film", "", "\"", ",", "Mr"] {
+            assert!(!closes_sentence(text), "{text:?}");
+        }
+    }
 
     #[test]
     fn cuts_before_the_earliest_stop() {

@@ -222,8 +222,31 @@ def test_min_new_tokens_per_prompt_holds_back_stop_strings(default_model):
     assert held[-1].finish_reason == "length"
     with pytest.raises(ValueError, match="one per prompt"):
         default_model.generate([prompt] * 2, min_new_tokens=[1], max_new_tokens=4)
-    with pytest.raises(ValueError, match="max_new_tokens=4"):
+    with pytest.raises(ValueError, match=r"\[0, 4\]"):
         default_model.generate([prompt] * 2, min_new_tokens=[1, 5], max_new_tokens=4)
+
+
+def test_end_at_sentence_after_ends_rows_at_their_first_sentence_end_past_it(default_model):
+    """Past its own bound a row ends with the first token that closes a
+    sentence; it only cuts, so each row is a prefix of its free run (same
+    stream), and a row without a bound is the free run."""
+    prompt = "Here is a long, detailed movie review.\n\nReview:"
+    kw = dict(max_new_tokens=64, temperature=1.0, seed=3, return_ids=True)
+    after = [None, 1, 8, 16, 24, 40]
+    free = default_model.generate([prompt] * len(after), **kw)
+    cut = default_model.generate([prompt] * len(after), end_at_sentence_after=after, **kw)
+    assert cut[0] == free[0]
+    shortened = 0
+    for g, f, a in zip(cut[1:], free[1:], after[1:]):
+        assert f.token_ids[: len(g.token_ids)] == g.token_ids, "a row is cut, never changed"
+        if g.finish_reason == "stop":
+            assert len(g.token_ids) >= a and g.text.rstrip().rstrip("\"')").endswith((".", "!", "?")), g.text
+            shortened += len(g.token_ids) < len(f.token_ids)
+        else:
+            assert g == f, "a row that closes no sentence past its bound runs as before"
+    assert shortened >= 3, "the bound is tested where it binds"
+    with pytest.raises(ValueError, match="end_at_sentence_after"):
+        default_model.generate(prompt, end_at_sentence_after=0, max_new_tokens=4)
 
 
 @pytest.mark.parametrize(

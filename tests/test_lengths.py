@@ -44,16 +44,18 @@ def test_bins_without_records_do_not_keep_their_noise():
         empty.append(sum(hist.weights[1:]))
     assert step.sigma > 3 and np.mean(empty) < 0.05
     nothing = lengths.LengthHistogram([0, 8, 16], [0.0, 0.0])
-    assert nothing.minimums(1, range(5)) == [0] * 5, "no bin stood out of the noise: no minimum"
+    assert nothing.bounds(1, range(5)) == [(0, None)] * 5, "no bin stood out of the noise: no bounds"
 
 
-def test_each_sample_draws_its_minimum_from_its_own_stream():
+def test_each_sample_draws_its_bounds_from_its_own_stream():
     hist = lengths.LengthHistogram([0, 8, 16, 24], [0.0, 0.0, 1.0])
-    mins = hist.minimums(7, range(50))
-    assert all(int(lengths.MIN_FRACTION * 16) <= m <= int(lengths.MIN_FRACTION * 24) for m in mins)
-    assert len(set(mins)) > 1
-    assert hist.minimums(7, [3, 41]) == [mins[3], mins[41]], "a split or resumed run draws the same"
-    assert hist.minimums(8, range(50)) != mins
+    bounds = hist.bounds(7, range(50))
+    for least, end in bounds:
+        assert int(lengths.MIN_FRACTION * 16) <= least <= int(lengths.MIN_FRACTION * 24)
+        assert int(lengths.END_FRACTION * 16) <= end <= int(lengths.END_FRACTION * 24) and least <= end
+    assert len(set(bounds)) > 1
+    assert hist.bounds(7, [3, 41]) == [bounds[3], bounds[41]], "a split or resumed run draws the same"
+    assert hist.bounds(8, range(50)) != bounds
     assert lengths.LengthHistogram.from_dict(hist.to_dict()) == hist
     for bad in ({"edges": [0, 8], "weights": [1.0, 1.0]}, {"edges": [8, 0], "weights": [1.0]},
                 {"edges": [0, 8], "weights": [float("nan")]}, {"edges": [0, 8], "weights": [-1.0]}):

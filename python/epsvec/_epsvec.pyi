@@ -54,7 +54,7 @@ class Engine:
         params: SamplingParams,
         stop: list[str],
         steer: tuple[list[int], npt.NDArray[np.float32], str] | None = None,
-        min_new: list[int] | None = None,
+        lengths: list[tuple[int, int | None]] | None = None,
     ) -> list[tuple[list[int], str, str]]: ...
 
 def cuda_device_count() -> int: ...

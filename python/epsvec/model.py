@@ -93,14 +93,16 @@ def _streams(stream_start, streams, count: int) -> list[int]:
     return streams
 
 
-def _min_new_tokens(mins, count: int, max_new_tokens) -> list[int]:
-    """One ``min_new_tokens`` per prompt, each in [0, max_new_tokens]."""
-    mins = list(mins)
-    fits = lambda v: not isinstance(v, bool) and isinstance(v, int) and 0 <= v <= max_new_tokens
-    if len(mins) != count or not all(map(fits, mins)):
-        raise InvalidInputError(f"min_new_tokens must be one integer or one per prompt, each in [0, max_new_tokens="
-                                f"{max_new_tokens}]; got {len(mins)} values for {count} prompts")
-    return mins
+def _per_prompt(name: str, values, count: int, low: int, high: int, *, none_ok: bool = False) -> list:
+    """``values`` (one, or one per prompt) as one per prompt, each an
+    integer in [low, high] (or None where ``none_ok``)."""
+    one = values is None or isinstance(values, int)
+    values = [values] * count if one else list(values)
+    fits = lambda v: (v is None and none_ok) or (not isinstance(v, bool) and isinstance(v, int) and low <= v <= high)
+    if len(values) != count or not all(map(fits, values)):
+        raise InvalidInputError(f"{name} must be one integer or one per prompt, each in [{low}, {high}]"
+                                f"{' or None' if none_ok else ''}; got {len(values)} values for {count} prompts")
+    return values
 
 
 def _check_batch_size(batch_size: int) -> int:
@@ -216,6 +218,7 @@ class Model:
         *,
         max_new_tokens: int = 128,
         min_new_tokens: int | Sequence[int] = 0,
+        end_at_sentence_after: int | Sequence[int | None] | None = None,
         temperature: float = 1.0,
         top_p: float = 1.0,
         top_k: int = 0,
@@ -245,6 +248,11 @@ class Model:
                 would write a stop string (one containing it, or its opening
                 character when that is neither a letter nor a digit, such as
                 ``"\n"``) are suppressed.
+            end_at_sentence_after: From this many new tokens on (one, or
+                one per prompt; None = never), a continuation ends with its
+                first token that closes a sentence (``.``, ``!`` or ``?``,
+                then at most closing quotes or brackets); finish reason
+                ``"stop"``.
             temperature: Softmax temperature; 0 is greedy decoding.
             top_p: Nucleus sampling mass (1 = off).
             top_k: Keep the k most likely tokens (0 = off).
@@ -288,9 +296,9 @@ class Model:
         texts = _as_texts(prompts)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
             raise InvalidInputError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-        per_prompt_min = not isinstance(min_new_tokens, int)
+        per_prompt = not isinstance(min_new_tokens, int) or end_at_sentence_after is not None
         params = SamplingParams(
-            max_new_tokens=max_new_tokens, min_new_tokens=0 if per_prompt_min else min_new_tokens,
+            max_new_tokens=max_new_tokens, min_new_tokens=0 if per_prompt else min_new_tokens,
             temperature=temperature,
             top_p=top_p, top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed,
         )
@@ -308,7 +316,11 @@ class Model:
         steering = steering_matrix(steer, strength, len(ids), self.config.num_layers, self.config.hidden_size)
         batch_size = _check_batch_size(batch_size)
         streams = _streams(stream_start, streams, len(ids))
-        mins = _min_new_tokens(min_new_tokens, len(ids), max_new_tokens) if per_prompt_min else None
+        lengths = None
+        if per_prompt:  # SamplingParams has checked max_new_tokens
+            lengths = list(zip(_per_prompt("min_new_tokens", min_new_tokens, len(ids), 0, max_new_tokens),
+                               _per_prompt("end_at_sentence_after", end_at_sentence_after, len(ids), 1,
+                                           max_new_tokens, none_ok=True)))
 
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -322,7 +334,7 @@ class Model:
                     layers, matrix = steering
                     steer_rows = (layers, np.ascontiguousarray(matrix[rows]), positions)
                 out = self._engine.generate([ids[i] for i in rows], [streams[i] for i in rows], params, stop,
-                                            steer_rows, None if mins is None else [mins[i] for i in rows])
+                                            steer_rows, None if lengths is None else [lengths[i] for i in rows])
                 for i, (token_ids, text, finish) in zip(rows, out):
                     results[i] = Generation(text, token_ids, finish)
                 bar.update(len(rows))

@@ -33,7 +33,7 @@ from ._epsvec import SamplingParams
 from .errors import InvalidInputError, PrivacyError
 from .extract import (ClassPrompts, check_options, check_privacy, check_sample_rate, class_groups,
                       extract_classes, pooled_states, reading_records, resolve_layers, shots_by_label)
-from .lengths import MIN_FRACTION, LengthHistogram, release_lengths
+from .lengths import END_FRACTION, MIN_FRACTION, LengthHistogram, release_lengths
 from .model import REPEATED_PROMPT_ROWS, Model, load_model, mean_states_without_sink
 from .privacy import gaussian_sigma, noisy_histogram
 from .progress import titled
@@ -289,11 +289,12 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
                        temperature: float, top_p: float, max_new_tokens: int, tidy: bool = True,
                        batch_size: int = 16, progress: bool = False) -> list[str]:
     """Samples ``indices`` of one class, each :func:`~epsvec.tidy.tidy` unless
-    ``tidy`` is False, each at least as long as its draw from the plan's
-    length histogram (if it has one). Sample ``j`` depends only on (seed, j),
+    ``tidy`` is False, each as long as its draw from the plan's length
+    histogram says (if it has one). Sample ``j`` depends only on (seed, j),
     so a run can be split or resumed without changing it."""
     indices = list(indices)
-    mins = [0] * len(indices) if plan.lengths is None else plan.lengths.minimums(derive_seed(seed, "length"), indices)
+    bounds = [(0, None)] * len(indices) if plan.lengths is None else plan.lengths.bounds(derive_seed(seed, "length"),
+                                                                                         indices)
     out = [""] * len(indices)
     todo = list(range(len(indices)))
     steer = None if plan.vector is None or strength == 0 else plan.vector
@@ -308,7 +309,9 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
                                batch_size=batch_size,
                                progress=progress and attempt == 0 and titled("samples", plan.label_text),
                                streams=[indices[r] for r in todo], return_ids=True,
-                               min_new_tokens=[min(mins[r], max_new_tokens) for r in todo],
+                               min_new_tokens=[min(bounds[r][0], max_new_tokens) for r in todo],
+                               end_at_sentence_after=[bounds[r][1] and min(bounds[r][1], max_new_tokens)
+                                                      for r in todo],
                                add_special_tokens=plan.format.add_special_tokens)
         for r, g in zip(todo, drawn):
             out[r] = tidy_sample(g.text, g.finish_reason == "length") if tidy else g.text.strip()
@@ -331,8 +334,9 @@ def _keep_best_aligned(model: Model, plan: ClassPlan, texts: list[str], n: int, 
 def _length_note(plans: list[ClassPlan]) -> dict:
     if all(p.lengths is None for p in plans):
         return {}
-    return {"lengths": f"each sample writes at least {MIN_FRACTION} x a length drawn from its class's released "
-                       "length histogram before it may end (post-processing: free)"}
+    return {"lengths": f"each sample draws a length from its class's released length histogram, writes at least "
+                       f"{MIN_FRACTION} x it before it may end and, from {END_FRACTION} x it on, ends at its first "
+                       "sentence end (post-processing: free)"}
 
 
 def _oversample_note(oversample: int) -> dict:

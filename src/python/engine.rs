@@ -13,7 +13,7 @@ use super::errors::run;
 use super::sampling::PySamplingParams;
 use crate::engine::Engine;
 use crate::error::EpsvecError;
-use crate::generate::SteerBatch;
+use crate::generate::{RowLength, SteerBatch};
 use crate::hooks::{Pool, Positions};
 
 #[pyclass(name = "Engine", module = "epsvec._epsvec")]
@@ -234,9 +234,10 @@ impl PyEngine {
     /// Continuations of one batch of prompts (token ids):
     /// `(generated ids, text, finish reason)` per prompt. `streams` name
     /// each prompt's random stream; `steer` is `(layers, vectors
-    /// [rows, layers, hidden], positions)`; `min_new` each prompt's
-    /// `min_new_tokens` (default: the params').
-    #[pyo3(signature = (ids, streams, params, stop, steer = None, min_new = None))]
+    /// [rows, layers, hidden], positions)`; `lengths` each prompt's
+    /// `(min_new_tokens, end_at_sentence_after)` (default: the params'
+    /// minimum, no sentence end).
+    #[pyo3(signature = (ids, streams, params, stop, steer = None, lengths = None))]
     #[allow(clippy::too_many_arguments)]
     fn generate(
         &self,
@@ -246,7 +247,7 @@ impl PyEngine {
         params: PySamplingParams,
         stop: Vec<String>,
         steer: Option<(Vec<usize>, PyReadonlyArray3<'_, f32>, String)>,
-        min_new: Option<Vec<usize>>,
+        lengths: Option<Vec<(usize, Option<usize>)>>,
     ) -> PyResult<Vec<(Vec<u32>, String, &'static str)>> {
         let steer = match steer {
             Some((layers, vectors, positions)) => {
@@ -261,8 +262,13 @@ impl PyEngine {
                 }
                 None => None,
             };
+            let lengths: Option<Vec<RowLength>> = lengths.map(|l| {
+                l.into_iter()
+                    .map(|(min_new, end_at_sentence_after)| RowLength { min_new, end_at_sentence_after })
+                    .collect()
+            });
             let out =
-                self.engine().generate(&ids, &streams, &params.inner, &stop, steer.as_ref(), min_new.as_deref())?;
+                self.engine().generate(&ids, &streams, &params.inner, &stop, steer.as_ref(), lengths.as_deref())?;
             Ok(out.into_iter().map(|g| (g.ids, g.text, g.finish.as_str())).collect())
         })
     }
