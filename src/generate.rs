@@ -140,9 +140,10 @@ impl Engine {
             None
         };
         // Only when some row may end at a sentence: which tokens close one.
-        let sentence_end = match lengths.iter().any(|l| l.end_at_sentence_after.is_some()) {
-            true => Some(self.sentence_end_tokens()?),
-            false => None,
+        let sentence_end = if lengths.iter().any(|l| l.end_at_sentence_after.is_some()) {
+            Some(self.sentence_end_tokens()?)
+        } else {
+            None
         };
         let mut active = Active {
             rows: (0..n).collect(),
@@ -166,8 +167,10 @@ impl Engine {
         for step in 0..params.max_new_tokens {
             logits = logits.f_to_kind(Kind::Float)?;
             if let Some(early_end) = early_end.as_ref() {
-                let short: Vec<i64> =
-                    (0..active.rows.len()).filter(|&r| step < lengths[active.rows[r]].min_new).map(|r| r as i64).collect();
+                let short: Vec<i64> = (0..active.rows.len())
+                    .filter(|&r| step < lengths[active.rows[r]].min_new)
+                    .map(|r| r as i64)
+                    .collect();
                 if !short.is_empty() {
                     let short = Tensor::f_from_slice(&short)?.f_to_device(device)?;
                     let held = logits.f_index_select(0, &short)?.f_index_fill(1, early_end, f64::NEG_INFINITY)?;
@@ -185,13 +188,12 @@ impl Engine {
                     continue;
                 }
                 outputs[row].push(token as u32);
-                let closes_sentence = |after: usize| {
-                    outputs[row].len() >= after
+                let ends_sentence_past_bound = |bound: usize| {
+                    outputs[row].len() >= bound
                         && sentence_end.as_ref().is_some_and(|ends| ends.get(token as usize) == Some(&true))
                 };
-                if !stop.is_empty() && self.hits_stop(&outputs[row], stop)? {
-                    finish[row] = Some(Finish::Stop);
-                } else if lengths[row].end_at_sentence_after.is_some_and(closes_sentence) {
+                let hits_stop = !stop.is_empty() && self.hits_stop(&outputs[row], stop)?;
+                if hits_stop || lengths[row].end_at_sentence_after.is_some_and(ends_sentence_past_bound) {
                     finish[row] = Some(Finish::Stop);
                 } else if outputs[row].len() == params.max_new_tokens {
                     finish[row] = Some(Finish::Length);
@@ -368,7 +370,7 @@ impl Engine {
     }
 }
 
-/// Whether a token's text ends a sentence (`"."`, `"!)"`, `"?\"" `), not
+/// Whether a token's text ends a sentence (`"."`, `"!)"`, `"?\""`), not
 /// merely contains a full stop (`".com"`).
 fn closes_sentence(text: &str) -> bool {
     let body = text.trim_end().trim_end_matches(['"', '\'', '\u{201d}', '\u{2019}', ')', ']']);

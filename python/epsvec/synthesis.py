@@ -295,6 +295,8 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
     indices = list(indices)
     bounds = [(0, None)] * len(indices) if plan.lengths is None else plan.lengths.bounds(derive_seed(seed, "length"),
                                                                                          indices)
+    least = [min(low, max_new_tokens) for low, _ in bounds]
+    ends = [None if end is None else min(end, max_new_tokens) for _, end in bounds]
     out = [""] * len(indices)
     todo = list(range(len(indices)))
     steer = None if plan.vector is None or strength == 0 else plan.vector
@@ -309,9 +311,7 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
                                batch_size=batch_size,
                                progress=progress and attempt == 0 and titled("samples", plan.label_text),
                                streams=[indices[r] for r in todo], return_ids=True,
-                               min_new_tokens=[min(bounds[r][0], max_new_tokens) for r in todo],
-                               end_at_sentence_after=[bounds[r][1] and min(bounds[r][1], max_new_tokens)
-                                                      for r in todo],
+                               min_new_tokens=[least[r] for r in todo], end_at_sentence_after=[ends[r] for r in todo],
                                add_special_tokens=plan.format.add_special_tokens)
         for r, g in zip(todo, drawn):
             out[r] = tidy_sample(g.text, g.finish_reason == "length") if tidy else g.text.strip()

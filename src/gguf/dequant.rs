@@ -98,7 +98,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
         return Err(EpsvecError::ModelLoad(format!("dequantizing {ty} tensors is not supported")));
     }
     let (block, size) = (ty.block_size(), ty.type_size());
-    if n % block != 0 || (n / block).checked_mul(size) != Some(bytes.len()) {
+    if !n.is_multiple_of(block) || (n / block).checked_mul(size) != Some(bytes.len()) {
         return Err(EpsvecError::InvalidInput(format!(
             "{ty}: {} bytes do not hold {n} elements in blocks of {block} elements / {size} bytes",
             bytes.len()
