@@ -30,7 +30,7 @@ LENGTH_BINS = 8
 MIN_FRACTION = 0.5
 # Without an end a minimum only lengthens where the model already writes
 # long; ending at a sentence past 1.25 x the draw kept MAUVE and brought
-# lengths closer (tuning round 7).
+# lengths closer (tuning round 7). None: no end.
 END_FRACTION = 1.25
 
 
