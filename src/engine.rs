@@ -3,7 +3,7 @@
 //! padding is computed; results come back in the caller's order.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use ndarray::{Array2, Array3};
 use tch::{Device, Kind, Tensor};
@@ -24,10 +24,8 @@ pub struct Engine {
     pub format: &'static str,
     weight_files: Vec<PathBuf>,
     fingerprint: OnceLock<String>,
-    /// The last stop list and the tokens it ends a row with (see `generate`).
-    pub(crate) early_end_cache: Mutex<Option<(Vec<String>, Vec<i64>)>>,
-    /// Which tokens close a sentence (see `generate`).
-    pub(crate) sentence_end_cache: Mutex<Option<Arc<Vec<bool>>>>,
+    /// Each token id's text, decoded on first use (see `generate`).
+    pub(crate) token_texts: OnceLock<Vec<String>>,
 }
 
 /// A public prompt prefix after one run: its KV cache and token states.
@@ -56,8 +54,7 @@ impl Engine {
             format: c.format,
             weight_files: c.weight_files,
             fingerprint: OnceLock::new(),
-            early_end_cache: Mutex::new(None),
-            sentence_end_cache: Mutex::new(None),
+            token_texts: OnceLock::new(),
         })
     }
 

@@ -3,8 +3,6 @@
 //! are dropped), so they stop costing compute. Decoding steps run the
 //! model's plain-Rust step where it has one (`model::decode_step`).
 
-use std::sync::Arc;
-
 use tch::{Device, Kind, Tensor};
 
 use crate::engine::Engine;
@@ -321,47 +319,35 @@ impl Engine {
         Ok(seen.f_narrow(1, 0, vocab)?.f_ne(0)?)
     }
 
+    /// Each token id's own text, decoded once per engine: the stop and
+    /// sentence checks below read the whole vocabulary.
+    fn token_texts(&self) -> Result<&[String]> {
+        if let Some(texts) = self.token_texts.get() {
+            return Ok(texts);
+        }
+        let vocab = self.tokenizer.vocab_size().min(self.model.config.vocab_size as usize) as u32;
+        let texts = (0..vocab).map(|id| self.tokenizer.decode(&[id], false)).collect::<Result<Vec<_>>>()?;
+        Ok(self.token_texts.get_or_init(|| texts))
+    }
+
     /// The tokens suppressed while a row is below its minimum length: end of
     /// sequence, and every token whose text contains a stop string or the
     /// opening character of one that opens with neither a letter nor a digit
-    /// (the `\n` or `<` that starts the end of an example). Computed once
-    /// per stop list.
+    /// (the `\n` or `<` that starts the end of an example).
     fn early_end_tokens(&self, stop: &[String]) -> Result<Vec<i64>> {
-        // A poisoned lock only means another call failed; the cache is still whole.
-        let mut cache = self.early_end_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((cached_stop, ids)) = cache.as_ref() {
-            if cached_stop == stop {
-                return Ok(ids.clone());
-            }
-        }
         let openings: Vec<char> =
             stop.iter().filter_map(|s| s.chars().next()).filter(|c| !c.is_alphanumeric()).collect();
+        let ends_early = |text: &String| text.contains(&openings[..]) || stop.iter().any(|s| text.contains(s.as_str()));
         let mut ids: Vec<i64> = self.model.config.eos_token_ids.iter().map(|&id| id as i64).collect();
-        for id in 0..self.tokenizer.vocab_size().min(self.model.config.vocab_size as usize) as u32 {
-            let text = self.tokenizer.decode(&[id], false)?;
-            if text.contains(&openings[..]) || stop.iter().any(|s| text.contains(s.as_str())) {
-                ids.push(id as i64);
-            }
-        }
+        ids.extend(self.token_texts()?.iter().enumerate().filter(|(_, t)| ends_early(t)).map(|(id, _)| id as i64));
         ids.sort_unstable();
         ids.dedup();
-        *cache = Some((stop.to_vec(), ids.clone()));
         Ok(ids)
     }
 
-    /// Per token id, whether its text closes a sentence: ends, before any
-    /// trailing space, with `.`, `!` or `?` and then at most closing quotes
-    /// or brackets. Computed once per engine.
-    fn sentence_end_tokens(&self) -> Result<Arc<Vec<bool>>> {
-        let mut cache = self.sentence_end_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ends) = cache.as_ref() {
-            return Ok(ends.clone());
-        }
-        let vocab = self.tokenizer.vocab_size().min(self.model.config.vocab_size as usize) as u32;
-        let ends = (0..vocab)
-            .map(|id| Ok(closes_sentence(&self.tokenizer.decode(&[id], false)?)))
-            .collect::<Result<Vec<bool>>>()?;
-        Ok(cache.insert(Arc::new(ends)).clone())
+    /// Per token id, whether its text closes a sentence (`closes_sentence`).
+    fn sentence_end_tokens(&self) -> Result<Vec<bool>> {
+        Ok(self.token_texts()?.iter().map(|t| closes_sentence(t)).collect())
     }
 
     fn hits_stop(&self, ids: &[u32], stop: &[String]) -> Result<bool> {

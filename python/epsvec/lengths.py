@@ -55,8 +55,8 @@ class LengthHistogram:
         bins = np.minimum(bins, len(self.weights) - 1)
         low, high = np.array(self.edges[:-1])[bins], np.array(self.edges[1:])[bins]
         lengths = low + draws[:, 1] * (high - low)
-        ends = [None if END_FRACTION is None else max(1, int(END_FRACTION * lengths[j])) for j in indices]
-        return [(int(MIN_FRACTION * lengths[j]), end) for j, end in zip(indices, ends)]
+        end = lambda j: None if END_FRACTION is None else max(1, int(END_FRACTION * lengths[j]))
+        return [(int(MIN_FRACTION * lengths[j]), end(j)) for j in indices]
 
     def to_dict(self) -> dict:
         return {"edges": self.edges, "weights": self.weights}
