@@ -11,7 +11,8 @@
 //!   output rows; it dequantizes one weight row into a buffer that stays in
 //!   L1 and takes its dot product with every input row (four at a time).
 //!   On AVX-512, one input row takes each value straight from the register
-//!   it is dequantized into. Sums do not depend on the thread count, so a
+//!   it is dequantized into, four weight rows at a time (independent sums
+//!   in flight, the next rows prefetched). Sums do not depend on the thread count, so a
 //!   seeded run repeats on a machine.
 //! - More rows (prompts, capture): a few MB of weight rows at a time are
 //!   dequantized to a float32 tensor and multiplied by libtorch.
@@ -183,7 +184,7 @@ impl BlockWeight {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     unsafe fn rows_times_avx512(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
-        let fused: Fused = avx512::dot;
+        let fused: (Fused<4>, Fused<1>) = (avx512::dots::<4>, avx512::dots::<1>);
         unsafe {
             self.rows_times_with(
                 rows,
@@ -216,40 +217,57 @@ impl BlockWeight {
         x: &[f32],
         y: &Shared,
         dequantize: Dequantize,
-        fused: Option<Fused>,
+        fused: Option<(Fused<4>, Fused<1>)>,
         group: Dots,
         one: Dots,
     ) {
         let (in_dim, out_dim) = (self.in_dim, self.out_dim);
         let mut sums = [0.0f32; GROUP];
         let mut w = vec![0.0f32; in_dim];
-        for o in rows {
-            let (ty, bytes) = self.row(o);
-            // SAFETY (both): the wrappers checked the CPU's features.
-            if let Some(sum) = fused.filter(|_| x.len() == in_dim).and_then(|f| unsafe { f(ty, bytes, x) }) {
-                // SAFETY: column o of the one row: this thread's (the caller's promise).
-                unsafe { *y.get().add(o) = sum };
+        for (start, ty, bytes, row_bytes) in self.runs(rows) {
+            let fused = fused.filter(|_| x.len() == in_dim);
+            // SAFETY: the wrappers checked the CPU's features; these columns are this thread's.
+            if fused.is_some_and(|(four, one)| unsafe { fused_rows(ty, bytes, row_bytes, start, x, y, four, one) }) {
                 continue;
             }
-            unsafe { dequantize(ty, bytes, &mut w) };
-            for (g, xs) in x.chunks(GROUP * in_dim).enumerate() {
-                let count = xs.len() / in_dim;
-                if count == GROUP {
-                    // SAFETY: `dots` needs `w.len()` a multiple of 16 (rows are whole blocks of 32 or
-                    // 256) and `xs` `[GROUP, in]`; the wrappers checked the CPU's features.
-                    unsafe { group(&w, xs, &mut sums) };
-                } else {
-                    for (r, x) in xs.chunks_exact(in_dim).enumerate() {
-                        // SAFETY: as above, for one row.
-                        unsafe { one(&w, x, &mut sums[r..r + 1]) };
+            for (o, bytes) in (start..).zip(bytes.chunks_exact(row_bytes)) {
+                // SAFETY (both): the wrappers checked the CPU's features.
+                unsafe { dequantize(ty, bytes, &mut w) };
+                for (g, xs) in x.chunks(GROUP * in_dim).enumerate() {
+                    let count = xs.len() / in_dim;
+                    if count == GROUP {
+                        // SAFETY: `dots` needs `w.len()` a multiple of 16 (rows are whole blocks of 32 or
+                        // 256) and `xs` `[GROUP, in]`; the wrappers checked the CPU's features.
+                        unsafe { group(&w, xs, &mut sums) };
+                    } else {
+                        for (r, x) in xs.chunks_exact(in_dim).enumerate() {
+                            // SAFETY: as above, for one row.
+                            unsafe { one(&w, x, &mut sums[r..r + 1]) };
+                        }
                     }
-                }
-                for (r, &s) in sums[..count].iter().enumerate() {
-                    // SAFETY: row g * GROUP + r of x, column o: this thread's (the caller's promise).
-                    unsafe { *y.get().add((g * GROUP + r) * out_dim + o) = s };
+                    for (r, &s) in sums[..count].iter().enumerate() {
+                        // SAFETY: row g * GROUP + r of x, column o: this thread's (the caller's promise).
+                        unsafe { *y.get().add((g * GROUP + r) * out_dim + o) = s };
+                    }
                 }
             }
         }
+    }
+
+    /// The rows `rows` as runs within one part: (first row, type, the run's
+    /// bytes, bytes per row).
+    fn runs(&self, rows: Range<usize>) -> Vec<(usize, GgmlType, &[u8], usize)> {
+        let mut first = 0;
+        let mut runs = Vec::with_capacity(self.parts.len());
+        for part in &self.parts {
+            let (start, end) = (rows.start.max(first), rows.end.min(first + part.rows));
+            if start < end {
+                let bytes = &part.bytes[(start - first) * part.row_bytes..(end - first) * part.row_bytes];
+                runs.push((start, part.ty, bytes, part.row_bytes));
+            }
+            first += part.rows;
+        }
+        runs
     }
 
     /// `x` `[.., in]` (float32, CPU) times `Wᵀ`: `[.., out]`.
@@ -315,14 +333,56 @@ impl BlockWeight {
 
 /// Whether the AVX-512 kernels run here.
 #[cfg(target_arch = "x86_64")]
+/// Columns `start..` of one input row `x` for the weight rows in `bytes`
+/// (one type), by the fused kernels four rows at a time; `false`, with
+/// nothing written, for a type without a fused kernel.
+///
+/// # Safety
+/// The CPU has the kernels' features, and these columns of `y` are the caller's alone.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fused_rows(
+    ty: GgmlType,
+    bytes: &[u8],
+    row_bytes: usize,
+    start: usize,
+    x: &[f32],
+    y: &Shared,
+    four: Fused<4>,
+    one: Fused<1>,
+) -> bool {
+    let mut rows = bytes.chunks_exact(row_bytes);
+    let mut o = start;
+    while rows.len() >= 4 {
+        let group: [&[u8]; 4] = std::array::from_fn(|_| rows.next().expect("four rows left"));
+        let mut sums = [0.0f32; 4];
+        // SAFETY: the caller's promises; a type without a kernel is refused before any write.
+        if !unsafe { four(ty, group, x, &mut sums) } {
+            return false;
+        }
+        unsafe { std::ptr::copy_nonoverlapping(sums.as_ptr(), y.get().add(o), 4) };
+        o += 4;
+    }
+    for row in rows {
+        let mut sum = [0.0f32];
+        // SAFETY: as above.
+        if !unsafe { one(ty, [row], x, &mut sum) } {
+            return false;
+        }
+        unsafe { *y.get().add(o) = sum[0] };
+        o += 1;
+    }
+    true
+}
+
 fn wide() -> bool {
     is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
 }
 
 /// Dequantizes whole blocks of a type into floats (`gguf::dequant`).
 type Dequantize = unsafe fn(GgmlType, &[u8], &mut [f32]);
-/// One weight row's dot product with one input row, if the type has a kernel.
-type Fused = unsafe fn(GgmlType, &[u8], &[f32]) -> Option<f32>;
+/// `R` weight rows' dot products with one input row, `false` for a type without a kernel.
+type Fused<const R: usize> = unsafe fn(GgmlType, [&[u8]; R], &[f32], &mut [f32; R]) -> bool;
 
 #[inline(always)]
 unsafe fn portable(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
@@ -550,6 +610,13 @@ mod tests {
         want.extend(dequantize(GgmlType::Q4_0, &b, 2 * in_dim).unwrap());
         want.extend(dequantize(GgmlType::Q4_0, &c, in_dim).unwrap());
         assert_eq!(rows, want);
+        // One input row through runs of a fused type (Q8_0) and one without a fused kernel (Q4_0).
+        let x: Vec<f32> = (0..in_dim).map(|i| (i as f32 * 0.61).cos()).collect();
+        let mut got = vec![0.0; 6];
+        stacked.times(&x, 1, &mut got);
+        for (o, (g, w)) in got.iter().zip(reference(&want, &x, 1, in_dim, 6)).enumerate() {
+            assert!((f64::from(*g) - w).abs() < 1e-4, "row {o}: {g} vs {w}");
+        }
         let reordered = piece(GgmlType::Q8_0, 3, &a).reorder_rows(&[2, 0, 1]).unwrap();
         let mut got = vec![0.0; 3 * in_dim];
         reordered.dequantize_rows(0..3, &mut got);
