@@ -10,6 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
 use crate::hooks::{BlockHook, Capture, Pool};
+use crate::model::blocks::BlockMode;
 use crate::model::decoder::Decoder;
 use crate::model::kv_cache::KvCache;
 use crate::model::layers::Batch;
@@ -45,9 +46,9 @@ pub struct Encoded {
 }
 
 impl Engine {
-    /// Loads a checkpoint; see `load_checkpoint` for `keep_blocks`.
-    pub fn load(path: &Path, device: Device, kind: Kind, keep_blocks: bool) -> Result<Self> {
-        let c = load_checkpoint(path, Placement { device, kind }, keep_blocks)?;
+    /// Loads a checkpoint; see `load_checkpoint` for `blocks`.
+    pub fn load(path: &Path, device: Device, kind: Kind, blocks: BlockMode) -> Result<Self> {
+        let c = load_checkpoint(path, Placement { device, kind }, blocks)?;
         Ok(Self {
             model: c.model,
             tokenizer: c.tokenizer,

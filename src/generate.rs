@@ -257,6 +257,41 @@ impl Engine {
             .collect()
     }
 
+    /// Next-token logits at every position of `ids` (`[len, vocab]`),
+    /// computed as generation computes them: the first token as a prompt,
+    /// then one decoding step per token (the plain-Rust step where it
+    /// runs), so a decoding setting such as 8-bit activations can be
+    /// checked against the exact path.
+    pub fn stepwise_logits(&self, ids: &[u32]) -> Result<ndarray::Array2<f32>> {
+        let config = &self.model.config;
+        if ids.is_empty() || ids.len() > config.max_position_embeddings as usize {
+            return Err(EpsvecError::InvalidInput(format!(
+                "stepwise logits need 1 to {} tokens, got {}",
+                config.max_position_embeddings,
+                ids.len()
+            )));
+        }
+        let device = self.device();
+        let mut cache = KvCache::new(config, 1, ids.len() as i64, self.model.placement)?;
+        let first = Batch::left_padded(&[&ids[..1]], 0, device)?;
+        let mut rows = vec![self.model.logits(&self.forward_step(&first, &mut cache, None)?)?];
+        for (t, &token) in ids.iter().enumerate().skip(1) {
+            let batch = Batch {
+                input_ids: Tensor::f_from_slice(&[i64::from(token)])?.f_reshape([1, 1])?.f_to_device(device)?,
+                attention_mask: Tensor::f_ones([1, t as i64 + 1], (Kind::Int64, device))?,
+                positions: Tensor::f_from_slice(&[t as i64])?.f_reshape([1, 1])?.f_to_device(device)?,
+            };
+            rows.push(match self.model.decode_step() {
+                Some(step) if step.fits(1) => step.step(&batch, &mut cache, &[])?,
+                _ => self.model.logits(&self.forward_step(&batch, &mut cache, None)?)?,
+            });
+        }
+        let logits = Tensor::f_cat(&rows, 0)?.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_contiguous()?;
+        let values = Vec::<f32>::try_from(logits.f_reshape([-1])?)?;
+        Ok(ndarray::Array2::from_shape_vec((ids.len(), config.vocab_size as usize), values)
+            .expect("one row of logits per token"))
+    }
+
     /// The prefill of `rows` copies of one prompt: run once, then its last
     /// state and KV cache are copied to every row.
     fn prefill_once(

@@ -22,7 +22,8 @@ def gemma_gguf():
 
 @pytest.fixture(scope="module")
 def gemma(gemma_gguf):
-    return epsvec.load_model("gemma-3-270m", device="cpu")
+    # Exact products: the default's 8-bit activations for its K-quant blocks are checked in test_gguf_blocks.
+    return epsvec.load_model("gemma-3-270m", device="cpu", activations="float32")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,12 @@ against the same file dequantised to float32 at load (``dtype="float32"``,
 the reference path): every format the named models hold (Q4_1, Q8_0, Q5_0,
 Q4_K, Q6_K; the tiny models of test_gguf_models add Q4_0, Q5_1 and their
 own check against transformers), through prefill, capture and the decoding
-step. The named Qwen models assemble from their PyPI parts."""
+step. The named Qwen models assemble from their PyPI parts.
+
+Exact products are ``activations="float32"``; the default quantizes
+decoding steps' activations to 8 bits for the K-quant blocks (llama.cpp's
+numerics), checked here against the same reference by top-1 agreement and
+KL divergence."""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ MODELS = ["smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct"
 @pytest.fixture(scope="module", params=MODELS)
 def both(request):
     try:
-        blocks = epsvec.load_model(request.param, device="cpu")
+        blocks = epsvec.load_model(request.param, device="cpu", activations="float32")
     except ModelLoadError as e:
         pytest.skip(str(e))
     return blocks, epsvec.load_model(request.param, device="cpu", dtype="float32")
@@ -57,6 +62,62 @@ def test_greedy_decoding_matches_at_one_row_and_several(both):
         kw = dict(max_new_tokens=16, temperature=0, batch_size=batch, progress=False, return_ids=True)
         got = [g.token_ids for g in blocks.generate(prompts, **kw)]
         assert got == [g.token_ids for g in dense.generate(prompts, **kw)], f"batch {batch}"
+
+
+def log_softmax(logits):
+    x = np.concatenate(logits).astype(np.float64)
+    x -= x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def test_stepwise_logits_are_the_decoding_steps(both, rotten_tomatoes):
+    """One decoding step per token gives the prompt pass's logits (the
+    plain-Rust step against libtorch), on blocks and on the dense path."""
+    texts = rotten_tomatoes[:2]
+    for model in both:
+        for g, w in zip(model.logits(texts, stepwise=True), model.logits(texts)):
+            assert g.shape == w.shape and np.abs(g - w).max() <= 1e-4 * np.abs(w).max()
+
+
+def test_int8_activations_stay_close_to_the_reference(both, rotten_tomatoes):
+    """The default decoding numerics: top-1 agreement and KL(reference ||
+    int8) per token on real text. Only K-quant blocks change; a model
+    without them decodes exactly as with float32 activations."""
+    exact, dense = both
+    int8 = epsvec.load_model(exact.path, device="cpu")
+    texts = rotten_tomatoes[20:24]
+    want, got = dense.logits(texts, stepwise=True), int8.logits(texts, stepwise=True)
+    p, q = log_softmax(want), log_softmax(got)
+    agree = (p.argmax(-1) == q.argmax(-1)).mean()
+    kl = (np.exp(p) * (p - q)).sum(-1).mean()
+    same = all(np.array_equal(a, b) for a, b in zip(got, exact.logits(texts, stepwise=True)))
+    from gguf import GGUFReader
+
+    if not {t.tensor_type.name for t in GGUFReader(exact.path).tensors} & {"Q4_K", "Q6_K"}:
+        assert same, "no K-quant blocks: int8 changes nothing"
+    else:
+        assert not same, "K-quant blocks: the 8-bit products are in use"
+        assert agree >= 0.9 and kl <= 0.02, (agree, kl)
+
+
+def test_int8_decoding_repeats(both):
+    """Integer sums within a superblock, float32 in a fixed order: a seeded
+    run repeats, at one row and several."""
+    _, dense = both
+    int8 = epsvec.load_model(dense.path, device="cpu")
+    prompts = ["The film opens with", "A quiet, moving drama about", "Critics agreed that"]
+    for batch in (1, 3):
+        kw = dict(max_new_tokens=12, temperature=1.0, seed=3, batch_size=batch, progress=False)
+        assert int8.generate(prompts, **kw) == int8.generate(prompts, **kw), f"batch {batch}"
+
+
+def test_activations_is_checked():
+    with pytest.raises(epsvec.errors.InvalidInputError, match="activations must be"):
+        epsvec.load_model(device="cpu", activations="int4")
+    with pytest.raises(epsvec.errors.InvalidInputError, match="computes from GGUF blocks on the CPU"):
+        epsvec.load_model(device="cpu", dtype="float32", activations="int8")
+    with pytest.raises(TypeError, match="must be strings"):
+        epsvec.load_model(device="cpu", activations=8)
 
 
 def test_a_named_model_needs_its_parts(tmp_path, monkeypatch):

@@ -208,8 +208,16 @@ class Model:
             return self._engine.token_states(ids, layers, batch_size)
         return self._engine.pooled_states(ids, layers, pool, batch_size)
 
-    def logits(self, texts: str | Iterable[str], *, batch_size: int = 8) -> list[np.ndarray]:
-        """Next-token logits at every position: one float32 ``[n_tokens, vocab]`` array per text."""
+    def logits(self, texts: str | Iterable[str], *, batch_size: int = 8, stepwise: bool = False) -> list[np.ndarray]:
+        """Next-token logits at every position: one float32 ``[n_tokens, vocab]`` array per text.
+
+        With ``stepwise=True`` each text is fed one token at a time through
+        the decoding step, as ``generate`` computes (one text at a time;
+        ``batch_size`` is unused): this is where ``activations="int8"``
+        applies, so it shows what decoding sees.
+        """
+        if stepwise:
+            return self._engine.stepwise_logits(self._encode(texts))
         return self._engine.logits(self._encode(texts), _check_batch_size(batch_size))
 
     def generate(
@@ -391,7 +399,8 @@ def _flatten_steers(steer: Any) -> list[Any]:
     return [] if steer is None else [steer]
 
 
-def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto") -> Model:
+def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto",
+               activations: str = "auto") -> Model:
     """Load a model (Llama, Mistral, Qwen2/3, Gemma 2/3, OLMo 2/3).
 
     Args:
@@ -410,6 +419,12 @@ def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", d
             float32 activations by them (exact dequantisation, row by row:
             memory about the file's size); ``"float32"`` dequantises the
             whole file at load, the reference path.
+        activations: With GGUF blocks on the CPU, how decoding steps
+            multiply: ``"int8"`` (the default, ``"auto"``) quantizes the
+            activations to 8 bits per 256 values for the K-quant blocks
+            (Q4_K, Q6_K) as llama.cpp does, on CPUs with AVX-512; other
+            blocks, prompts and hidden states stay float32. ``"float32"``
+            keeps every product exact.
 
     Returns:
         The loaded :class:`Model`.
@@ -434,8 +449,8 @@ def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", d
         if not os.path.exists(resolved) and os.sep not in resolved and not resolved.endswith(".gguf"):
             raise ModelLoadError(f"{resolved!r} is neither a path nor a known model name; known names: "
                                  f"{', '.join(NAMED_MODELS)}")
-    if not isinstance(device, str) or not isinstance(dtype, str):
-        raise TypeError("device and dtype must be strings, e.g. device='cuda', dtype='bfloat16'")
+    if not all(isinstance(v, str) for v in (device, dtype, activations)):
+        raise TypeError("device, dtype and activations must be strings, e.g. device='cuda', dtype='bfloat16'")
     if device != "cpu":
         _cuda.enable_cuda()
-    return Model(Engine(str(resolved), device, dtype), str(resolved))
+    return Model(Engine(str(resolved), device, dtype, activations), str(resolved))

@@ -10,6 +10,7 @@ use crate::error::{EpsvecError, Result};
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+pub mod q8k;
 
 /// Declares [`GgmlType`] from one row per type: ggml id, elements per block,
 /// bytes per block (ggml.h / gguf-py `GGML_QUANT_SIZES`).
@@ -315,12 +316,18 @@ fn q3_k(b: &[u8; 110], at: usize, y: &mut [f32]) {
 /// (ggml's `get_scale_min_k4`): eight 6-bit scales and eight 6-bit mins.
 #[inline(always)]
 fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
-    let (sc, m) = if j < 4 {
+    let (sc, m) = scale_min_k4_codes(j, q);
+    (f32::from(sc), f32::from(m))
+}
+
+/// The 6-bit scale and minimum of sub-block `j` of a Q4_K/Q5_K block.
+#[inline(always)]
+fn scale_min_k4_codes(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
         ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
-    };
-    (f32::from(sc), f32::from(m))
+    }
 }
 
 /// Q4_K: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of

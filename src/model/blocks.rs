@@ -24,6 +24,7 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{EpsvecError, Result};
 #[cfg(target_arch = "x86_64")]
 use crate::gguf::dequant::avx512;
+use crate::gguf::dequant::q8k::{self, Q8Rows};
 use crate::gguf::dequant::GgmlType;
 use crate::gguf::dequant::{dequantize_blocks, dequantizes};
 use crate::gguf::Mapped;
@@ -36,12 +37,28 @@ const CHUNK_ELEMENTS: usize = 1 << 20;
 /// Input rows whose dot products share one pass over a weight row.
 const GROUP: usize = 4;
 
+/// How a GGUF file's quantized weights are computed with on the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockMode {
+    /// Dequantized to float32 tensors at load: the reference.
+    Dequantized,
+    /// Kept in their blocks, with float32 activations (exact dequantization).
+    Exact,
+    /// Kept in their blocks; decoding steps quantize the activations to 8
+    /// bits for the types `q8k` has kernels for on this CPU (llama.cpp's
+    /// numerics), float32 activations elsewhere (prompts, capture, other
+    /// types).
+    Int8,
+}
+
 /// A matrix `[out, in]` stored as rows of GGUF blocks along `in`; the rows
 /// may come in parts of different types (a fused q/k/v whose v is Q6_K).
 pub struct BlockWeight {
     parts: Vec<Part>,
     in_dim: usize,
     out_dim: usize,
+    /// Whether `decode` may quantize activations to 8 bits.
+    int8: bool,
 }
 
 /// Consecutive rows of one block type.
@@ -89,7 +106,7 @@ impl BlockWeight {
             )));
         }
         let row_bytes = in_dim / ty.block_size() * ty.type_size();
-        Ok(Self { parts: vec![Part { ty, rows, row_bytes, bytes }], in_dim, out_dim: rows })
+        Ok(Self { parts: vec![Part { ty, rows, row_bytes, bytes }], in_dim, out_dim: rows, int8: false })
     }
 
     /// The rows of `pieces`, stacked in order (as `torch.cat(dim=0)`).
@@ -98,9 +115,15 @@ impl BlockWeight {
         if pieces.iter().any(|p| p.in_dim != in_dim) || pieces.is_empty() {
             return Err(EpsvecError::InvalidInput("stacked block weights need one input width".into()));
         }
+        let int8 = pieces.iter().all(|p| p.int8);
         let parts: Vec<Part> = pieces.into_iter().flat_map(|p| p.parts).collect();
         let out_dim = parts.iter().map(|p| p.rows).sum();
-        Ok(Self { parts, in_dim, out_dim })
+        Ok(Self { parts, in_dim, out_dim, int8 })
+    }
+
+    /// The same weight, with `decode` quantizing activations to 8 bits where it can (`BlockMode::Int8`).
+    pub fn decoding_in_int8(self, int8: bool) -> Self {
+        Self { int8, ..self }
     }
 
     /// Row `i` of the result is row `order[i]` of this (single-type) matrix.
@@ -112,7 +135,7 @@ impl BlockWeight {
             return Err(EpsvecError::InvalidInput(format!("{order:?} is no order of {} rows", part.rows)));
         }
         let bytes = order.iter().flat_map(|&r| &part.bytes[r * part.row_bytes..(r + 1) * part.row_bytes]).copied();
-        Self::new(part.ty, part.rows, self.in_dim, Bytes::Owned(bytes.collect()))
+        Ok(Self::new(part.ty, part.rows, self.in_dim, Bytes::Owned(bytes.collect()))?.decoding_in_int8(self.int8))
     }
 
     pub fn in_dim(&self) -> usize {
@@ -154,21 +177,66 @@ impl BlockWeight {
     /// `y = x · Wᵀ` for `x` `[n, in]` and `y` `[n, out]`, `n` at most
     /// [`MAX_ROWS`] (any `n` works; more rows are faster through `forward`).
     pub fn times(&self, x: &[f32], n: usize, y: &mut [f32]) {
+        self.product(x, n, y, None)
+    }
+
+    /// `times` for a decoding step: with activations quantized to 8 bits
+    /// (`q8k`) for the parts with a kernel on this CPU, when loaded for it.
+    pub fn decode(&self, x: &[f32], n: usize, y: &mut [f32]) {
+        let int8 = self.int8 && self.in_dim.is_multiple_of(q8k::QK) && self.parts.iter().any(|p| q8k::runs(p.ty));
+        let q8 = int8.then(|| Q8Rows::quantize(x, self.in_dim));
+        self.product(x, n, y, q8.as_ref())
+    }
+
+    fn product(&self, x: &[f32], n: usize, y: &mut [f32], q8: Option<&Q8Rows>) {
         assert!(x.len() == n * self.in_dim && y.len() == n * self.out_dim);
         let y = Shared(y.as_mut_ptr());
         matmul::parallel(&|t, threads| {
             let per = self.out_dim.div_ceil(threads);
             let rows = (t * per).min(self.out_dim)..((t + 1) * per).min(self.out_dim);
             // SAFETY: each thread writes only the columns `rows` of `y`.
-            unsafe { self.rows_times(rows, x, &y) }
+            unsafe { self.rows_times(rows, x, q8, &y) }
         });
+    }
+
+    /// Output columns `rows` of `product`: from the 8-bit activations `q8`
+    /// for the runs of a type with a kernel, else in float32.
+    ///
+    /// # Safety
+    /// `y` points at `[x.len() / in, out]` floats, and no other thread writes these columns.
+    unsafe fn rows_times(&self, rows: Range<usize>, x: &[f32], q8: Option<&Q8Rows>, y: &Shared) {
+        let Some(q8) = q8 else { return unsafe { self.float_rows_times(rows, x, y) } };
+        for (start, ty, bytes, row_bytes) in self.runs(rows) {
+            let count = bytes.len() / row_bytes;
+            if !q8k::runs(ty) {
+                unsafe { self.float_rows_times(start..start + count, x, y) };
+                continue;
+            }
+            for (o, w) in (start..).zip(bytes.chunks_exact(row_bytes)) {
+                let (mut input, n) = (0, q8.rows());
+                let put = |k: usize, s: f32| unsafe { *y.get().add(k * self.out_dim + o) = s };
+                while n - input >= 4 {
+                    let mut sums = [0.0; 4];
+                    // SAFETY: `q8k::runs(ty)`: the CPU has the kernel's features.
+                    unsafe { q8k::dots::<4>(ty, w, q8, std::array::from_fn(|k| input + k), &mut sums) };
+                    sums.into_iter().enumerate().for_each(|(k, s)| put(input + k, s));
+                    input += 4;
+                }
+                for k in input..n {
+                    let mut sum = [0.0];
+                    // SAFETY: as above.
+                    unsafe { q8k::dots::<1>(ty, w, q8, [k], &mut sum) };
+                    put(k, sum[0]);
+                }
+            }
+        }
     }
 
     /// Output columns `rows` of `times`, on the widest vector unit this CPU has.
     ///
     /// # Safety
-    /// `y` points at `[x.len() / in, out]` floats, and no other thread writes these columns.
-    unsafe fn rows_times(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
+    /// As `rows_times`.
+    unsafe fn float_rows_times(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
         #[cfg(target_arch = "x86_64")]
         {
             if wide() {

@@ -10,7 +10,7 @@
 //! rotary embedding (per-layer-type tables), attention over the cached keys
 //! (padding and sliding window respected, score scale and soft cap), the
 //! gated MLP (SiLU or GELU-tanh), the steering adds, the final norm, the LM
-//! head and its soft cap (products: `matmul::times` or `BlockWeight::times`,
+//! head and its soft cap (products: `matmul::times` or `BlockWeight::decode`,
 //! on libtorch's own threads). Other weight layouts take the libtorch path.
 
 use std::sync::Arc;
@@ -75,7 +75,7 @@ impl Matrix {
     fn apply(&self, x: &[f32], rows: usize, y: &mut [f32], scratch: &mut Vec<f32>) {
         match &self.product {
             Product::Floats(w) => matmul::times(x, rows, w.floats(), y, scratch),
-            Product::Blocks(b) => b.times(x, rows, y),
+            Product::Blocks(b) => b.decode(x, rows, y),
         }
         if let Some(b) = &self.bias {
             for y in y.chunks_exact_mut(self.out_dim) {

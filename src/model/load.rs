@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{EpsvecError, Result};
 use crate::gguf::GgufFile;
+use crate::model::blocks::BlockMode;
 use crate::model::config::ModelConfig;
 use crate::model::decoder::Decoder;
 use crate::model::placement::Placement;
@@ -22,15 +23,15 @@ pub struct Checkpoint {
     pub weight_files: Vec<PathBuf>,
 }
 
-/// Loads the checkpoint at `path` onto `at`. With `keep_blocks`, a GGUF
+/// Loads the checkpoint at `path` onto `at`; `blocks` says whether a GGUF
 /// file's quantized linears and embeddings stay in their blocks (CPU
 /// float32 only; elsewhere every tensor is dequantized at load).
-pub fn load_checkpoint(path: &Path, at: Placement, keep_blocks: bool) -> Result<Checkpoint> {
+pub fn load_checkpoint(path: &Path, at: Placement, blocks: BlockMode) -> Result<Checkpoint> {
     if path.is_dir() {
         let (model, tokenizer, weight_files) = load_hf_dir(path, at)?;
         Ok(Checkpoint { model, tokenizer, format: "safetensors", weight_files })
     } else if path.is_file() {
-        let (model, tokenizer) = load_gguf(path, at, keep_blocks)?;
+        let (model, tokenizer) = load_gguf(path, at, blocks)?;
         Ok(Checkpoint { model, tokenizer, format: "gguf", weight_files: vec![path.to_path_buf()] })
     } else {
         Err(EpsvecError::ModelLoad(format!(
@@ -77,7 +78,7 @@ fn merge_generation_config(config: &mut ModelConfig, path: &Path) -> Result<()> 
     Ok(())
 }
 
-fn load_gguf(path: &Path, at: Placement, keep_blocks: bool) -> Result<(Decoder, Tokenizer)> {
+fn load_gguf(path: &Path, at: Placement, blocks: BlockMode) -> Result<(Decoder, Tokenizer)> {
     let file = GgufFile::open(path)?;
     let arch = file
         .get("general.architecture")
@@ -109,6 +110,6 @@ fn load_gguf(path: &Path, at: Placement, keep_blocks: bool) -> Result<(Decoder, 
     config.mlp_bias = has("ffn_up");
     // transformers undoes llama.cpp's q/k permutation for "llama" files only.
     let unpermute = (arch == "llama").then_some((config.num_heads, config.num_kv_heads));
-    let weights = GgufWeights::new(file, unpermute, config.architecture.family(), keep_blocks);
+    let weights = GgufWeights::new(file, unpermute, config.architecture.family(), blocks);
     Ok((Decoder::load(&weights, config, at)?, tokenizer))
 }

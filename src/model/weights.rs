@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
 use crate::gguf::{GgufFile, TensorInfo};
-use crate::model::blocks::{BlockWeight, Bytes};
+use crate::model::blocks::{BlockMode, BlockWeight, Bytes};
 use crate::model::config::Family;
 
 /// Where a model's weights come from.
@@ -145,20 +145,21 @@ impl WeightSource for SafetensorsWeights {
     }
 }
 
-/// A `.gguf` file: quantized tensors kept in their blocks (`keep_blocks`,
-/// through `load_blocks`), the rest dequantized tensor by tensor on load.
+/// A `.gguf` file: quantized tensors kept in their blocks (unless `blocks`
+/// is `Dequantized`; through `load_blocks`), the rest dequantized tensor by
+/// tensor on load.
 pub struct GgufWeights {
     pub file: GgufFile,
     /// llama.cpp stores Llama q/k weights permuted for its interleaved RoPE;
     /// undo that so the HF (rotate-half) forward applies.
     unpermute_heads: Option<(i64, i64)>,
     family: Family,
-    keep_blocks: bool,
+    blocks: BlockMode,
 }
 
 impl GgufWeights {
-    pub fn new(file: GgufFile, unpermute_heads: Option<(i64, i64)>, family: Family, keep_blocks: bool) -> Self {
-        Self { file, unpermute_heads, family, keep_blocks }
+    pub fn new(file: GgufFile, unpermute_heads: Option<(i64, i64)>, family: Family, blocks: BlockMode) -> Self {
+        Self { file, unpermute_heads, family, blocks }
     }
 
     /// The GGUF tensor for HF `name`, checked to have `shape`.
@@ -250,7 +251,7 @@ impl WeightSource for GgufWeights {
 
     fn load_blocks(&self, name: &str, shape: &[i64]) -> Result<Option<BlockWeight>> {
         let (gname, info) = self.info(name, shape)?;
-        if !self.keep_blocks || !BlockWeight::keeps(info.ty) {
+        if self.blocks == BlockMode::Dequantized || !BlockWeight::keeps(info.ty) {
             return Ok(None);
         }
         let bytes = self
@@ -259,7 +260,8 @@ impl WeightSource for GgufWeights {
             .ok_or_else(|| EpsvecError::corrupt(self.file.path(), format!("tensor {gname} lies outside the file")))?;
         let (rows, in_dim) = (shape[0], shape[1]);
         let blocks = BlockWeight::new(info.ty, rows as usize, in_dim as usize, Bytes::Mapped(bytes))
-            .map_err(|e| EpsvecError::corrupt(self.file.path(), format!("tensor {gname}: {e}")))?;
+            .map_err(|e| EpsvecError::corrupt(self.file.path(), format!("tensor {gname}: {e}")))?
+            .decoding_in_int8(self.blocks == BlockMode::Int8);
         let Some(heads) = self.permuted_heads(&gname) else { return Ok(Some(blocks)) };
         // The same row order the dense path gets, read off row indices.
         let order = unpermute(&Tensor::f_arange(rows, (Kind::Int64, Device::Cpu))?.f_reshape([rows, 1])?, heads)?;

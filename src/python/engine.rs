@@ -15,6 +15,7 @@ use crate::engine::Engine;
 use crate::error::EpsvecError;
 use crate::generate::{RowLength, SteerBatch};
 use crate::hooks::{Pool, Positions};
+use crate::model::blocks::BlockMode;
 
 #[pyclass(name = "Engine", module = "epsvec._epsvec")]
 pub struct PyEngine {
@@ -58,17 +59,36 @@ fn parse_device(name: &str) -> crate::Result<Device> {
 /// The dtype to load as, and whether quantized GGUF weights stay in their
 /// blocks: "auto" on the CPU keeps them (float32 activations); "float32"
 /// dequantizes the whole file at load, the reference path.
-fn parse_dtype(name: &str, device: Device) -> crate::Result<(Kind, bool)> {
-    match name {
-        "auto" if device == Device::Cpu => Ok((Kind::Float, true)),
-        "auto" => Ok((Kind::BFloat16, false)),
-        "float32" | "f32" | "fp32" => Ok((Kind::Float, false)),
-        "bfloat16" | "bf16" => Ok((Kind::BFloat16, false)),
-        "float16" | "f16" | "fp16" | "half" => Ok((Kind::Half, false)),
-        other => Err(EpsvecError::InvalidInput(format!(
-            "dtype must be \"auto\", \"float32\", \"bfloat16\" or \"float16\", got {other:?}"
-        ))),
-    }
+/// The tensors' kind, and how GGUF blocks are computed with: kept (with
+/// `activations`) only for `dtype="auto"` on the CPU.
+fn parse_dtype(name: &str, device: Device, activations: &str) -> crate::Result<(Kind, BlockMode)> {
+    let (kind, blocks) = match name {
+        "auto" if device == Device::Cpu => (Kind::Float, true),
+        "auto" => (Kind::BFloat16, false),
+        "float32" | "f32" | "fp32" => (Kind::Float, false),
+        "bfloat16" | "bf16" => (Kind::BFloat16, false),
+        "float16" | "f16" | "fp16" | "half" => (Kind::Half, false),
+        other => {
+            return Err(EpsvecError::InvalidInput(format!(
+                "dtype must be \"auto\", \"float32\", \"bfloat16\" or \"float16\", got {other:?}"
+            )))
+        }
+    };
+    let mode = match (blocks, activations) {
+        (true, "auto" | "int8") => BlockMode::Int8,
+        (true, "float32") => BlockMode::Exact,
+        (false, "auto" | "float32") => BlockMode::Dequantized,
+        (false, "int8") => return Err(EpsvecError::InvalidInput(
+            "activations=\"int8\" computes from GGUF blocks on the CPU: use it with dtype=\"auto\" and device=\"cpu\""
+                .into(),
+        )),
+        (_, other) => {
+            return Err(EpsvecError::InvalidInput(format!(
+                "activations must be \"auto\", \"int8\" or \"float32\", got {other:?}"
+            )))
+        }
+    };
+    Ok((kind, mode))
 }
 
 pub(super) fn parse_pool(name: Option<&str>) -> crate::Result<Pool> {
@@ -119,12 +139,12 @@ impl PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (path, device = "auto", dtype = "auto"))]
-    fn new(py: Python<'_>, path: PathBuf, device: &str, dtype: &str) -> PyResult<Self> {
+    #[pyo3(signature = (path, device = "auto", dtype = "auto", activations = "auto"))]
+    fn new(py: Python<'_>, path: PathBuf, device: &str, dtype: &str, activations: &str) -> PyResult<Self> {
         let engine = run(py, || {
             let device = parse_device(device)?;
-            let (kind, keep_blocks) = parse_dtype(dtype, device)?;
-            Engine::load(&path, device, kind, keep_blocks)
+            let (kind, blocks) = parse_dtype(dtype, device, activations)?;
+            Engine::load(&path, device, kind, blocks)
         })?;
         Ok(Self { inner: Mutex::new(engine) })
     }
@@ -228,6 +248,14 @@ impl PyEngine {
         batch_size: usize,
     ) -> PyResult<Vec<Bound<'py, PyArray2<f32>>>> {
         let logits = run(py, || self.engine().logits(&ids, batch_size))?;
+        Ok(logits.into_iter().map(|a| a.into_pyarray(py)).collect())
+    }
+
+    /// Logits at every position of each text, one decoding step per token
+    /// (`Engine::stepwise_logits`).
+    fn stepwise_logits<'py>(&self, py: Python<'py>, ids: Vec<Vec<u32>>) -> PyResult<Vec<Bound<'py, PyArray2<f32>>>> {
+        let logits =
+            run(py, || ids.iter().map(|t| self.engine().stepwise_logits(t)).collect::<crate::Result<Vec<_>>>())?;
         Ok(logits.into_iter().map(|a| a.into_pyarray(py)).collect())
     }
 

@@ -1,0 +1,313 @@
+//! Products of K-quant weight rows (Q4_K, Q6_K) with activations quantized
+//! to 8 bits, as llama.cpp computes them (its Q8_K): integer dot products
+//! on AVX-512 (BW), one float multiply per 256 weights.
+//!
+//! Numerics: each 256 activations of a row share one scale, `amax / 127`,
+//! and round to the nearest integer; the weights are used exactly (their
+//! integer codes and scales). Within a 256-value superblock the sums are
+//! exact integers; superblocks are added in float32 in a fixed order, so a
+//! row's result depends on neither the thread count nor the other rows.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::GgmlType;
+#[cfg(target_arch = "x86_64")]
+use super::{f16_at, scale_min_k4_codes};
+
+/// Values per superblock, and so per activation scale.
+pub const QK: usize = 256;
+/// How many weight rows ahead `dots` prefetches.
+#[cfg(target_arch = "x86_64")]
+const AHEAD: usize = 4;
+
+/// Rows of activations quantized per 256 values.
+pub struct Q8Rows {
+    in_dim: usize,
+    q: Vec<i8>,
+    /// One scale per superblock of each row.
+    d: Vec<f32>,
+    /// The sums of `q` per 16 values (the weights' offsets and minimums
+    /// multiply these).
+    sums16: Vec<i16>,
+}
+
+impl Q8Rows {
+    /// Quantizes `x` (`[rows, in_dim]`, `in_dim` a multiple of 256).
+    pub fn quantize(x: &[f32], in_dim: usize) -> Self {
+        assert!(in_dim.is_multiple_of(QK) && x.len().is_multiple_of(in_dim));
+        let mut q = vec![0i8; x.len()];
+        let mut d = Vec::with_capacity(x.len() / QK);
+        for (x, q) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)) {
+            let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let inverse = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            for (q, &v) in q.iter_mut().zip(x) {
+                *q = (v * inverse).round().clamp(-127.0, 127.0) as i8;
+            }
+            d.push(amax / 127.0);
+        }
+        let sums16 = q.chunks_exact(16).map(|c| c.iter().map(|&v| i16::from(v)).sum()).collect();
+        Self { in_dim, q, d, sums16 }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.q.len() / self.in_dim
+    }
+}
+
+/// Whether `ty` has a kernel here and this CPU runs it.
+pub fn runs(ty: GgmlType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K)
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        false
+    }
+}
+
+/// Off x86-64 no type `runs`, so this is never called.
+///
+/// # Safety
+/// None needed.
+#[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn dots<const R: usize>(ty: GgmlType, _: &[u8], _: &Q8Rows, _: [usize; R], _: &mut [f32; R]) {
+    unreachable!("no 8-bit kernel for {ty} on this CPU")
+}
+
+/// `sums[k] = w · x[rows[k]]` for one weight row `w` of `ty` (whole
+/// superblocks) and `R` quantized input rows.
+///
+/// # Safety
+/// `runs(ty)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+pub unsafe fn dots<const R: usize>(ty: GgmlType, w: &[u8], x: &Q8Rows, rows: [usize; R], sums: &mut [f32; R]) {
+    let blocks = x.in_dim / QK;
+    assert!(w.len() == blocks * ty.type_size() && rows.iter().all(|&r| r < x.rows()));
+    let mut acc = [_mm512_setzero_ps(); R];
+    for s in 0..blocks {
+        let b = &w[s * ty.type_size()..(s + 1) * ty.type_size()];
+        for line in (0..ty.type_size()).step_by(64) {
+            // A hint only: the same superblock `AHEAD` rows on (rows of a part are consecutive).
+            _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(AHEAD * w.len() + line) as *const i8);
+        }
+        // SAFETY: `b` is one whole block of `ty`.
+        let block = unsafe {
+            match ty {
+                GgmlType::Q4_K => q4_k(b),
+                GgmlType::Q6_K => q6_k(b),
+                _ => panic!("{ty} has no 8-bit kernel"),
+            }
+        };
+        for (k, &r) in rows.iter().enumerate() {
+            let at = r * x.in_dim + s * QK;
+            let mut sum = _mm512_setzero_si512();
+            for (g, (&weights, &scales)) in block.weights.iter().zip(&block.scales).enumerate() {
+                // SAFETY: 64 quantized values of row r, inside `x.q`.
+                let values = unsafe { _mm512_loadu_si512(x.q.as_ptr().add(at + 64 * g) as *const _) };
+                sum = _mm512_add_epi32(sum, _mm512_madd_epi16(_mm512_maddubs_epi16(weights, values), scales));
+            }
+            // SAFETY: the row's 16 sums for this superblock, inside `x.sums16`.
+            let sums16 = unsafe { _mm256_loadu_si256(x.sums16.as_ptr().add(at / 16) as *const _) };
+            let offset = _mm512_cvtepi32_ps(_mm512_zextsi256_si512(_mm256_madd_epi16(block.offsets, sums16)));
+            let dx = x.d[at / QK];
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(block.d * dx), acc[k]);
+            acc[k] = _mm512_fnmadd_ps(offset, _mm512_set1_ps(block.offset_d * dx), acc[k]);
+        }
+    }
+    let zero = _mm512_setzero_ps();
+    for group in (0..R).step_by(4) {
+        let at = |k: usize| if k < R { acc[k] } else { zero };
+        // SAFETY: the features are enabled here.
+        let four = unsafe { super::avx512::reduce4(at(group), at(group + 1), at(group + 2), at(group + 3)) };
+        for (k, s) in four.into_iter().enumerate().take(R - group) {
+            sums[group + k] = s;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// One superblock ready for the integer products: its 256 codes as four
+/// vectors of 64 unsigned bytes in value order, the 16-bit scale of each
+/// code pair's sum, and what to subtract: `offset_d * Σ offsets[i] *
+/// (sum of the activations' 16 values i)`.
+struct Block {
+    d: f32,
+    offset_d: f32,
+    weights: [__m512i; 4],
+    scales: [__m512i; 4],
+    offsets: __m256i,
+}
+
+/// For each vector `g` of 64 values, the scale (of `scales`) of each of its
+/// 32 pair sums: `g * per_vector + lane / (32 / per_vector)`.
+const fn scale_index<const PER_VECTOR: usize>() -> [[i16; 32]; 4] {
+    let mut index = [[0i16; 32]; 4];
+    let mut g = 0;
+    while g < 4 {
+        let mut lane = 0;
+        while lane < 32 {
+            index[g][lane] = (g * PER_VECTOR + lane / (32 / PER_VECTOR)) as i16;
+            lane += 1;
+        }
+        g += 1;
+    }
+    index
+}
+
+/// Q4_K: 8 scales of 32 values (two per vector); Q6_K: 16 of 16 (four per vector).
+const Q4_K_SCALES: [[i16; 32]; 4] = scale_index::<2>();
+const Q6_K_SCALES: [[i16; 32]; 4] = scale_index::<4>();
+
+/// The 16-bit scales in `scales` placed on the pair sums of each vector by `index`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn spread(scales: __m512i, index: &[[i16; 32]; 4]) -> [__m512i; 4] {
+    let mut out = [_mm512_setzero_si512(); 4];
+    for (out, index) in out.iter_mut().zip(index) {
+        *out = _mm512_permutexvar_epi16(unsafe { _mm512_loadu_si512(index.as_ptr() as *const _) }, scales);
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+/// Q4_K: value = d * scale_j * q - dmin * min_j per 32 values (`q` 0..16).
+#[inline(always)]
+unsafe fn q4_k(b: &[u8]) -> Block {
+    let mut scales = [0i16; 8];
+    let mut mins = [0i16; 16];
+    for j in 0..8 {
+        let (sc, m) = scale_min_k4_codes(j, &b[4..16]);
+        scales[j] = i16::from(sc);
+        mins[2 * j] = i16::from(m);
+        mins[2 * j + 1] = i16::from(m);
+    }
+    let scales = unsafe { _mm512_castsi128_si512(_mm_loadu_si128(scales.as_ptr() as *const _)) };
+    let low = _mm256_set1_epi8(0x0F);
+    // (Loops, not closures: a closure would not inherit the caller's target features.)
+    let mut weights = [_mm512_setzero_si512(); 4];
+    for (g, weights) in weights.iter_mut().enumerate() {
+        // Each 32 bytes: low nibbles are values 0..32 of 64, high nibbles 32..64.
+        let q = unsafe { _mm256_loadu_si256(b[16 + 32 * g..].as_ptr() as *const _) };
+        let high = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+        *weights = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_and_si256(q, low)), high);
+    }
+    // Pair sums 0..16 of a 64-value vector take scale 2g, 16..32 scale 2g + 1.
+    let scales = unsafe { spread(scales, &Q4_K_SCALES) };
+    Block {
+        d: f16_at(b, 0),
+        offset_d: f16_at(b, 2),
+        weights,
+        scales,
+        offsets: unsafe { _mm256_loadu_si256(mins.as_ptr() as *const _) },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// Q6_K: value = d * scale_i * (q - 32) per 16 values (`q` 0..64: a nibble
+/// and two high bits; see `super::q6_k` for the layout).
+#[inline(always)]
+unsafe fn q6_k(b: &[u8]) -> Block {
+    let low = _mm512_set1_epi8(0x0F);
+    let two = _mm512_set1_epi8(0x03);
+    let mut weights = [_mm512_setzero_si512(); 4];
+    for half in 0..2 {
+        let ql = unsafe { _mm512_loadu_si512(b[64 * half..].as_ptr() as *const _) };
+        // The 32 high-bit bytes in both halves of the vector.
+        let qh = unsafe { _mm512_broadcast_i64x4(_mm256_loadu_si256(b[128 + 32 * half..].as_ptr() as *const _)) };
+        // Values 0..64 of the half: low nibbles, bits 0-1 (first 32) and 2-3 of qh;
+        // values 64..128: high nibbles, bits 4-5 and 6-7.
+        let nibbles = [_mm512_and_si512(ql, low), _mm512_and_si512(_mm512_srli_epi16::<4>(ql), low)];
+        for (part, nibbles) in nibbles.into_iter().enumerate() {
+            let shift = 4 * part as i64;
+            let shifts = _mm512_setr_epi64(shift, shift, shift, shift, shift + 2, shift + 2, shift + 2, shift + 2);
+            let top = _mm512_and_si512(_mm512_srlv_epi64(qh, shifts), two);
+            weights[2 * half + part] = _mm512_or_si512(nibbles, _mm512_slli_epi16::<4>(top));
+        }
+    }
+    let codes = unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(b[192..].as_ptr() as *const _)) };
+    let wide = _mm512_castsi256_si512(codes);
+    // Pair sums 8k..8k + 8 of vector g take scale 4g + k.
+    let scales = unsafe { spread(wide, &Q6_K_SCALES) };
+    let d = f16_at(b, 208);
+    Block { d, offset_d: 32.0 * d, weights, scales, offsets: codes }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::gguf::dequant::dequantize;
+
+    fn random_bytes(n: usize, mut state: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    /// Blocks whose f16 scales are small and finite (random bytes give NaNs and huge values).
+    fn blocks(ty: GgmlType, count: usize, seed: u64) -> Vec<u8> {
+        let mut bytes = random_bytes(count * ty.type_size(), seed);
+        let scale_at: &[usize] = if ty == GgmlType::Q4_K { &[0, 2] } else { &[208] };
+        for block in bytes.chunks_exact_mut(ty.type_size()) {
+            for (k, &at) in scale_at.iter().enumerate() {
+                let h = half::f16::from_f32(0.01 * (1.0 + k as f32 + f32::from(block[at] % 7)));
+                block[at..at + 2].copy_from_slice(&h.to_le_bytes());
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn dots_are_the_exact_products_with_the_rounded_activations() {
+        if !runs(GgmlType::Q4_K) {
+            return;
+        }
+        let in_dim = 3 * QK;
+        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            let w_bytes = blocks(ty, 2 * in_dim / QK, ty as u64);
+            let w = dequantize(ty, &w_bytes, 2 * in_dim).unwrap();
+            // Rows with an outlier, a zero superblock and ordinary values.
+            let mut x: Vec<f32> = (0..5 * in_dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            x[7] = 300.0;
+            x[in_dim + QK..in_dim + 2 * QK].fill(0.0);
+            let q = Q8Rows::quantize(&x, in_dim);
+            for (o, w_row) in w_bytes.chunks_exact(w_bytes.len() / 2).enumerate() {
+                let mut got = [0.0f32; 4];
+                unsafe { dots::<4>(ty, w_row, &q, [4, 0, 2, 1], &mut got) };
+                let mut alone = [0.0f32];
+                unsafe { dots::<1>(ty, w_row, &q, [2], &mut alone) };
+                assert_eq!(alone[0].to_bits(), got[2].to_bits(), "{ty}: a row's sum depends on its group");
+                for (k, r) in [4, 0, 2, 1].into_iter().enumerate() {
+                    let weights = &w[o * in_dim..(o + 1) * in_dim];
+                    // The same product in float64 with the rounded activations...
+                    let want: f64 = (0..in_dim)
+                        .map(|i| {
+                            f64::from(weights[i])
+                                * f64::from(q.q[r * in_dim + i])
+                                * f64::from(q.d[(r * in_dim + i) / QK])
+                        })
+                        .sum();
+                    let scale: f64 =
+                        (0..in_dim).map(|i| f64::from(weights[i]).abs() * f64::from(x[r * in_dim + i]).abs()).sum();
+                    assert!((f64::from(got[k]) - want).abs() <= 1e-5 * scale, "{ty} row {r}: {} vs {want}", got[k]);
+                    // ... and within half a quantization step of each activation of the exact one.
+                    let exact: f64 = (0..in_dim).map(|i| f64::from(weights[i]) * f64::from(x[r * in_dim + i])).sum();
+                    let bound: f64 = (0..in_dim)
+                        .map(|i| f64::from(weights[i]).abs() * f64::from(q.d[(r * in_dim + i) / QK]) / 2.0)
+                        .sum();
+                    assert!((f64::from(got[k]) - exact).abs() <= bound + 1e-5 * scale, "{ty} row {r}");
+                }
+            }
+        }
+    }
+}
