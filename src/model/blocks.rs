@@ -8,12 +8,16 @@
 //! and the bytes read per token are the file's.
 //!
 //! - 1-64 rows (decoding steps): each thread owns a contiguous range of
-//!   output rows; it dequantizes one weight row into a buffer that stays in
-//!   L1 and takes its dot product with every input row (four at a time).
-//!   On AVX-512, one input row takes each value straight from the register
-//!   it is dequantized into, four weight rows at a time (independent sums
-//!   in flight, the next rows prefetched). Sums do not depend on the thread count, so a
-//!   seeded run repeats on a machine.
+//!   output rows. On AVX-512: one input row takes each value straight from
+//!   the register it is dequantized into, four weight rows at a time
+//!   (independent sums in flight, the next rows prefetched); more input rows
+//!   take four weight rows dequantized into L1 at a time, multiplied with
+//!   four input rows at a time (sixteen sums in flight, each load used four
+//!   times). Elsewhere one dequantized weight row meets four input rows at a
+//!   time. Each sum is reduced the same way wherever it falls, so results
+//!   do not depend on the thread count: a seeded run repeats on a machine.
+//! - With `BlockMode::Int8`, decoding steps multiply Q4_K/Q6_K rows by
+//!   activations quantized to 8 bits (`gguf::dequant::q8k`) instead.
 //! - More rows (prompts, capture): a few MB of weight rows at a time are
 //!   dequantized to a float32 tensor and multiplied by libtorch.
 
@@ -246,46 +250,59 @@ impl BlockWeight {
                 return unsafe { self.rows_times_avx2(rows, x, y) };
             }
         }
-        unsafe { self.rows_times_with(rows, x, y, portable, None, dots_plain::<GROUP>, dots_plain::<1>) }
+        unsafe { self.rows_times_with(rows, x, y, portable, dots_plain::<GROUP>, dots_plain::<1>) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     unsafe fn rows_times_avx512(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
-        let fused: (Fused<4>, Fused<1>) = (avx512::dots::<4>, avx512::dots::<1>);
-        unsafe {
-            self.rows_times_with(
-                rows,
-                x,
-                y,
-                avx512::dequantize_blocks,
-                Some(fused),
-                dots_avx512::<GROUP>,
-                dots_avx512::<1>,
-            )
+        let (in_dim, out_dim) = (self.in_dim, self.out_dim);
+        let n = x.len() / in_dim;
+        let mut w = vec![0.0f32; TILE * in_dim];
+        for (start, ty, bytes, row_bytes) in self.runs(rows) {
+            let (four, one): (Fused<4>, Fused<1>) = (avx512::dots::<4>, avx512::dots::<1>);
+            // SAFETY: the features are enabled here; these columns are this thread's.
+            if n == 1 && unsafe { fused_rows(ty, bytes, row_bytes, start, x, y, four, one) } {
+                continue;
+            }
+            // `TILE` weight rows dequantized at a time, multiplied with `TILE` input rows at a time.
+            for (chunk, weights) in bytes.chunks(TILE * row_bytes).enumerate() {
+                let rows = weights.len() / row_bytes;
+                for (k, row) in weights.chunks_exact(row_bytes).enumerate() {
+                    // SAFETY: the features are enabled here.
+                    unsafe { avx512::dequantize_blocks(ty, row, &mut w[k * in_dim..(k + 1) * in_dim]) };
+                }
+                let o = start + chunk * TILE;
+                if rows == TILE {
+                    // SAFETY: as above; columns o..o + TILE.
+                    unsafe { tiles::<TILE>(&w, x, in_dim, y, out_dim, o) };
+                } else {
+                    for k in 0..rows {
+                        // SAFETY: as above; column o + k.
+                        unsafe { tiles::<1>(&w[k * in_dim..(k + 1) * in_dim], x, in_dim, y, out_dim, o + k) };
+                    }
+                }
+            }
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn rows_times_avx2(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
-        unsafe { self.rows_times_with(rows, x, y, portable, None, dots_avx2::<GROUP>, dots_avx2::<1>) }
+        unsafe { self.rows_times_with(rows, x, y, portable, dots_avx2::<GROUP>, dots_avx2::<1>) }
     }
 
     /// Inlined into each wrapper above, so the portable dequantization is
     /// compiled for its vector unit; `dequantize` dequantizes a weight row,
     /// `group` and `one` take its dot products with `GROUP` input rows and
-    /// with one; `fused`, where it has a kernel for the type, takes one input
-    /// row's product straight from the dequantized registers.
+    /// with one.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn rows_times_with(
         &self,
         rows: Range<usize>,
         x: &[f32],
         y: &Shared,
         dequantize: Dequantize,
-        fused: Option<(Fused<4>, Fused<1>)>,
         group: Dots,
         one: Dots,
     ) {
@@ -293,11 +310,6 @@ impl BlockWeight {
         let mut sums = [0.0f32; GROUP];
         let mut w = vec![0.0f32; in_dim];
         for (start, ty, bytes, row_bytes) in self.runs(rows) {
-            let fused = fused.filter(|_| x.len() == in_dim);
-            // SAFETY: the wrappers checked the CPU's features; these columns are this thread's.
-            if fused.is_some_and(|(four, one)| unsafe { fused_rows(ty, bytes, row_bytes, start, x, y, four, one) }) {
-                continue;
-            }
             for (o, bytes) in (start..).zip(bytes.chunks_exact(row_bytes)) {
                 // SAFETY (both): the wrappers checked the CPU's features.
                 unsafe { dequantize(ty, bytes, &mut w) };
@@ -463,41 +475,74 @@ type Dots = unsafe fn(&[f32], &[f32], &mut [f32]);
 
 // One row alone keeps four sums in flight (the FMA's latency); a group of
 // rows, one sum per row.
+/// Weight rows and input rows multiplied together on AVX-512 (2-64 input rows).
+#[cfg(target_arch = "x86_64")]
+const TILE: usize = 4;
 
+/// `y[r, o..o + O]` for every input row `r` of `x` (`[n, in_dim]`) and the
+/// `O` dequantized weight rows `w` (`[O, in_dim]`): `TILE` input rows at a
+/// time by [`tile`], the rest one by one.
+///
+/// # Safety
+/// AVX-512F; columns `o..o + O` of `y` (`[n, out_dim]`) are the caller's alone.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn dots_avx512<const R: usize>(w: &[f32], x: &[f32], sums: &mut [f32]) {
+unsafe fn tiles<const O: usize>(w: &[f32], x: &[f32], in_dim: usize, y: &Shared, out_dim: usize, o: usize) {
+    let n = x.len() / in_dim;
+    let put = |r: usize, sums: &[f32; O]| {
+        // SAFETY: row r, columns o..o + O of `y`: the caller's.
+        unsafe { std::ptr::copy_nonoverlapping(sums.as_ptr(), y.get().add(r * out_dim + o), O) }
+    };
+    let mut r = 0;
+    while n - r >= TILE {
+        let mut sums = [[0.0; TILE]; O];
+        unsafe { tile::<O, TILE>(w, &x[r * in_dim..(r + TILE) * in_dim], in_dim, &mut sums) };
+        for k in 0..TILE {
+            put(r + k, &std::array::from_fn(|j| sums[j][k]));
+        }
+        r += TILE;
+    }
+    for r in r..n {
+        let mut sums = [[0.0; 1]; O];
+        unsafe { tile::<O, 1>(w, &x[r * in_dim..(r + 1) * in_dim], in_dim, &mut sums) };
+        put(r, &std::array::from_fn(|j| sums[j][0]));
+    }
+}
+
+/// `sums[j][k] = w[j] · x[k]` for `O` weight rows and `R` input rows
+/// (`len` floats each, a multiple of 16): one sum in flight per pair, loads
+/// shared across the tile, every pair reduced by the same tree, so a pair's
+/// result does not depend on the tile it is in.
+///
+/// # Safety
+/// AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const O: usize, const R: usize>(w: &[f32], x: &[f32], len: usize, sums: &mut [[f32; R]; O]) {
     use std::arch::x86_64::*;
-    let len = w.len();
-    assert!(len.is_multiple_of(16) && x.len() == R * len && sums.len() >= R);
+    assert!(len.is_multiple_of(16) && w.len() >= O * len && x.len() == R * len);
     let (w, x) = (w.as_ptr(), x.as_ptr());
-    // SAFETY (every load): c + 16 <= len, and row r of x is x[r * len..(r + 1) * len].
-    if R == 1 {
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut c = 0;
-        while c + 64 <= len {
-            for (k, acc) in acc.iter_mut().enumerate() {
-                let at = c + 16 * k;
-                *acc = unsafe { _mm512_fmadd_ps(_mm512_loadu_ps(w.add(at)), _mm512_loadu_ps(x.add(at)), *acc) };
-            }
-            c += 64;
-        }
-        for (k, at) in (c..len).step_by(16).enumerate() {
-            acc[k] = unsafe { _mm512_fmadd_ps(_mm512_loadu_ps(w.add(at)), _mm512_loadu_ps(x.add(at)), acc[k]) };
-        }
-        let [a, b, c, d] = acc;
-        sums[0] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
-        return;
-    }
-    let mut acc = [_mm512_setzero_ps(); R];
+    let mut acc = [[_mm512_setzero_ps(); R]; O];
     for c in (0..len).step_by(16) {
-        let wv = unsafe { _mm512_loadu_ps(w.add(c)) };
-        for (r, acc) in acc.iter_mut().enumerate() {
-            *acc = unsafe { _mm512_fmadd_ps(wv, _mm512_loadu_ps(x.add(r * len + c)), *acc) };
+        // SAFETY (loads): c + 16 <= len, within row j of `w` and row k of `x`.
+        let xs: [__m512; R] = std::array::from_fn(|k| unsafe { _mm512_loadu_ps(x.add(k * len + c)) });
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let wv = unsafe { _mm512_loadu_ps(w.add(j * len + c)) };
+            for (acc, &xv) in acc.iter_mut().zip(&xs) {
+                *acc = _mm512_fmadd_ps(wv, xv, *acc);
+            }
         }
     }
-    for (sum, acc) in sums.iter_mut().zip(acc) {
-        *sum = _mm512_reduce_add_ps(acc);
+    let zero = _mm512_setzero_ps();
+    for (sums, acc) in sums.iter_mut().zip(&acc) {
+        for group in (0..R).step_by(4) {
+            let at = |k: usize| if k < R { acc[k] } else { zero };
+            // SAFETY: AVX-512F.
+            let four = unsafe { avx512::reduce4(at(group), at(group + 1), at(group + 2), at(group + 3)) };
+            for (k, s) in four.into_iter().enumerate().take(R - group) {
+                sums[group + k] = s;
+            }
+        }
     }
 }
 

@@ -105,7 +105,7 @@ pub unsafe fn dots<const R: usize>(ty: GgmlType, rows: [&[u8]; R], x: &[f32], su
 /// arithmetic is the same for each of the four (so a row's sum does not
 /// depend on its neighbours).
 #[inline(always)]
-pub(super) unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> [f32; 4] {
+pub(crate) unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> [f32; 4] {
     // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d.
     let ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
     let cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
