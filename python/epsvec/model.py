@@ -421,10 +421,10 @@ def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", d
             whole file at load, the reference path.
         activations: With GGUF blocks on the CPU, how decoding steps
             multiply: ``"int8"`` (the default, ``"auto"``) quantizes the
-            activations to 8 bits per 256 values for the K-quant blocks
-            (Q4_K, Q6_K) as llama.cpp does, on CPUs with AVX-512; other
-            blocks, prompts and hidden states stay float32. ``"float32"``
-            keeps every product exact.
+            activations to 8 bits as llama.cpp does (per 32 values for
+            Q4_0-Q5_1 and Q8_0, per 256 for Q4_K and Q6_K), on CPUs with
+            AVX-512; prompts and hidden states stay float32. ``"float32"``
+            keeps every product exact (``logits(stepwise=True)`` compares).
 
     Returns:
         The loaded :class:`Model`.

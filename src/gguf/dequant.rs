@@ -10,6 +10,7 @@ use crate::error::{EpsvecError, Result};
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+pub mod q8_32;
 pub mod q8k;
 
 /// Declares [`GgmlType`] from one row per type: ggml id, elements per block,

@@ -16,8 +16,11 @@
 //!   times). Elsewhere one dequantized weight row meets four input rows at a
 //!   time. Each sum is reduced the same way wherever it falls, so results
 //!   do not depend on the thread count: a seeded run repeats on a machine.
-//! - With `BlockMode::Int8`, decoding steps multiply Q4_K/Q6_K rows by
-//!   activations quantized to 8 bits (`gguf::dequant::q8k`) instead.
+//! - With `BlockMode::Int8` (the default), decoding steps multiply by
+//!   activations quantized to 8 bits instead, where the CPU (AVX-512 BW)
+//!   and the type have a kernel: `gguf::dequant::q8k` (Q4_K, Q6_K) and
+//!   `q8_32` (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); one input row takes four
+//!   weight rows at a time, more input rows four at a time.
 //! - More rows (prompts, capture): a few MB of weight rows at a time are
 //!   dequantized to a float32 tensor and multiplied by libtorch.
 
@@ -28,6 +31,7 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{EpsvecError, Result};
 #[cfg(target_arch = "x86_64")]
 use crate::gguf::dequant::avx512;
+use crate::gguf::dequant::q8_32::{self, Q8Pairs};
 use crate::gguf::dequant::q8k::{self, Q8Rows};
 use crate::gguf::dequant::GgmlType;
 use crate::gguf::dequant::{dequantize_blocks, dequantizes};
@@ -49,9 +53,9 @@ pub enum BlockMode {
     /// Kept in their blocks, with float32 activations (exact dequantization).
     Exact,
     /// Kept in their blocks; decoding steps quantize the activations to 8
-    /// bits for the types `q8k` has kernels for on this CPU (llama.cpp's
-    /// numerics), float32 activations elsewhere (prompts, capture, other
-    /// types).
+    /// bits for the types with kernels on this CPU (`q8k`: Q4_K, Q6_K per
+    /// 256 values; `q8_32`: Q4_0-Q5_1, Q8_0 per 32; llama.cpp's numerics),
+    /// float32 activations elsewhere (prompts, capture, other types).
     Int8,
 }
 
@@ -181,57 +185,53 @@ impl BlockWeight {
     /// `y = x · Wᵀ` for `x` `[n, in]` and `y` `[n, out]`, `n` at most
     /// [`MAX_ROWS`] (any `n` works; more rows are faster through `forward`).
     pub fn times(&self, x: &[f32], n: usize, y: &mut [f32]) {
-        self.product(x, n, y, None)
+        self.product(x, n, y, &Int8 { k: None, pairs: None })
     }
 
     /// `times` for a decoding step: with activations quantized to 8 bits
     /// (`q8k`) for the parts with a kernel on this CPU, when loaded for it.
     pub fn decode(&self, x: &[f32], n: usize, y: &mut [f32]) {
-        let int8 = self.int8 && self.in_dim.is_multiple_of(q8k::QK) && self.parts.iter().any(|p| q8k::runs(p.ty));
-        let q8 = int8.then(|| Q8Rows::quantize(x, self.in_dim));
-        self.product(x, n, y, q8.as_ref())
+        let wants = |runs: fn(GgmlType) -> bool, qk: usize| {
+            self.int8 && self.in_dim.is_multiple_of(qk) && self.parts.iter().any(|p| runs(p.ty))
+        };
+        let int8 = Int8 {
+            k: wants(q8k::runs, q8k::QK).then(|| Q8Rows::quantize(x, self.in_dim)),
+            pairs: wants(q8_32::runs, 2 * q8_32::QK).then(|| Q8Pairs::quantize(x, self.in_dim)),
+        };
+        self.product(x, n, y, &int8)
     }
 
-    fn product(&self, x: &[f32], n: usize, y: &mut [f32], q8: Option<&Q8Rows>) {
+    fn product(&self, x: &[f32], n: usize, y: &mut [f32], int8: &Int8) {
         assert!(x.len() == n * self.in_dim && y.len() == n * self.out_dim);
         let y = Shared(y.as_mut_ptr());
         matmul::parallel(&|t, threads| {
             let per = self.out_dim.div_ceil(threads);
             let rows = (t * per).min(self.out_dim)..((t + 1) * per).min(self.out_dim);
             // SAFETY: each thread writes only the columns `rows` of `y`.
-            unsafe { self.rows_times(rows, x, q8, &y) }
+            unsafe { self.rows_times(rows, x, int8, &y) }
         });
     }
 
-    /// Output columns `rows` of `product`: from the 8-bit activations `q8`
-    /// for the runs of a type with a kernel, else in float32.
+    /// Output columns `rows` of `product`: from the 8-bit activations in
+    /// `int8` for the runs of a type with a kernel, else in float32.
     ///
     /// # Safety
     /// `y` points at `[x.len() / in, out]` floats, and no other thread writes these columns.
-    unsafe fn rows_times(&self, rows: Range<usize>, x: &[f32], q8: Option<&Q8Rows>, y: &Shared) {
-        let Some(q8) = q8 else { return unsafe { self.float_rows_times(rows, x, y) } };
+    unsafe fn rows_times(&self, rows: Range<usize>, x: &[f32], int8: &Int8, y: &Shared) {
+        if int8.k.is_none() && int8.pairs.is_none() {
+            return unsafe { self.float_rows_times(rows, x, y) };
+        }
+        let n = x.len() / self.in_dim;
         for (start, ty, bytes, row_bytes) in self.runs(rows) {
-            let count = bytes.len() / row_bytes;
-            if !q8k::runs(ty) {
-                unsafe { self.float_rows_times(start..start + count, x, y) };
-                continue;
-            }
-            for (o, w) in (start..).zip(bytes.chunks_exact(row_bytes)) {
-                let (mut input, n) = (0, q8.rows());
-                let put = |k: usize, s: f32| unsafe { *y.get().add(k * self.out_dim + o) = s };
-                while n - input >= 4 {
-                    let mut sums = [0.0; 4];
-                    // SAFETY: `q8k::runs(ty)`: the CPU has the kernel's features.
-                    unsafe { q8k::dots::<4>(ty, w, q8, std::array::from_fn(|k| input + k), &mut sums) };
-                    sums.into_iter().enumerate().for_each(|(k, s)| put(input + k, s));
-                    input += 4;
-                }
-                for k in input..n {
-                    let mut sum = [0.0];
-                    // SAFETY: as above.
-                    unsafe { q8k::dots::<1>(ty, w, q8, [k], &mut sum) };
-                    put(k, sum[0]);
-                }
+            // SAFETY (both): `runs(ty)`: the CPU has the kernel's features; these columns are this thread's.
+            match (&int8.k, &int8.pairs) {
+                (Some(q), _) if q8k::runs(ty) => unsafe {
+                    int8_rows(&(ty, q), bytes, row_bytes, start, n, y, self.out_dim)
+                },
+                (_, Some(q)) if q8_32::runs(ty) => unsafe {
+                    int8_rows(&(ty, q), bytes, row_bytes, start, n, y, self.out_dim)
+                },
+                _ => unsafe { self.float_rows_times(start..start + bytes.len() / row_bytes, x, y) },
             }
         }
     }
@@ -453,6 +453,77 @@ unsafe fn fused_rows(
         o += 1;
     }
     true
+}
+
+/// A decoding step's activations quantized to 8 bits, for the kernels that take them.
+struct Int8 {
+    /// Per 256 values (K-quants).
+    k: Option<Q8Rows>,
+    /// Per 32 values, in block pairs (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0).
+    pairs: Option<Q8Pairs>,
+}
+
+/// A kernel on activations quantized to 8 bits: `sums[j][k] = w[j] ·
+/// x[rows[k]]` (see `q8k::dots`, `q8_32::dots`).
+trait Int8Kernel {
+    /// # Safety
+    /// The kernel runs on this CPU.
+    unsafe fn dots<const O: usize, const R: usize>(&self, w: [&[u8]; O], rows: [usize; R], sums: &mut [[f32; R]; O]);
+}
+
+impl Int8Kernel for (GgmlType, &Q8Rows) {
+    unsafe fn dots<const O: usize, const R: usize>(&self, w: [&[u8]; O], rows: [usize; R], sums: &mut [[f32; R]; O]) {
+        unsafe { q8k::dots(self.0, w, self.1, rows, sums) }
+    }
+}
+
+impl Int8Kernel for (GgmlType, &Q8Pairs) {
+    unsafe fn dots<const O: usize, const R: usize>(&self, w: [&[u8]; O], rows: [usize; R], sums: &mut [[f32; R]; O]) {
+        unsafe { q8_32::dots(self.0, w, self.1, rows, sums) }
+    }
+}
+
+/// Columns `start..` (one per row of `bytes`, `row_bytes` each) of each of
+/// the `n` input rows: one input row with four weight rows at a time, more
+/// input rows four at a time with each weight row; the rest one by one.
+///
+/// # Safety
+/// The kernel runs on this CPU; these columns of `y` (`[n, out_dim]`) are the caller's alone.
+unsafe fn int8_rows(
+    kernel: &impl Int8Kernel,
+    bytes: &[u8],
+    row_bytes: usize,
+    start: usize,
+    n: usize,
+    y: &Shared,
+    out_dim: usize,
+) {
+    // SAFETY: row k, column o of `y`: the caller's.
+    let put = |k: usize, o: usize, s: f32| unsafe { *y.get().add(k * out_dim + o) = s };
+    let mut weight_rows = bytes.chunks_exact(row_bytes);
+    let mut o = start;
+    while n == 1 && weight_rows.len() >= 4 {
+        let w = std::array::from_fn(|_| weight_rows.next().expect("four rows left"));
+        let mut sums = [[0.0]; 4];
+        unsafe { kernel.dots(w, [0], &mut sums) };
+        sums.iter().enumerate().for_each(|(j, s)| put(0, o + j, s[0]));
+        o += 4;
+    }
+    for w in weight_rows {
+        let mut input = 0;
+        while n - input >= 4 {
+            let mut sums = [[0.0; 4]];
+            unsafe { kernel.dots([w], std::array::from_fn(|k| input + k), &mut sums) };
+            sums[0].iter().enumerate().for_each(|(k, &s)| put(input + k, o, s));
+            input += 4;
+        }
+        for k in input..n {
+            let mut sum = [[0.0]];
+            unsafe { kernel.dots([w], [k], &mut sum) };
+            put(k, o, sum[0][0]);
+        }
+        o += 1;
+    }
 }
 
 fn wide() -> bool {

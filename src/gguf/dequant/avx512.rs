@@ -101,6 +101,21 @@ pub unsafe fn dots<const R: usize>(ty: GgmlType, rows: [&[u8]; R], x: &[f32], su
     true
 }
 
+/// `sums[j][k]` = the sum of the lanes of `acc[j][k]`, four at a time by
+/// [`reduce4`] (padded with zeros), so each sum is the same whatever else
+/// is reduced with it.
+#[inline(always)]
+pub(crate) unsafe fn reduce_all<const O: usize, const R: usize>(acc: &[[__m512; R]; O], sums: &mut [[f32; R]; O]) {
+    let zero = _mm512_setzero_ps();
+    let at = |i: usize| if i < O * R { acc[i / R][i % R] } else { zero };
+    for group in (0..O * R).step_by(4) {
+        let four = unsafe { reduce4(at(group), at(group + 1), at(group + 2), at(group + 3)) };
+        for (i, s) in four.into_iter().enumerate().take(O * R - group) {
+            sums[(group + i) / R][(group + i) % R] = s;
+        }
+    }
+}
+
 /// The sums of the lanes of `a`, `b`, `c` and `d`, by one tree whose
 /// arithmetic is the same for each of the four (so a row's sum does not
 /// depend on its neighbours).

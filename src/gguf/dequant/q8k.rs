@@ -75,60 +75,73 @@ pub fn runs(ty: GgmlType) -> bool {
 /// # Safety
 /// None needed.
 #[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn dots<const R: usize>(ty: GgmlType, _: &[u8], _: &Q8Rows, _: [usize; R], _: &mut [f32; R]) {
+pub unsafe fn dots<const O: usize, const R: usize>(
+    ty: GgmlType,
+    _: [&[u8]; O],
+    _: &Q8Rows,
+    _: [usize; R],
+    _: &mut [[f32; R]; O],
+) {
     unreachable!("no 8-bit kernel for {ty} on this CPU")
 }
 
-/// `sums[k] = w · x[rows[k]]` for one weight row `w` of `ty` (whole
-/// superblocks) and `R` quantized input rows.
+/// `sums[j][k] = w[j] · x[rows[k]]` for `O` weight rows of `ty` (one part's
+/// consecutive rows, whole superblocks) and `R` quantized input rows: one
+/// sum in flight per pair, every pair reduced by the same tree.
 ///
 /// # Safety
 /// `runs(ty)`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-pub unsafe fn dots<const R: usize>(ty: GgmlType, w: &[u8], x: &Q8Rows, rows: [usize; R], sums: &mut [f32; R]) {
-    let blocks = x.in_dim / QK;
-    assert!(w.len() == blocks * ty.type_size() && rows.iter().all(|&r| r < x.rows()));
-    let mut acc = [_mm512_setzero_ps(); R];
-    for s in 0..blocks {
-        let b = &w[s * ty.type_size()..(s + 1) * ty.type_size()];
-        for line in (0..ty.type_size()).step_by(64) {
-            // A hint only: the same superblock `AHEAD` rows on (rows of a part are consecutive).
-            _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(AHEAD * w.len() + line) as *const i8);
-        }
-        // SAFETY: `b` is one whole block of `ty`.
-        let block = unsafe {
-            match ty {
-                GgmlType::Q4_K => q4_k(b),
-                GgmlType::Q6_K => q6_k(b),
-                _ => panic!("{ty} has no 8-bit kernel"),
+pub unsafe fn dots<const O: usize, const R: usize>(
+    ty: GgmlType,
+    w: [&[u8]; O],
+    x: &Q8Rows,
+    rows: [usize; R],
+    sums: &mut [[f32; R]; O],
+) {
+    let (blocks, size) = (x.in_dim / QK, ty.type_size());
+    assert!(w.iter().all(|w| w.len() == blocks * size) && rows.iter().all(|&r| r < x.rows()));
+    let mut acc = [[_mm512_setzero_ps(); R]; O];
+    macro_rules! each_block {
+        ($kernel:ident) => {
+            for s in 0..blocks {
+                for (w, acc) in w.iter().zip(acc.iter_mut()) {
+                    let b = &w[s * size..(s + 1) * size];
+                    for line in (0..size).step_by(64) {
+                        // A hint only: the same superblock `AHEAD` rows on (rows of a part are consecutive).
+                        _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(AHEAD * w.len() + line) as *const i8);
+                    }
+                    // SAFETY: `b` is one whole block of `ty`.
+                    let block = unsafe { $kernel(b) };
+                    for (acc, &r) in acc.iter_mut().zip(&rows) {
+                        let at = r * x.in_dim + s * QK;
+                        let mut sum = _mm512_setzero_si512();
+                        for (g, (&weights, &scales)) in block.weights.iter().zip(&block.scales).enumerate() {
+                            // SAFETY: 64 quantized values of row r, inside `x.q`.
+                            let values = unsafe { _mm512_loadu_si512(x.q.as_ptr().add(at + 64 * g) as *const _) };
+                            sum =
+                                _mm512_add_epi32(sum, _mm512_madd_epi16(_mm512_maddubs_epi16(weights, values), scales));
+                        }
+                        // SAFETY: the row's 16 sums for this superblock, inside `x.sums16`.
+                        let sums16 = unsafe { _mm256_loadu_si256(x.sums16.as_ptr().add(at / 16) as *const _) };
+                        let offset =
+                            _mm512_cvtepi32_ps(_mm512_zextsi256_si512(_mm256_madd_epi16(block.offsets, sums16)));
+                        let dx = x.d[at / QK];
+                        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(block.d * dx), *acc);
+                        *acc = _mm512_fnmadd_ps(offset, _mm512_set1_ps(block.offset_d * dx), *acc);
+                    }
+                }
             }
         };
-        for (k, &r) in rows.iter().enumerate() {
-            let at = r * x.in_dim + s * QK;
-            let mut sum = _mm512_setzero_si512();
-            for (g, (&weights, &scales)) in block.weights.iter().zip(&block.scales).enumerate() {
-                // SAFETY: 64 quantized values of row r, inside `x.q`.
-                let values = unsafe { _mm512_loadu_si512(x.q.as_ptr().add(at + 64 * g) as *const _) };
-                sum = _mm512_add_epi32(sum, _mm512_madd_epi16(_mm512_maddubs_epi16(weights, values), scales));
-            }
-            // SAFETY: the row's 16 sums for this superblock, inside `x.sums16`.
-            let sums16 = unsafe { _mm256_loadu_si256(x.sums16.as_ptr().add(at / 16) as *const _) };
-            let offset = _mm512_cvtepi32_ps(_mm512_zextsi256_si512(_mm256_madd_epi16(block.offsets, sums16)));
-            let dx = x.d[at / QK];
-            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(block.d * dx), acc[k]);
-            acc[k] = _mm512_fnmadd_ps(offset, _mm512_set1_ps(block.offset_d * dx), acc[k]);
-        }
     }
-    let zero = _mm512_setzero_ps();
-    for group in (0..R).step_by(4) {
-        let at = |k: usize| if k < R { acc[k] } else { zero };
-        // SAFETY: the features are enabled here.
-        let four = unsafe { super::avx512::reduce4(at(group), at(group + 1), at(group + 2), at(group + 3)) };
-        for (k, s) in four.into_iter().enumerate().take(R - group) {
-            sums[group + k] = s;
-        }
+    match ty {
+        GgmlType::Q4_K => each_block!(q4_k),
+        GgmlType::Q6_K => each_block!(q6_k),
+        _ => panic!("{ty} has no 8-bit kernel"),
     }
+    // SAFETY: the features are enabled here.
+    unsafe { super::avx512::reduce_all(&acc, sums) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -282,11 +295,12 @@ mod tests {
             x[in_dim + QK..in_dim + 2 * QK].fill(0.0);
             let q = Q8Rows::quantize(&x, in_dim);
             for (o, w_row) in w_bytes.chunks_exact(w_bytes.len() / 2).enumerate() {
-                let mut got = [0.0f32; 4];
-                unsafe { dots::<4>(ty, w_row, &q, [4, 0, 2, 1], &mut got) };
-                let mut alone = [0.0f32];
-                unsafe { dots::<1>(ty, w_row, &q, [2], &mut alone) };
-                assert_eq!(alone[0].to_bits(), got[2].to_bits(), "{ty}: a row's sum depends on its group");
+                let mut got = [[0.0f32; 4]];
+                unsafe { dots(ty, [w_row], &q, [4, 0, 2, 1], &mut got) };
+                let got = got[0];
+                let mut alone = [[0.0f32]; 2];
+                unsafe { dots(ty, [w_row, w_row], &q, [2], &mut alone) };
+                assert_eq!(alone[1][0].to_bits(), got[2].to_bits(), "{ty}: a row's sum depends on its group");
                 for (k, r) in [4, 0, 2, 1].into_iter().enumerate() {
                     let weights = &w[o * in_dim..(o + 1) * in_dim];
                     // The same product in float64 with the rounded activations...
