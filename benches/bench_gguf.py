@@ -1,5 +1,7 @@
 """Decoding from one GGUF file: epsvec computing from the file's blocks
-(``dtype="auto"``), epsvec's dequantised float32 path (``dtype="float32"``),
+(``dtype="auto"``, with the default ``activations="auto"``: 8-bit
+activations for the K-quants, and with ``activations="int8"``: for every
+type), epsvec's dequantised float32 path (``dtype="float32"``),
 llama.cpp (llama-cpp-python) and transformers (float32, its GGUF loader),
 each in its own process, rounds alternating. 64 new tokens sampled at
 temperature 1 (end of text suppressed), batch 1 and 16, the same threads.
@@ -30,7 +32,7 @@ PROMPTS = [
     "Fans of the genre will", "The ending", "Despite its budget,", "At two hours long,",
 ]
 BATCHES = (1, 16)
-ENGINES = ("epsvec", "epsvec-f32", "llama.cpp", "transformers")
+ENGINES = ("epsvec", "epsvec-int8", "epsvec-f32", "llama.cpp", "transformers")
 
 
 def model_path() -> str:
@@ -44,12 +46,12 @@ def threads() -> int:
     return int(os.environ["EPSVEC_BENCH_THREADS"])
 
 
-def run_epsvec(reps: int, dtype: str) -> dict[str, list[float]]:
+def run_epsvec(reps: int, dtype: str, activations: str = "auto") -> dict[str, list[float]]:
     # libtorch's thread count, read at start-up (importing torch to set it would add its ~300 MB).
     os.environ["OMP_NUM_THREADS"] = str(threads())
     import epsvec
 
-    model = epsvec.load_model(model_path(), device="cpu", dtype=dtype)
+    model = epsvec.load_model(model_path(), device="cpu", dtype=dtype, activations=activations)
     kw = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, temperature=1.0, top_p=1.0, progress=False)
     model.generate(PROMPTS[:2], **{**kw, "max_new_tokens": 4, "min_new_tokens": 0})  # warm-up
     results: dict[str, list[float]] = {}
@@ -108,6 +110,7 @@ def run_transformers(reps: int) -> dict[str, list[float]]:
 
 RUNNERS = {
     "epsvec": lambda reps: run_epsvec(reps, "auto"),
+    "epsvec-int8": lambda reps: run_epsvec(reps, "auto", "int8"),
     "epsvec-f32": lambda reps: run_epsvec(reps, "float32"),
     "llama.cpp": run_llama_cpp,
     "transformers": run_transformers,

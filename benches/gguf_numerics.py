@@ -1,18 +1,21 @@
 """What 8-bit activations cost in accuracy: for each GGUF model, next-token
 distributions computed as generation computes them (one decoding step per
 token, ``Model.logits(stepwise=True)``) from the file's blocks with
-``activations="int8"`` (the default) and ``"float32"`` (exact), against the
+``activations="int8"`` and ``"float32"`` (exact), against the
 same file dequantised to float32 at load (the reference path), on real text
-(Rotten Tomatoes snippets and BBC news openings). Reports top-1 agreement and
-the KL divergence KL(reference || path) in nats per token.
+(Rotten Tomatoes snippets and BBC news openings); and llama.cpp's logits for
+the same token ids (llama-cpp-python, when installed: it quantizes
+activations the same way). Reports top-1 agreement and the KL divergence
+KL(reference || path) in nats per token.
 
     python benches/gguf_numerics.py                      # the four named models
-    python benches/gguf_numerics.py --model qwen2.5-coder-1.5b-instruct --texts 16
+    python benches/gguf_numerics.py --model qwen2.5-coder-1.5b-instruct --texts 16 --paths int8,llama.cpp
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -22,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import machine  # noqa: E402
 
+PATHS = ("int8", "float32", "llama.cpp")
 MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
 
 
@@ -60,10 +64,23 @@ def formats(path: str) -> str:
     return ", ".join(f"{name} {n / total:.0%}" for name, n in weights.most_common())
 
 
+def llama_cpp_logits(path: str, ids: list[list[int]]) -> list[np.ndarray]:
+    from llama_cpp import Llama
+
+    llm = Llama(path, n_threads=os.cpu_count(), n_ctx=512, logits_all=True, verbose=False)
+    out = []
+    for text in ids:
+        llm.reset()
+        llm.eval(text)
+        out.append(np.array(llm.scores[: len(text)], dtype=np.float32))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", help="a named model or .gguf path (repeatable)")
     parser.add_argument("--texts", type=int, default=8)
+    parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated, from " + ", ".join(PATHS))
     args = parser.parse_args()
     import epsvec
 
@@ -80,14 +97,18 @@ def main() -> None:
             continue
         want = reference.logits(sample, stepwise=True)
         tokens = sum(len(w) for w in want)
-        label = f"{name} ({formats(reference.path)})"
+        ids, path = reference.tokenize(sample), reference.path
+        label = f"{name} ({formats(path)})"
         del reference
-        for activations in ("int8", "float32"):
-            model = epsvec.load_model(name, device="cpu", activations=activations)
-            agree, kl, kl99 = compare(want, model.logits(sample, stepwise=True))
-            print(f"| {label} | {tokens} | blocks, {activations} activations | {agree:.4f} | {kl:.2e} | {kl99:.2e} |",
-                  flush=True)
-            del model
+        for kind in args.paths.split(","):
+            if kind == "llama.cpp":
+                got, what = llama_cpp_logits(path, ids), "llama.cpp"
+            else:
+                model = epsvec.load_model(name, device="cpu", activations=kind)
+                got, what = model.logits(sample, stepwise=True), f"epsvec blocks, {kind} activations"
+                del model
+            agree, kl, kl99 = compare(want, got)
+            print(f"| {label} | {tokens} | {what} | {agree:.4f} | {kl:.2e} | {kl99:.2e} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ Q4_K, Q6_K; the tiny models of test_gguf_models add Q4_0, Q5_1 and their
 own check against transformers), through prefill, capture and the decoding
 step. The named Qwen models assemble from their PyPI parts.
 
-Exact products are ``activations="float32"``; the default quantizes
-decoding steps' activations to 8 bits (llama.cpp's numerics), checked here
-against the same reference by top-1 agreement and KL divergence."""
+Exact products are ``activations="float32"``; ``"int8"`` quantizes decoding
+steps' activations to 8 bits (llama.cpp's numerics), checked here against
+the same reference by top-1 agreement and KL divergence; the default,
+``"auto"``, does so for the K-quant blocks only."""
 
 from __future__ import annotations
 
@@ -79,11 +80,11 @@ def test_stepwise_logits_are_the_decoding_steps(both, rotten_tomatoes):
 
 
 def test_int8_activations_stay_close_to_the_reference(both, rotten_tomatoes):
-    """The default decoding numerics: top-1 agreement and KL(reference ||
-    int8) per token on real text, against the dequantised path. Every named
-    model holds types with 8-bit kernels, so the products must change."""
+    """Top-1 agreement and KL(reference || int8) per token on real text,
+    against the dequantised path. Every named model holds types with 8-bit
+    kernels, so the products must change."""
     exact, dense = both
-    int8 = epsvec.load_model(exact.path, device="cpu")
+    int8 = epsvec.load_model(exact.path, device="cpu", activations="int8")
     texts = rotten_tomatoes[20:24]
     want, got = dense.logits(texts, stepwise=True), int8.logits(texts, stepwise=True)
     p, q = log_softmax(want), log_softmax(got)
@@ -95,11 +96,24 @@ def test_int8_activations_stay_close_to_the_reference(both, rotten_tomatoes):
     assert all(np.array_equal(a, b) for a, b in zip(int8.logits(texts), exact.logits(texts)))
 
 
+def test_auto_activations_take_8_bits_for_the_k_quants_only(both, rotten_tomatoes):
+    from gguf import GGUFReader
+
+    exact, _ = both
+    auto, int8 = (epsvec.load_model(exact.path, device="cpu", activations=a) for a in ("auto", "int8"))
+    texts = rotten_tomatoes[30:32]
+    got = auto.logits(texts, stepwise=True)
+    same_as = lambda model: all(np.array_equal(a, b) for a, b in zip(got, model.logits(texts, stepwise=True)))  # noqa: E731
+    k_quants = {t.tensor_type.name for t in GGUFReader(exact.path).tensors} & {"Q4_K", "Q6_K"}
+    assert same_as(exact) != bool(k_quants), f"K-quants: {k_quants}"
+    assert not same_as(int8), "the 32-value blocks stay float32"
+
+
 def test_int8_decoding_repeats(both):
-    """Integer sums within a superblock, float32 in a fixed order: a seeded
-    run repeats, at one row and several."""
+    """Integer sums within a block, float32 in a fixed order: a seeded run
+    repeats, at one row and several."""
     _, dense = both
-    int8 = epsvec.load_model(dense.path, device="cpu")
+    int8 = epsvec.load_model(dense.path, device="cpu", activations="int8")
     prompts = ["The film opens with", "A quiet, moving drama about", "Critics agreed that"]
     for batch in (1, 3):
         kw = dict(max_new_tokens=12, temperature=1.0, seed=3, batch_size=batch, progress=False)

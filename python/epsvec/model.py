@@ -420,11 +420,14 @@ def load_model(path: str | os.PathLike | None = None, *, device: str = "auto", d
             memory about the file's size); ``"float32"`` dequantises the
             whole file at load, the reference path.
         activations: With GGUF blocks on the CPU, how decoding steps
-            multiply: ``"int8"`` (the default, ``"auto"``) quantizes the
-            activations to 8 bits as llama.cpp does (per 32 values for
-            Q4_0-Q5_1 and Q8_0, per 256 for Q4_K and Q6_K), on CPUs with
-            AVX-512; prompts and hidden states stay float32. ``"float32"``
-            keeps every product exact (``logits(stepwise=True)`` compares).
+            multiply. ``"int8"`` quantizes the activations to 8 bits as
+            llama.cpp does (per 32 values for Q4_0-Q5_1 and Q8_0, per 256 for
+            Q4_K and Q6_K; CPUs with AVX-512): fastest for one row.
+            ``"float32"`` keeps every product exact. ``"auto"`` (the
+            default) takes 8 bits for Q4_K/Q6_K only, where they are as fast
+            or faster at every batch size. Prompts and hidden states are
+            float32 in every case; ``logits(stepwise=True)`` shows what
+            decoding computes.
 
     Returns:
         The loaded :class:`Model`.

@@ -16,11 +16,12 @@
 //!   times). Elsewhere one dequantized weight row meets four input rows at a
 //!   time. Each sum is reduced the same way wherever it falls, so results
 //!   do not depend on the thread count: a seeded run repeats on a machine.
-//! - With `BlockMode::Int8` (the default), decoding steps multiply by
-//!   activations quantized to 8 bits instead, where the CPU (AVX-512 BW)
-//!   and the type have a kernel: `gguf::dequant::q8k` (Q4_K, Q6_K) and
-//!   `q8_32` (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); one input row takes four
-//!   weight rows at a time, more input rows four at a time.
+//! - With 8-bit activations (`BlockMode`: the default for Q4_K/Q6_K, all
+//!   types with `Int8`), decoding steps multiply by activations quantized
+//!   to 8 bits instead, where the CPU (AVX-512 BW) and the type have a
+//!   kernel: `gguf::dequant::q8k` (Q4_K, Q6_K) and `q8_32` (Q4_0, Q4_1,
+//!   Q5_0, Q5_1, Q8_0); one input row takes four weight rows at a time,
+//!   more input rows four at a time.
 //! - More rows (prompts, capture): a few MB of weight rows at a time are
 //!   dequantized to a float32 tensor and multiplied by libtorch.
 
@@ -53,10 +54,26 @@ pub enum BlockMode {
     /// Kept in their blocks, with float32 activations (exact dequantization).
     Exact,
     /// Kept in their blocks; decoding steps quantize the activations to 8
-    /// bits for the types with kernels on this CPU (`q8k`: Q4_K, Q6_K per
-    /// 256 values; `q8_32`: Q4_0-Q5_1, Q8_0 per 32; llama.cpp's numerics),
-    /// float32 activations elsewhere (prompts, capture, other types).
+    /// bits for the K-quants (`q8k`: Q4_K, Q6_K), where that is as fast or
+    /// faster at every batch size, and stay float32 for the 32-value blocks,
+    /// whose per-block float scales make 8-bit products slower than the
+    /// float32 tile at 16 rows. The default.
+    Auto,
+    /// Kept in their blocks; decoding steps quantize the activations to 8
+    /// bits for every type with a kernel on this CPU (`q8k`, and `q8_32`:
+    /// Q4_0-Q5_1, Q8_0 per 32 values): fastest at one row.
     Int8,
+}
+
+impl BlockMode {
+    /// Whether decoding steps take 8-bit products for blocks of `ty`.
+    fn int8_for(self, ty: GgmlType) -> bool {
+        match self {
+            Self::Int8 => true,
+            Self::Auto => matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K),
+            Self::Exact | Self::Dequantized => false,
+        }
+    }
 }
 
 /// A matrix `[out, in]` stored as rows of GGUF blocks along `in`; the rows
@@ -65,8 +82,8 @@ pub struct BlockWeight {
     parts: Vec<Part>,
     in_dim: usize,
     out_dim: usize,
-    /// Whether `decode` may quantize activations to 8 bits.
-    int8: bool,
+    /// Which types `decode` multiplies by 8-bit activations.
+    mode: BlockMode,
 }
 
 /// Consecutive rows of one block type.
@@ -114,7 +131,7 @@ impl BlockWeight {
             )));
         }
         let row_bytes = in_dim / ty.block_size() * ty.type_size();
-        Ok(Self { parts: vec![Part { ty, rows, row_bytes, bytes }], in_dim, out_dim: rows, int8: false })
+        Ok(Self { parts: vec![Part { ty, rows, row_bytes, bytes }], in_dim, out_dim: rows, mode: BlockMode::Exact })
     }
 
     /// The rows of `pieces`, stacked in order (as `torch.cat(dim=0)`).
@@ -123,15 +140,15 @@ impl BlockWeight {
         if pieces.iter().any(|p| p.in_dim != in_dim) || pieces.is_empty() {
             return Err(EpsvecError::InvalidInput("stacked block weights need one input width".into()));
         }
-        let int8 = pieces.iter().all(|p| p.int8);
+        let mode = pieces[0].mode;
         let parts: Vec<Part> = pieces.into_iter().flat_map(|p| p.parts).collect();
         let out_dim = parts.iter().map(|p| p.rows).sum();
-        Ok(Self { parts, in_dim, out_dim, int8 })
+        Ok(Self { parts, in_dim, out_dim, mode })
     }
 
-    /// The same weight, with `decode` quantizing activations to 8 bits where it can (`BlockMode::Int8`).
-    pub fn decoding_in_int8(self, int8: bool) -> Self {
-        Self { int8, ..self }
+    /// The same weight, with `decode` computing as `mode` says.
+    pub fn decoding_as(self, mode: BlockMode) -> Self {
+        Self { mode, ..self }
     }
 
     /// Row `i` of the result is row `order[i]` of this (single-type) matrix.
@@ -143,7 +160,7 @@ impl BlockWeight {
             return Err(EpsvecError::InvalidInput(format!("{order:?} is no order of {} rows", part.rows)));
         }
         let bytes = order.iter().flat_map(|&r| &part.bytes[r * part.row_bytes..(r + 1) * part.row_bytes]).copied();
-        Ok(Self::new(part.ty, part.rows, self.in_dim, Bytes::Owned(bytes.collect()))?.decoding_in_int8(self.int8))
+        Ok(Self::new(part.ty, part.rows, self.in_dim, Bytes::Owned(bytes.collect()))?.decoding_as(self.mode))
     }
 
     pub fn in_dim(&self) -> usize {
@@ -192,7 +209,7 @@ impl BlockWeight {
     /// (`q8k`) for the parts with a kernel on this CPU, when loaded for it.
     pub fn decode(&self, x: &[f32], n: usize, y: &mut [f32]) {
         let wants = |runs: fn(GgmlType) -> bool, qk: usize| {
-            self.int8 && self.in_dim.is_multiple_of(qk) && self.parts.iter().any(|p| runs(p.ty))
+            self.in_dim.is_multiple_of(qk) && self.parts.iter().any(|p| self.mode.int8_for(p.ty) && runs(p.ty))
         };
         let int8 = Int8 {
             k: wants(q8k::runs, q8k::QK).then(|| Q8Rows::quantize(x, self.in_dim)),
@@ -224,11 +241,12 @@ impl BlockWeight {
         let n = x.len() / self.in_dim;
         for (start, ty, bytes, row_bytes) in self.runs(rows) {
             // SAFETY (both): `runs(ty)`: the CPU has the kernel's features; these columns are this thread's.
+            let int8_here = self.mode.int8_for(ty);
             match (&int8.k, &int8.pairs) {
-                (Some(q), _) if q8k::runs(ty) => unsafe {
+                (Some(q), _) if int8_here && q8k::runs(ty) => unsafe {
                     int8_rows(&(ty, q), bytes, row_bytes, start, n, y, self.out_dim)
                 },
-                (_, Some(q)) if q8_32::runs(ty) => unsafe {
+                (_, Some(q)) if int8_here && q8_32::runs(ty) => unsafe {
                     int8_rows(&(ty, q), bytes, row_bytes, start, n, y, self.out_dim)
                 },
                 _ => unsafe { self.float_rows_times(start..start + bytes.len() / row_bytes, x, y) },

@@ -261,7 +261,7 @@ impl WeightSource for GgufWeights {
         let (rows, in_dim) = (shape[0], shape[1]);
         let blocks = BlockWeight::new(info.ty, rows as usize, in_dim as usize, Bytes::Mapped(bytes))
             .map_err(|e| EpsvecError::corrupt(self.file.path(), format!("tensor {gname}: {e}")))?
-            .decoding_in_int8(self.blocks == BlockMode::Int8);
+            .decoding_as(self.blocks);
         let Some(heads) = self.permuted_heads(&gname) else { return Ok(Some(blocks)) };
         // The same row order the dense path gets, read off row indices.
         let order = unpermute(&Tensor::f_arange(rows, (Kind::Int64, Device::Cpu))?.f_reshape([rows, 1])?, heads)?;

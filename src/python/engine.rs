@@ -75,7 +75,8 @@ fn parse_dtype(name: &str, device: Device, activations: &str) -> crate::Result<(
         }
     };
     let mode = match (blocks, activations) {
-        (true, "auto" | "int8") => BlockMode::Int8,
+        (true, "auto") => BlockMode::Auto,
+        (true, "int8") => BlockMode::Int8,
         (true, "float32") => BlockMode::Exact,
         (false, "auto" | "float32") => BlockMode::Dequantized,
         (false, "int8") => return Err(EpsvecError::InvalidInput(
