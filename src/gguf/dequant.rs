@@ -398,6 +398,58 @@ fn q6_k(b: &[u8; 210], at: usize, y: &mut [f32]) {
     }
 }
 
+/// Whether this CPU has AVX-512 F and BW (what the 8-bit kernels use).
+pub(crate) fn has_avx512_bw() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Test data: random bytes and blocks (shared by the kernels' tests).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::GgmlType;
+
+    /// Deterministic bytes (xorshift64), every bit pattern possible.
+    pub fn random_bytes(n: usize, mut state: u64) -> Vec<u8> {
+        state |= 1;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    /// `count` random blocks of `ty` whose f16 fields (scales, minimums)
+    /// are set to 0.01 (random bytes give NaNs and huge values).
+    pub fn random_blocks(ty: GgmlType, count: usize, seed: u64) -> Vec<u8> {
+        let size = ty.type_size();
+        let mut bytes = random_bytes(count * size, seed);
+        let scale = half::f16::from_f32(0.01).to_le_bytes();
+        for block in bytes.chunks_exact_mut(size) {
+            // Every f16 field of these formats sits at a block's start or end.
+            let fields: &[usize] = match ty {
+                GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+                GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+                GgmlType::Q2_K => &[size - 4, size - 2],
+                _ => &[size - 2],
+            };
+            for &at in fields {
+                block[at..at + 2].copy_from_slice(&scale);
+            }
+        }
+        bytes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

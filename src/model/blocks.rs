@@ -278,9 +278,8 @@ impl BlockWeight {
         let n = x.len() / in_dim;
         let mut w = vec![0.0f32; TILE * in_dim];
         for (start, ty, bytes, row_bytes) in self.runs(rows) {
-            let (four, one): (Fused<4>, Fused<1>) = (avx512::dots::<4>, avx512::dots::<1>);
             // SAFETY: the features are enabled here; these columns are this thread's.
-            if n == 1 && unsafe { fused_rows(ty, bytes, row_bytes, start, x, y, four, one) } {
+            if n == 1 && unsafe { fused_rows(ty, bytes, row_bytes, start, x, y) } {
                 continue;
             }
             // `TILE` weight rows dequantized at a time, multiplied with `TILE` input rows at a time.
@@ -432,30 +431,21 @@ impl BlockWeight {
 /// Whether the AVX-512 kernels run here.
 #[cfg(target_arch = "x86_64")]
 /// Columns `start..` of one input row `x` for the weight rows in `bytes`
-/// (one type), by the fused kernels four rows at a time; `false`, with
-/// nothing written, for a type without a fused kernel.
+/// (one type), by the fused AVX-512 kernels four rows at a time; `false`,
+/// with nothing written, for a type without a fused kernel.
 ///
 /// # Safety
-/// The CPU has the kernels' features, and these columns of `y` are the caller's alone.
+/// AVX-512 F and BW, and these columns of `y` are the caller's alone.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn fused_rows(
-    ty: GgmlType,
-    bytes: &[u8],
-    row_bytes: usize,
-    start: usize,
-    x: &[f32],
-    y: &Shared,
-    four: Fused<4>,
-    one: Fused<1>,
-) -> bool {
+unsafe fn fused_rows(ty: GgmlType, bytes: &[u8], row_bytes: usize, start: usize, x: &[f32], y: &Shared) -> bool {
     let mut rows = bytes.chunks_exact(row_bytes);
     let mut o = start;
     while rows.len() >= 4 {
         let group: [&[u8]; 4] = std::array::from_fn(|_| rows.next().expect("four rows left"));
         let mut sums = [0.0f32; 4];
         // SAFETY: the caller's promises; a type without a kernel is refused before any write.
-        if !unsafe { four(ty, group, x, &mut sums) } {
+        if !unsafe { avx512::dots(ty, group, x, &mut sums) } {
             return false;
         }
         unsafe { std::ptr::copy_nonoverlapping(sums.as_ptr(), y.get().add(o), 4) };
@@ -464,7 +454,7 @@ unsafe fn fused_rows(
     for row in rows {
         let mut sum = [0.0f32];
         // SAFETY: as above.
-        if !unsafe { one(ty, [row], x, &mut sum) } {
+        if !unsafe { avx512::dots(ty, [row], x, &mut sum) } {
             return false;
         }
         unsafe { *y.get().add(o) = sum[0] };
@@ -545,13 +535,11 @@ unsafe fn int8_rows(
 }
 
 fn wide() -> bool {
-    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+    crate::gguf::dequant::has_avx512_bw()
 }
 
 /// Dequantizes whole blocks of a type into floats (`gguf::dequant`).
 type Dequantize = unsafe fn(GgmlType, &[u8], &mut [f32]);
-/// `R` weight rows' dot products with one input row, `false` for a type without a kernel.
-type Fused<const R: usize> = unsafe fn(GgmlType, [&[u8]; R], &[f32], &mut [f32; R]) -> bool;
 
 #[inline(always)]
 unsafe fn portable(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
@@ -715,28 +703,7 @@ mod tests {
 
     /// Random blocks of `ty` whose f16 scales are finite and small.
     fn random_blocks(ty: GgmlType, rows: usize, in_dim: usize, seed: u64) -> Vec<u8> {
-        let size = ty.type_size();
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let mut bytes: Vec<u8> = (0..rows * in_dim / ty.block_size() * size)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (state >> 33) as u8
-            })
-            .collect();
-        // Every f16 field of these formats sits at a block's start or end: set them to ~0.01.
-        let scale = half::f16::from_f32(0.01).to_le_bytes();
-        for block in bytes.chunks_exact_mut(size) {
-            let fields: &[usize] = match ty {
-                GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
-                GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-                GgmlType::Q2_K => &[size - 4, size - 2],
-                _ => &[size - 2],
-            };
-            for &at in fields {
-                block[at..at + 2].copy_from_slice(&scale);
-            }
-        }
-        bytes
+        crate::gguf::dequant::testing::random_blocks(ty, rows * in_dim / ty.block_size(), seed)
     }
 
     fn reference(w: &[f32], x: &[f32], n: usize, in_dim: usize, out: usize) -> Vec<f64> {

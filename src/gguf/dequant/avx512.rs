@@ -243,17 +243,9 @@ mod tests {
         if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")) {
             return;
         }
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
         for ty in [GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_0] {
             let blocks = 64;
-            let bytes: Vec<u8> = (0..blocks * ty.type_size())
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
+            let bytes = crate::gguf::dequant::testing::random_bytes(blocks * ty.type_size(), ty as u64);
             let (mut want, mut got) = (vec![0.0; blocks * ty.block_size()], vec![0.0; blocks * ty.block_size()]);
             portable(ty, &bytes, &mut want);
             // SAFETY: checked above.

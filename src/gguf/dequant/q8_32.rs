@@ -73,17 +73,8 @@ impl Q8Pairs {
 
 /// Whether `ty` has a kernel here and this CPU runs it.
 pub fn runs(ty: GgmlType) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0)
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = ty;
-        false
-    }
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0)
+        && super::has_avx512_bw()
 }
 
 /// Off x86-64 no type `runs`, so this is never called.
@@ -281,6 +272,7 @@ unsafe fn q8_0(a: &[u8], b: &[u8]) -> Pair {
 mod tests {
     use super::*;
     use crate::gguf::dequant::dequantize;
+    use crate::gguf::dequant::testing::random_blocks;
 
     #[test]
     fn dots_are_the_exact_products_with_the_rounded_activations() {
@@ -288,24 +280,12 @@ mod tests {
             return;
         }
         let in_dim = 6 * QK;
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
-            let mut w_bytes: Vec<u8> = (0..2 * in_dim / QK * ty.type_size())
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            // Finite, small f16 scales (and minimums).
-            for block in w_bytes.chunks_exact_mut(ty.type_size()) {
-                let halves = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) { 2 } else { 1 };
-                for k in 0..halves {
-                    let h = half::f16::from_f32(
-                        0.01 * (1.0 + f32::from(block[2 * k] % 7)) * if k == 1 { -1.0 } else { 1.0 },
-                    );
-                    block[2 * k..2 * k + 2].copy_from_slice(&h.to_le_bytes());
+            let mut w_bytes = random_blocks(ty, 2 * in_dim / QK, ty as u64);
+            // Q4_1/Q5_1: a negative minimum too.
+            for block in w_bytes.chunks_exact_mut(ty.type_size()).step_by(3) {
+                if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                    block[2..4].copy_from_slice(&half::f16::from_f32(-0.02).to_le_bytes());
                 }
             }
             let w = dequantize(ty, &w_bytes, 2 * in_dim).unwrap();

@@ -57,17 +57,7 @@ impl Q8Rows {
 
 /// Whether `ty` has a kernel here and this CPU runs it.
 pub fn runs(ty: GgmlType) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K)
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = ty;
-        false
-    }
+    matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && super::has_avx512_bw()
 }
 
 /// Off x86-64 no type `runs`, so this is never called.
@@ -255,30 +245,7 @@ unsafe fn q6_k(b: &[u8]) -> Block {
 mod tests {
     use super::*;
     use crate::gguf::dequant::dequantize;
-
-    fn random_bytes(n: usize, mut state: u64) -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
-
-    /// Blocks whose f16 scales are small and finite (random bytes give NaNs and huge values).
-    fn blocks(ty: GgmlType, count: usize, seed: u64) -> Vec<u8> {
-        let mut bytes = random_bytes(count * ty.type_size(), seed);
-        let scale_at: &[usize] = if ty == GgmlType::Q4_K { &[0, 2] } else { &[208] };
-        for block in bytes.chunks_exact_mut(ty.type_size()) {
-            for (k, &at) in scale_at.iter().enumerate() {
-                let h = half::f16::from_f32(0.01 * (1.0 + k as f32 + f32::from(block[at] % 7)));
-                block[at..at + 2].copy_from_slice(&h.to_le_bytes());
-            }
-        }
-        bytes
-    }
+    use crate::gguf::dequant::testing::random_blocks;
 
     #[test]
     fn dots_are_the_exact_products_with_the_rounded_activations() {
@@ -287,7 +254,7 @@ mod tests {
         }
         let in_dim = 3 * QK;
         for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
-            let w_bytes = blocks(ty, 2 * in_dim / QK, ty as u64);
+            let w_bytes = random_blocks(ty, 2 * in_dim / QK, ty as u64);
             let w = dequantize(ty, &w_bytes, 2 * in_dim).unwrap();
             // Rows with an outlier, a zero superblock and ordinary values.
             let mut x: Vec<f32> = (0..5 * in_dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
