@@ -574,9 +574,7 @@ unsafe fn tiles<const O: usize>(w: &[f32], x: &[f32], in_dim: usize, y: &Shared,
     while n - r >= TILE {
         let mut sums = [[0.0; TILE]; O];
         unsafe { tile::<O, TILE>(w, &x[r * in_dim..(r + TILE) * in_dim], in_dim, &mut sums) };
-        for k in 0..TILE {
-            put(r + k, &std::array::from_fn(|j| sums[j][k]));
-        }
+        (0..TILE).for_each(|k| put(r + k, &std::array::from_fn(|j| sums[j][k])));
         r += TILE;
     }
     for r in r..n {
