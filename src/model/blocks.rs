@@ -428,8 +428,6 @@ impl BlockWeight {
     }
 }
 
-/// Whether the AVX-512 kernels run here.
-#[cfg(target_arch = "x86_64")]
 /// Columns `start..` of one input row `x` for the weight rows in `bytes`
 /// (one type), by the fused AVX-512 kernels four rows at a time; `false`,
 /// with nothing written, for a type without a fused kernel.
@@ -534,6 +532,8 @@ unsafe fn int8_rows(
     }
 }
 
+/// Whether the AVX-512 kernels run here.
+#[cfg(target_arch = "x86_64")]
 fn wide() -> bool {
     crate::gguf::dequant::has_avx512_bw()
 }
