@@ -608,17 +608,8 @@ unsafe fn tile<const O: usize, const R: usize>(w: &[f32], x: &[f32], len: usize,
             }
         }
     }
-    let zero = _mm512_setzero_ps();
-    for (sums, acc) in sums.iter_mut().zip(&acc) {
-        for group in (0..R).step_by(4) {
-            let at = |k: usize| if k < R { acc[k] } else { zero };
-            // SAFETY: AVX-512F.
-            let four = unsafe { avx512::reduce4(at(group), at(group + 1), at(group + 2), at(group + 3)) };
-            for (k, s) in four.into_iter().enumerate().take(R - group) {
-                sums[group + k] = s;
-            }
-        }
-    }
+    // SAFETY: AVX-512F.
+    unsafe { avx512::reduce_all(&acc, sums) };
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -90,13 +90,11 @@ pub unsafe fn dots<const R: usize>(ty: GgmlType, rows: [&[u8]; R], x: &[f32], su
         GgmlType::Q6_K => each_block!(q6_k, 210, 256),
         _ => return false,
     }
-    let zero = _mm512_setzero_ps();
-    for group in (0..R).step_by(4) {
-        let sum = |r: usize| if r < R { _mm512_add_ps(acc[r][0], acc[r][1]) } else { zero };
-        let four = unsafe { reduce4(sum(group), sum(group + 1), sum(group + 2), sum(group + 3)) };
-        for (k, s) in four.into_iter().enumerate().take(R - group) {
-            sums[group + k] = s;
-        }
+    let chains: [[__m512; 1]; R] = std::array::from_fn(|r| [_mm512_add_ps(acc[r][0], acc[r][1])]);
+    let mut out = [[0.0; 1]; R];
+    unsafe { reduce_all(&chains, &mut out) };
+    for (sum, [s]) in sums.iter_mut().zip(out) {
+        *sum = s;
     }
     true
 }
@@ -120,7 +118,7 @@ pub(crate) unsafe fn reduce_all<const O: usize, const R: usize>(acc: &[[__m512; 
 /// arithmetic is the same for each of the four (so a row's sum does not
 /// depend on its neighbours).
 #[inline(always)]
-pub(crate) unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> [f32; 4] {
+unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> [f32; 4] {
     // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d.
     let ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
     let cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
