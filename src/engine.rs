@@ -384,6 +384,49 @@ impl Engine {
         })?;
         Ok(out)
     }
+
+    /// Log-probabilities of `candidates` as the token after each text:
+    /// `[n_texts, n_candidates]`, only the last position through the output
+    /// head. Texts that share a long prefix (one instruction, many texts to
+    /// score) run it once and reuse its keys and values.
+    pub fn next_token_logprobs(&self, ids: &[Vec<u32>], candidates: &[u32], batch_size: usize) -> Result<Array2<f32>> {
+        let vocab = self.model.config.vocab_size;
+        if let Some(&bad) = candidates.iter().find(|&&c| i64::from(c) >= vocab) {
+            return Err(EpsvecError::InvalidInput(format!(
+                "candidate token {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let index: Vec<i64> = candidates.iter().map(|&c| i64::from(c)).collect();
+        let index = Tensor::f_from_slice(&index)?.f_to_device(self.device())?;
+        let mut out = Array2::<f32>::zeros((ids.len(), candidates.len()));
+        // Left padding puts every row's last token in the last column.
+        let mut score = |normed: &Tensor, rows: &[usize]| -> Result<()> {
+            let last = normed.f_select(1, -1)?;
+            let logprobs = self.model.logits(&last)?.f_to_kind(Kind::Float)?.f_log_softmax(-1, Kind::Float)?;
+            let host = to_host_f32(&logprobs.f_index_select(1, &index)?)?;
+            for (chunk, &row) in host.chunks(candidates.len().max(1)).zip(rows) {
+                out.row_mut(row).assign(&ndarray::ArrayView1::from(chunk));
+            }
+            Ok(())
+        };
+        let shared = shared_prefix_len(ids);
+        if shared < MIN_SHARED_PREFIX || self.model.config.sliding_window.iter().any(Option::is_some) {
+            self.for_each_batch(ids, batch_size, |batch, rows| {
+                score(&self.model.forward(batch, None, &mut [], true)?, rows)
+            })?;
+            return Ok(out);
+        }
+        let head = Batch::left_padded(&[&ids[0][..shared]], 0, self.device())?;
+        let mut head_cache = KvCache::new(&self.model.config, 1, shared as i64, self.model.placement)?;
+        let _ = self.model.forward(&head, Some(&mut head_cache), &mut [], false)?; // fills the cache
+        let tails: Vec<Vec<u32>> = ids.iter().map(|t| t[shared..].to_vec()).collect();
+        self.for_each_batch(&tails, batch_size, |batch, rows| {
+            let width = batch.input_ids.size()[1];
+            let mut cache = KvCache::repeat_prefix(&head_cache, rows.len() as i64, shared as i64 + width)?;
+            score(&self.model.forward(&batch.after_prefix(shared as i64)?, Some(&mut cache), &mut [], true)?, rows)
+        })?;
+        Ok(out)
+    }
 }
 
 /// Shared prefixes shorter than this are not worth a separate pass.

@@ -24,6 +24,7 @@ from .errors import (
 from . import corpora, privacy, recipes, report
 from .diagnostics import CuratorDiagnostics, curator_diagnostics
 from .extract import extract
+from .judge import Judge
 from .evaluation import EvaluationReport, evaluate
 from .report import PrivacyReport, PrivacyStep
 from .synthesis import SyntheticData, synthesize
@@ -38,6 +39,7 @@ __all__ = [
     "extract",
     "synthesize",
     "SyntheticData",
+    "Judge",
     "curator_diagnostics",
     "evaluate",
     "EvaluationReport",

@@ -47,6 +47,9 @@ class Engine:
         self, ids: list[list[int]], layers: list[int] | None, batch_size: int
     ) -> list[npt.NDArray[np.float32]]: ...
     def logits(self, ids: list[list[int]], batch_size: int) -> list[npt.NDArray[np.float32]]: ...
+    def next_token_logprobs(
+        self, ids: list[list[int]], candidates: list[int], batch_size: int
+    ) -> npt.NDArray[np.float32]: ...
     def generate(
         self,
         ids: list[list[int]],

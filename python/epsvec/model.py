@@ -220,6 +220,17 @@ class Model:
             return self._engine.stepwise_logits(self._encode(texts))
         return self._engine.logits(self._encode(texts), _check_batch_size(batch_size))
 
+    def next_token_logprobs(self, texts: str | Iterable[str], candidates: Sequence[int], *, batch_size: int = 8,
+                            add_special_tokens: bool = True) -> np.ndarray:
+        """Log-probabilities (over the whole vocabulary) of the ``candidates``
+        token ids as the token after each text: float32 ``[n_texts,
+        n_candidates]``. Only the last position goes through the output
+        head, and a prefix every text shares runs once, so scoring many
+        texts under one instruction is cheap (see :mod:`epsvec.judge`)."""
+        candidates = [int(c) for c in candidates]
+        return self._engine.next_token_logprobs(self._encode(texts, add_special_tokens), candidates,
+                                                _check_batch_size(batch_size))
+
     def generate(
         self,
         prompts: str | Iterable[str],

@@ -10,7 +10,8 @@ steps only: parallel composition across classes):
 2. a noisy histogram of the records' lengths (`epsvec.lengths`; costs
    ``length_eps``), from which each sample draws its least length;
 3. the dataset vector (`epsvec.extract`; costs the rest of the budget);
-4. steered generation of ``n`` samples (post-processing: free).
+4. steered generation of ``n`` samples, optionally filtered by an LLM
+   judge (`epsvec.judge`) (post-processing: free).
 
 The private steps compose by basic sequential composition: their epsilons
 add and so do their deltas. The classes are declared by the caller, and
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import distributed, prompts
+from .judge import Judge, as_judge, filtered, ratings
 from ._epsvec import SamplingParams
 from .errors import InvalidInputError, PrivacyError
 from .extract import (ClassPrompts, check_options, check_privacy, check_sample_rate, class_groups,
@@ -95,17 +97,21 @@ class SyntheticData:
     labels: list[Any]
     report: PrivacyReport
     plans: list[ClassPlan] = field(default_factory=list)
+    ratings: list[float] | None = None  # the judge's rating of each text, when judged
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def to_dataset(self):
-        """A ``datasets.Dataset`` (columns text, label); its ``info.description``
-        is the privacy report as JSON."""
+        """A ``datasets.Dataset`` (columns text, label, and judge_rating when
+        judged); its ``info.description`` is the privacy report as JSON."""
         import datasets
 
         info = datasets.DatasetInfo(description=self.report.to_json())
-        return datasets.Dataset.from_dict({"text": self.texts, "label": self.labels}, info=info)
+        columns = {"text": self.texts, "label": self.labels}
+        if self.ratings is not None:
+            columns["judge_rating"] = self.ratings
+        return datasets.Dataset.from_dict(columns, info=info)
 
 
 def synthesize(
@@ -132,6 +138,7 @@ def synthesize(
     max_new_tokens: int = 64,
     tidy: bool = True,
     oversample: int = 1,
+    judge: Judge | Model | str | None = None,
     num_negatives: int = 64,
     max_example_tokens: int = 800,
     layers: str | Sequence[int] = "auto",
@@ -211,6 +218,12 @@ def synthesize(
             filter by the DP vector, so free (post-processing), at
             ``oversample`` times the generation time. 1 (the default) keeps
             every sample; see docs/tuning.md for what 3 did.
+        judge: The paper's quality filter (:class:`epsvec.judge.Judge`, or
+            an instruct model or its name for the default threshold): the
+            judge rates each sample 1-9 and those below the threshold are
+            drawn again, up to 3x ``n`` per class. It reads only samples and
+            public words: post-processing, free. Not on Ray; not with
+            ``oversample``. See docs/tuning.md for what it did.
         num_negatives: Public negatives generated per class (see :func:`epsvec.extract`).
         max_example_tokens, layers, clip_norm, pool, sample_rate,
             adjacency: As in :func:`epsvec.extract`.
@@ -236,6 +249,13 @@ def synthesize(
     _check_count(oversample, "oversample")
     if oversample > 1 and method != "epsvec":
         raise InvalidInputError(f"oversample ranks samples by the dataset vector; method={method!r} has none")
+    judge = as_judge(judge)
+    if judge is not None:
+        if oversample > 1:
+            raise InvalidInputError("oversample and judge are two filters; use one of them")
+        if distributed.is_ray_dataset(texts):
+            raise InvalidInputError("judge is not offered on Ray; synthesize in-process, or filter the samples after")
+        judge = judge.loaded()  # a missing judge fails before any budget is spent
     SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     if not isinstance(tidy, bool):
         raise InvalidInputError(f"tidy must be True or False, got {tidy!r}")
@@ -263,14 +283,22 @@ def synthesize(
     for e, (plans, report) in zip(eps_grid, releases):
         generation = {"per_class": n, "rule": "n samples for every declared class (not read from the data: free)",
                       **sampling, "recipe": model.recipe.source, **_length_note(plans),
-                      **_oversample_note(oversample)}
+                      **_oversample_note(oversample), **_judge_note(judge)}
         report = dataclasses.replace(report, generation=generation)
         seeds = [derive_seed(sample_seed, "samples", plan.label) for plan in plans]
         drawn = oversample * n
+        out_ratings = None
         if distributed.is_ray_dataset(texts):
             out_texts = distributed.generate(plans, drawn, model, ray or distributed.RayConfig(), seeds=seeds,
                                              sampling=sampling, batch_size=REPEATED_PROMPT_ROWS * batch_size,
                                              progress=progress)
+        elif judge is not None:
+            out_texts, out_ratings, counts = [], [], []
+            for plan, plan_seed in zip(plans, seeds):
+                kept, rated, count = _judged_for_class(model, plan, n, judge, seed=plan_seed, batch_size=batch_size,
+                                                       progress=progress, sampling=sampling)
+                out_texts, out_ratings, counts = out_texts + kept, out_ratings + rated, counts + [count]
+            report.generation["judge"]["drawn"] = counts
         else:
             out_texts = [text for plan, plan_seed in zip(plans, seeds) for text in generate_for_class(
                 model, plan, range(drawn), seed=plan_seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
@@ -280,7 +308,7 @@ def synthesize(
                 model, plan, out_texts[i * drawn:(i + 1) * drawn], n, pool=pool,
                 max_example_tokens=max_example_tokens, batch_size=batch_size)]
         out_labels = [plan.label for plan in plans for _ in range(n)]
-        result = SyntheticData(out_texts, out_labels, report, plans)
+        result = SyntheticData(out_texts, out_labels, report, plans, out_ratings)
         results[e] = result.to_dataset() if return_dataset else result
     return results if sweep else results[eps]
 
@@ -319,6 +347,21 @@ def generate_for_class(model: Model, plan: ClassPlan, indices: Sequence[int], *,
     return out
 
 
+def _judged_for_class(model: Model, plan: ClassPlan, n: int, judge: Judge, *, seed: int, batch_size: int,
+                      progress: bool, sampling: dict) -> tuple[list[str], list[float], int]:
+    """``n`` samples of one class that ``judge`` passes (:func:`epsvec.judge.filtered`),
+    their ratings, and how many were drawn."""
+    def draw(indices: range) -> list[str]:
+        return generate_for_class(model, plan, indices, seed=seed, batch_size=REPEATED_PROMPT_ROWS * batch_size,
+                                  progress=progress, **sampling)
+
+    def rate(texts: list[str]):
+        return ratings(judge.model, texts, plan.domain, plan.label_text, batch_size,
+                       progress=progress and titled("judging", plan.label_text))
+
+    return filtered(draw, rate, n, judge.threshold, judge.max_draws)
+
+
 def _keep_best_aligned(model: Model, plan: ClassPlan, texts: list[str], n: int, *, pool: str = "mean",
                       max_example_tokens: int = 800, batch_size: int = 16) -> list[str]:
     """The ``n`` texts whose pooled states, each placed in the class prompt as
@@ -337,6 +380,14 @@ def _length_note(plans: list[ClassPlan]) -> dict:
     return {"lengths": f"each sample draws a length from its class's released length histogram, writes at least "
                        f"{MIN_FRACTION} x it before it may end and, from {END_FRACTION} x it on, ends at its first "
                        "sentence end (post-processing: free)"}
+
+
+def _judge_note(judge: Judge | None) -> dict:
+    if judge is None:
+        return {}
+    return {"judge": {"model": judge.name, "threshold": judge.threshold, "max_draws": judge.max_draws,
+                      "rule": "samples the judge rated below the threshold (1-9) were drawn again; it reads only "
+                              "samples and public words (post-processing: free)"}}
 
 
 def _oversample_note(oversample: int) -> dict:

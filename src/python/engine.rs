@@ -252,6 +252,19 @@ impl PyEngine {
         Ok(logits.into_iter().map(|a| a.into_pyarray(py)).collect())
     }
 
+    /// Log-probabilities of `candidates` as each text's next token
+    /// (`Engine::next_token_logprobs`): `[n_texts, n_candidates]`.
+    #[pyo3(signature = (ids, candidates, batch_size))]
+    fn next_token_logprobs<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Vec<Vec<u32>>,
+        candidates: Vec<u32>,
+        batch_size: usize,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        Ok(run(py, || self.engine().next_token_logprobs(&ids, &candidates, batch_size))?.into_pyarray(py))
+    }
+
     /// Logits at every position of each text, one decoding step per token
     /// (`Engine::stepwise_logits`).
     fn stepwise_logits<'py>(&self, py: Python<'py>, ids: Vec<Vec<u32>>) -> PyResult<Vec<Bound<'py, PyArray2<f32>>>> {
