@@ -9,15 +9,8 @@ import pytest
 
 import epsvec
 from epsvec import judge as judging
+from test_synthesize import CLASSES, FAST, LABELS, RECORDS
 
-RECORDS = [
-    "A tender, funny and wise film.", "The cast is wonderful.", "Dull, overlong and badly edited.",
-    "I laughed, I cried.", "A visual feast with a hollow heart.", "The best thriller of the year.",
-    "Flat and lifeless.", "A triumph of style.",
-]
-LABELS = ["pos", "pos", "neg", "pos", "neg", "pos", "neg", "pos"]
-CLASSES = ["neg", "pos"]
-FAST = dict(max_new_tokens=6, progress=False, seed=3, noise_seed=4)
 HEAD = "Read the following short sentence taken from a film review, then say in one word what its mood is: "
 
 
