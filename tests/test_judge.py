@@ -33,6 +33,8 @@ def test_next_token_logprobs_match_the_last_row_of_the_logits(default_model, sha
         np.testing.assert_allclose(row, _reference_logprobs(default_model, text, candidates), atol=2e-4)
     with pytest.raises(epsvec.InvalidInputError, match="outside the vocabulary"):
         default_model.next_token_logprobs(texts, [default_model.config.vocab_size])
+    with pytest.raises(epsvec.InvalidInputError, match="token ids >= 0"):
+        default_model.next_token_logprobs(texts, [-1])
 
 
 def test_ratings_are_the_expected_digit(default_model):

@@ -228,6 +228,8 @@ class Model:
         head, and a prefix every text shares runs once, so scoring many
         texts under one instruction is cheap (see :mod:`epsvec.judge`)."""
         candidates = [int(c) for c in candidates]
+        if not candidates or min(candidates) < 0:
+            raise InvalidInputError(f"candidates must be token ids >= 0, at least one; got {candidates!r}")
         return self._engine.next_token_logprobs(self._encode(texts, add_special_tokens), candidates,
                                                 _check_batch_size(batch_size))
 
