@@ -297,7 +297,9 @@ def synthesize(
             for plan, plan_seed in zip(plans, seeds):
                 kept, rated, count = _judged_for_class(model, plan, n, judge, seed=plan_seed, batch_size=batch_size,
                                                        progress=progress, sampling=sampling)
-                out_texts, out_ratings, counts = out_texts + kept, out_ratings + rated, counts + [count]
+                out_texts += kept
+                out_ratings += rated
+                counts.append(count)
             report.generation["judge"]["drawn"] = counts
         else:
             out_texts = [text for plan, plan_seed in zip(plans, seeds) for text in generate_for_class(
