@@ -11,10 +11,11 @@ from epsvec import lengths, synthesis
 from epsvec.privacy import gaussian_sigma
 
 COUNTS = [3] * 30 + [20] * 10 + [100] * 5  # 100 tokens: past the cap, in the last bin
+BINS = lengths.bins_of(COUNTS, 64)
 
 
 def test_the_histogram_follows_the_records_lengths_under_little_noise():
-    hist, step = lengths.release_lengths(COUNTS, 64, (1000.0, 1e-5), "add_remove", noise_seed=1, label="pos")
+    hist, step = lengths.release_lengths(BINS, 64, (1000.0, 1e-5), "add_remove", noise_seed=1, label="pos")
     assert hist.edges == [0, 8, 16, 24, 32, 40, 48, 56, 64]
     want = np.zeros(8)
     want[[0, 2, 7]] = [30, 10, 5]
@@ -25,12 +26,12 @@ def test_the_histogram_follows_the_records_lengths_under_little_noise():
 
 @pytest.mark.parametrize("adjacency, rate", [("add_remove", 1.0), ("substitution", 1.0), ("add_remove", 0.3)])
 def test_the_noise_is_calibrated_to_the_budget(adjacency, rate):
-    _, step = lengths.release_lengths(COUNTS, 64, (0.5, 1e-6), adjacency, sample_rate=rate, noise_seed=2)
+    _, step = lengths.release_lengths(BINS, 64, (0.5, 1e-6), adjacency, sample_rate=rate, noise_seed=2)
     assert (step.eps, step.delta, step.sample_rate, step.adjacency) == (0.5, 1e-6, rate, adjacency)
     assert step.sigma == pytest.approx(gaussian_sigma(0.5, 1e-6, sample_rate=rate, adjacency=adjacency))
     assert ("Poisson sample" in step.mechanism) == (rate < 1)
     assert step.seeded, "a test seed voids the guarantee, and the report says so"
-    fresh = [lengths.release_lengths(COUNTS, 64, (4.0, 1e-6), adjacency)[0].weights
+    fresh = [lengths.release_lengths(BINS, 64, (4.0, 1e-6), adjacency)[0].weights
              for _ in range(2)]
     assert fresh[0] != fresh[1], "without a noise seed the noise is fresh"
 
@@ -40,7 +41,7 @@ def test_bins_without_records_do_not_keep_their_noise():
     mass and pull samples long; less one std it keeps about 0.08 sigma."""
     empty = []
     for seed in range(20):
-        hist, step = lengths.release_lengths([3] * 60, 64, (1.0, 1e-5), "add_remove", noise_seed=seed)
+        hist, step = lengths.release_lengths([0] * 60, 64, (1.0, 1e-5), "add_remove", noise_seed=seed)
         empty.append(sum(hist.weights[1:]))
     assert step.sigma > 3 and np.mean(empty) < 0.05
     nothing = lengths.LengthHistogram([0, 8, 16], [0.0, 0.0])

@@ -25,6 +25,11 @@ the curator before the release starts, never halfway through it. Ray's own
 progress bars count rows, so they stay off while records are read; the
 driver shows the elapsed time only.
 
+**Lengths.** For ``synthesize``'s length histogram, a first pass of
+actors (:func:`length_bins`) tokenizes each record as the prompt writes it
+and returns only each class's count per length bin; the driver adds them
+and releases the noisy histogram as the in-process path does.
+
 Poisson sampling is not offered here: its coins are drawn inside the
 in-process release from the same secret stream as the noise. Workers read
 every record, so ``sample_rate`` must be None. A batch Ray drops on error
@@ -300,6 +305,57 @@ def _load(spec: dict) -> Model:
 def _python(value):
     """A numpy scalar from a Ray batch as the Python value users declared classes with."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def length_bins(ds, model: Model, fmt, max_new_tokens: int, classes: list, config: RayConfig, text_column: str,
+                label_column: str | None) -> dict:
+    """Each class's records' length bins (``lengths.record_bins``), counted
+    by Ray actors: ``{class: [bin per record]}`` (checked already:
+    :func:`check_records`; ``label_column`` None: one class). Only counts per
+    bin come back; the driver noises them once (``lengths.release_lengths``)."""
+    from .lengths import bin_edges
+
+    counts = ds.map_batches(
+        _LengthWorker, batch_size=config.batch_size, **config.map_options(),
+        fn_constructor_kwargs=dict(model_spec=config.model_spec(model), fmt=fmt, max_new_tokens=max_new_tokens,
+                                   classes=classes, text_column=text_column, label_column=label_column))
+    total = np.zeros((len(classes), len(bin_edges(max_new_tokens)) - 1), dtype=np.int64)
+    for row in _rows(counts, progress=False):  # Ray's bars count rows: off
+        total[int(row["class"])] += json.loads(row["counts"])
+    # Records in any order: with every record counted (no Poisson coins on Ray) only the counts matter.
+    return {label: np.repeat(np.arange(total.shape[1]), per_bin).tolist() for label, per_bin in zip(classes, total)}
+
+
+class _LengthWorker:
+    """A Ray actor: one loaded model (for its tokenizer); a batch of records
+    in, each class's count per length bin out."""
+
+    empty_row = {"counts": "[]"}
+
+    def __init__(self, model_spec, fmt, max_new_tokens, classes, text_column, label_column):
+        from .lengths import bin_edges
+
+        self.model = _load(model_spec)
+        self.fmt, self.max_new_tokens = fmt, max_new_tokens
+        self.bins = len(bin_edges(max_new_tokens)) - 1
+        self.index = {label: i for i, label in enumerate(classes)}
+        self.text_column, self.label_column = text_column, label_column
+
+    @_reporting_errors
+    def __call__(self, batch: dict) -> dict:
+        from .lengths import record_bins
+
+        texts = batch[self.text_column]
+        labels = batch[self.label_column] if self.label_column else [None] * len(texts)
+        groups: dict[int, list[str]] = {}
+        for text, label in zip(texts, labels):
+            text, c = checked_record(text, label, self.index, self.text_column)
+            groups.setdefault(c, []).append(text)
+        classes = sorted(groups)
+        counts = [np.bincount(record_bins(self.model, self.fmt, groups[c], self.max_new_tokens),
+                              minlength=self.bins).tolist() for c in classes]
+        return {"class": np.array(classes, dtype=np.int64),
+                "counts": np.array([json.dumps(c) for c in counts], dtype=object)}
 
 
 # ------------------------------------------------------------------ generation

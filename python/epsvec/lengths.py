@@ -76,20 +76,34 @@ def bin_edges(max_new_tokens: int) -> list[int]:
     return sorted({round(i * max_new_tokens / LENGTH_BINS) for i in range(LENGTH_BINS + 1)})
 
 
-def release_lengths(token_counts: list[int], max_new_tokens: int, budget: tuple[float, float], adjacency: str, *,
+def bins_of(token_counts: list[int], max_new_tokens: int) -> list[int]:
+    """The bin of each length in tokens (:func:`bin_edges`; longer ones in the last bin)."""
+    edges = bin_edges(max_new_tokens)
+    return np.minimum(np.searchsorted(edges, token_counts, side="right") - 1, len(edges) - 2).tolist()
+
+
+def record_bins(model, fmt, records: list[str], max_new_tokens: int) -> list[int]:
+    """Each record's length bin, its tokens counted as the prompt writes it
+    (``fmt.example``). Private: it goes only into :func:`release_lengths`."""
+    if not records:
+        return []
+    ids = model.tokenize([" " + fmt.example(t) for t in records], add_special_tokens=False)
+    return bins_of([len(i) for i in ids], max_new_tokens)
+
+
+def release_lengths(bins_of_records: list[int], max_new_tokens: int, budget: tuple[float, float], adjacency: str, *,
                     sample_rate: float = 1.0, noise_seed: int | None = None, label: str | None = None
                     ) -> tuple[LengthHistogram, PrivacyStep]:
-    """The noisy length histogram of one class's records (their token
-    counts; each counted with probability ``sample_rate``, by a secret coin
-    inside the release) and its privacy step. Substitution moves one record
-    between two bins (L2 sensitivity sqrt 2); it is calibrated to 2, as the
-    clip norm's doubling does for the vector."""
+    """The noisy length histogram of one class's records (their bins, from
+    :func:`record_bins`; each counted with probability ``sample_rate``, by a
+    secret coin inside the release) and its privacy step. Substitution moves
+    one record between two bins (L2 sensitivity sqrt 2); it is calibrated to
+    2, as the clip norm's doubling does for the vector."""
     eps, delta = budget
     sigma = gaussian_sigma(eps, delta, sample_rate=sample_rate, adjacency=adjacency)
     edges = bin_edges(max_new_tokens)
     bins = len(edges) - 1
-    bin_of = np.minimum(np.searchsorted(edges, token_counts, side="right") - 1, bins - 1)
-    noisy, info = noisy_histogram(bin_of.tolist(), bins, sigma, sample_rate=sample_rate, noise_seed=noise_seed)
+    noisy, info = noisy_histogram(bins_of_records, bins, sigma, sample_rate=sample_rate, noise_seed=noise_seed)
     # A bin without records would keep its positive noise and pull samples
     # long: each count loses one noise std (public) before it counts.
     weights = np.maximum(noisy - info["noise_std"], 0.0)

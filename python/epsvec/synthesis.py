@@ -35,7 +35,7 @@ from ._epsvec import SamplingParams
 from .errors import InvalidInputError, PrivacyError
 from .extract import (ClassPrompts, check_options, check_privacy, check_sample_rate, class_groups,
                       extract_classes, pooled_states, reading_records, resolve_layers, shots_by_label)
-from .lengths import END_FRACTION, MIN_FRACTION, LengthHistogram, release_lengths
+from .lengths import END_FRACTION, MIN_FRACTION, LengthHistogram, record_bins, release_lengths
 from .model import REPEATED_PROMPT_ROWS, Model, load_model, mean_states_without_sink
 from .privacy import gaussian_sigma, noisy_histogram
 from .progress import titled
@@ -188,7 +188,7 @@ def synthesize(
             (:mod:`epsvec.lengths`; with a tenth of delta), from which each
             sample draws its least length; None leaves lengths to the
             model, which ends examples early. "auto": an eighth of eps for
-            ``method="epsvec"`` (not on Ray), None for the baselines.
+            ``method="epsvec"``, None for the baselines.
         shot_candidates: Public texts the records vote over with
             ``fixed_shots="private"`` (a list, or ``{label: list}``): e.g.
             public text of the same domain. Real-looking shots help the
@@ -447,11 +447,8 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
     if on_ray and (private_shots or rate < 1):
         raise InvalidInputError("private shots and sample_rate are not offered on Ray (the shot vote and the "
                                 "Poisson coins run in-process); use public or synthetic shots and every record")
-    if length_eps == "auto" and (method != "epsvec" or on_ray):
+    if length_eps == "auto" and method != "epsvec":
         length_eps = None
-    if on_ray and length_eps is not None:
-        raise InvalidInputError("the length histogram is not offered on Ray (it counts records in-process); "
-                                "pass length_eps=None")
     budgets = [_split_budget(eps, delta, shots_eps, private_shots, length_eps, vector=method == "epsvec")
                for eps in eps_grid]
     prompts.check_format(prompt_format)
@@ -462,16 +459,21 @@ def _private_steps_grid(texts, eps_grid, *, labels=None, delta=1e-5, model=None,
 
     vote_steps, shots_of, class_prompts = [], {}, {}
     lengths_of, length_steps = [{} for _ in eps_grid], [[] for _ in eps_grid]
+    ray_bins = None
+    if on_ray and length_eps is not None:
+        with reading_records(None, progress):
+            ray_bins = distributed.length_bins(texts, model, fmt, max_new_tokens, list(groups),
+                                               ray or distributed.RayConfig(), text_column,
+                                               label_column if labelled else None)
     for label, records in groups.items():
         label_text = None if label is None else str(label)
         seed_for = lambda purpose: derive_seed(seed, purpose, label_text)
         if length_eps is not None:
             with reading_records(label_text, progress):
-                counts = [len(ids) for ids in model.tokenize([" " + fmt.example(t) for t in records],
-                                                             add_special_tokens=False)] if records else []
+                bins = ray_bins[label] if on_ray else record_bins(model, fmt, records, max_new_tokens)
                 for j, budget in enumerate(budgets):
                     lengths_of[j][label], step = release_lengths(
-                        counts, max_new_tokens, budget["lengths"], adjacency, sample_rate=rate,
+                        bins, max_new_tokens, budget["lengths"], adjacency, sample_rate=rate,
                         noise_seed=derive_seed(noise_seed, "length noise", label_text, j), label=label_text)
                     length_steps[j].append(step)
         if method == "zero_shot" or fixed_shots is None:
