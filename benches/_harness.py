@@ -26,11 +26,16 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker_main(run) -> None:
     """In a worker: `run(engine, reps)` returns {metric: [values]}; print it with peak RSS."""
     engine, reps = sys.argv[2], int(sys.argv[3])
     results = run(engine, reps)
-    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(results))
 
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import machine, median, run_workers, worker_main  # noqa: E402
+from _harness import machine, median, peak_rss_mb, run_workers, worker_main  # noqa: E402
 
 NEW_TOKENS = 64
 PROMPTS = [
@@ -53,14 +53,15 @@ def run_epsvec(reps: int, dtype: str, activations: str = "auto") -> dict[str, li
 
     model = epsvec.load_model(model_path(), device="cpu", dtype=dtype, activations=activations)
     kw = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, temperature=1.0, top_p=1.0, progress=False)
-    model.generate(PROMPTS[:2], **{**kw, "max_new_tokens": 4, "min_new_tokens": 0})  # warm-up
+    model.generate(PROMPTS[:1], **{**kw, "max_new_tokens": 4, "min_new_tokens": 0})  # warm-up
     results: dict[str, list[float]] = {}
-    for rep in range(reps):
-        for batch in BATCHES:
+    for batch in BATCHES:  # batch 1 first, so its peak memory is read before batch 16 raises it
+        for rep in range(reps):
             start = time.perf_counter()
             out = model.generate(PROMPTS[:batch], seed=rep, return_ids=True, batch_size=batch, **kw)
             tokens = sum(len(g.token_ids) for g in out)
             results.setdefault(f"batch {batch}", []).append(tokens / (time.perf_counter() - start))
+        results[f"peak RSS, batch {batch}"] = [peak_rss_mb()]
     return results
 
 
@@ -77,6 +78,7 @@ def run_llama_cpp(reps: int) -> dict[str, list[float]]:
         start = time.perf_counter()
         out = llm.create_completion(PROMPTS[0], **kw)
         results.setdefault("batch 1", []).append(out["usage"]["completion_tokens"] / (time.perf_counter() - start))
+    results["peak RSS, batch 1"] = [peak_rss_mb()]
     return results
 
 
@@ -95,16 +97,17 @@ def run_transformers(reps: int) -> dict[str, list[float]]:
               top_p=1.0, pad_token_id=tok.pad_token_id)
     results: dict[str, list[float]] = {}
     with torch.no_grad():
-        model.generate(**tok(PROMPTS[:2], return_tensors="pt", padding=True), **{**kw, "max_new_tokens": 4,
+        model.generate(**tok(PROMPTS[:1], return_tensors="pt", padding=True), **{**kw, "max_new_tokens": 4,
                                                                                   "min_new_tokens": 0})
-        for rep in range(reps):
-            for batch in BATCHES:
+        for batch in BATCHES:
+            for rep in range(reps):
                 torch.manual_seed(rep)
                 inputs = tok(PROMPTS[:batch], return_tensors="pt", padding=True)
                 start = time.perf_counter()
                 out = model.generate(**inputs, **kw)
                 tokens = (out.shape[1] - inputs["input_ids"].shape[1]) * out.shape[0]
                 results.setdefault(f"batch {batch}", []).append(tokens / (time.perf_counter() - start))
+            results[f"peak RSS, batch {batch}"] = [peak_rss_mb()]
     return results
 
 
@@ -134,14 +137,18 @@ def main() -> None:
     print(f"machine: {machine()}; {args.threads} threads")
     print(f"{args.model} ({Path(model_path()).name}, {size:.0f} MB), {NEW_TOKENS} new tokens sampled at "
           f"temperature 1; tokens/s, medians of {args.rounds * args.reps} runs\n")
-    print("| engine | " + " | ".join(f"batch {b}" for b in BATCHES) + " | epsvec / engine, batch 1 | peak RSS (MB) |")
-    print("| --- |" + " --- |" * (len(BATCHES) + 2))
+    # Peak RSS through load and batch 1 (what llama.cpp runs), then through batch 16 too.
+    print("| engine | " + " | ".join(f"batch {b}" for b in BATCHES) + " | epsvec / engine, batch 1 | "
+          + " | ".join(f"peak RSS to batch {b} (MB)" for b in BATCHES) + " |")
+    print("| --- |" + " --- |" * (2 * len(BATCHES) + 1))
     ours = median(r["epsvec"]["batch 1"]) if "epsvec" in r else None
     for engine in engines:
         speeds = [median(r[engine][f"batch {b}"]) if f"batch {b}" in r[engine] else None for b in BATCHES]
         cells = [f"{s:.1f}" if s else "not run" for s in speeds]
         ratio = f"{ours / speeds[0]:.2f}x" if ours and speeds[0] else ""
-        print(f"| {engine} | " + " | ".join(cells) + f" | {ratio} | {max(r[engine]['peak_rss_mb']):.0f} |")
+        rss = [f"{max(r[engine][f'peak RSS, batch {b}']):.0f}" if f"peak RSS, batch {b}" in r[engine] else ""
+               for b in BATCHES]
+        print(f"| {engine} | " + " | ".join(cells) + f" | {ratio} | " + " | ".join(rss) + " |")
 
 
 if __name__ == "__main__":
