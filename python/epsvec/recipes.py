@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._default_model import DEFAULT_MODEL_FILE, QWEN_05B
+from ._default_model import DEFAULT_MODEL_FILE, QWEN_05B, QWEN_15B
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ RECIPES = {
                  "chat template (0.303 vs 0.183, 0.256 vs 0.189); the depth rule's blocks 11-14; strength 0.08 beat "
                  "0.06 on Amazon (0.277 vs 0.239, 3 seeds) and tied on tweets (0.300 vs 0.299), where 0.1 lost "
                  "tweets by 0.09 and 0.03 and blocks 8-11 lost on both"),
+    QWEN_15B.file: Recipe(
+        prompt_format="chat",
+        measured="docs/tuning.md, rounds 9-10 (VADER Amazon and tweets, 2 seeds, the chat template): the depth "
+                 "rule's blocks 13-16 at 0.06 (0.243 / 0.417) against 0.08 (0.297 / 0.317): 0.08 gained 0.05 on "
+                 "Amazon and lost 0.10 on tweets; raw text not measured"),
 }
 
 
