@@ -176,6 +176,17 @@ def checked_record(text, label, index: dict, text_column: str) -> tuple[str, int
     return text, index[label]
 
 
+def records_by_class(batch: dict, index: dict, text_column: str, label_column: str | None) -> dict[int, list[str]]:
+    """A Ray batch's records grouped by class index (each checked)."""
+    texts = batch[text_column]
+    labels = batch[label_column] if label_column else [None] * len(texts)
+    groups: dict[int, list[str]] = {}
+    for text, label in zip(texts, labels):
+        text, c = checked_record(text, label, index, text_column)
+        groups.setdefault(c, []).append(text)
+    return groups
+
+
 # ------------------------------------------------------------------ plumbing
 
 
@@ -271,12 +282,7 @@ class _RecordWorker:
 
     @_reporting_errors
     def __call__(self, batch: dict) -> dict:
-        texts = batch[self.text_column]
-        labels = batch[self.label_column] if self.label_column else [None] * len(texts)
-        groups: dict[int, list[str]] = {}
-        for text, label in zip(texts, labels):
-            text, c = checked_record(text, label, self.index, self.text_column)
-            groups.setdefault(c, []).append(text)
+        groups = records_by_class(batch, self.index, self.text_column, self.label_column)
         out = {"class": [], "partial_sum": [], "truncated": []}
         for c, records in sorted(groups.items()):
             release = self.classes[c]
@@ -345,12 +351,7 @@ class _LengthWorker:
     def __call__(self, batch: dict) -> dict:
         from .lengths import record_bins
 
-        texts = batch[self.text_column]
-        labels = batch[self.label_column] if self.label_column else [None] * len(texts)
-        groups: dict[int, list[str]] = {}
-        for text, label in zip(texts, labels):
-            text, c = checked_record(text, label, self.index, self.text_column)
-            groups.setdefault(c, []).append(text)
+        groups = records_by_class(batch, self.index, self.text_column, self.label_column)
         classes = sorted(groups)
         counts = [np.bincount(record_bins(self.model, self.fmt, groups[c], self.max_new_tokens),
                               minlength=self.bins).tolist() for c in classes]
