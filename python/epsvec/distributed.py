@@ -61,6 +61,7 @@ import numpy as np
 from . import _epsvec, prompts
 from .data import check_classes_type, check_text, declared_classes
 from .errors import EpsvecError, InvalidInputError
+from .lengths import bin_edges, record_bins
 from .model import Model, load_model
 
 __all__ = ["RayConfig", "is_ray_dataset", "generate", "generate_to_dir"]
@@ -319,8 +320,6 @@ def length_bins(ds, model: Model, fmt, max_new_tokens: int, classes: list, confi
     by Ray actors: ``{class: [bin per record]}`` (checked already:
     :func:`check_records`; ``label_column`` None: one class). Only counts per
     bin come back; the driver noises them once (``lengths.release_lengths``)."""
-    from .lengths import bin_edges
-
     counts = ds.map_batches(
         _LengthWorker, batch_size=config.batch_size, **config.map_options(),
         fn_constructor_kwargs=dict(model_spec=config.model_spec(model), fmt=fmt, max_new_tokens=max_new_tokens,
@@ -339,8 +338,6 @@ class _LengthWorker:
     empty_row = {"counts": "[]"}
 
     def __init__(self, model_spec, fmt, max_new_tokens, classes, text_column, label_column):
-        from .lengths import bin_edges
-
         self.model = _load(model_spec)
         self.fmt, self.max_new_tokens = fmt, max_new_tokens
         self.bins = len(bin_edges(max_new_tokens)) - 1
@@ -349,8 +346,6 @@ class _LengthWorker:
 
     @_reporting_errors
     def __call__(self, batch: dict) -> dict:
-        from .lengths import record_bins
-
         groups = records_by_class(batch, self.index, self.text_column, self.label_column)
         classes = sorted(groups)
         counts = [np.bincount(record_bins(self.model, self.fmt, groups[c], self.max_new_tokens),
