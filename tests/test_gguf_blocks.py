@@ -55,13 +55,30 @@ def test_states_and_logits_match_the_dequantized_path(both, rotten_tomatoes):
 
 
 def test_greedy_decoding_matches_at_one_row_and_several(both):
-    """Batch 1 takes one kernel, batch 3 another, prompts another again."""
+    """Batch 1 takes one kernel, batch 3 another, prompts another again.
+    Tokens are equal up to an exact tie: where the paths part, the reference's
+    two best logits must be within the paths' agreement (1e-4 of the scale;
+    the Qwen 0.5B has one 5e-6 apart on AVX2)."""
     blocks, dense = both
     prompts = ["The film opens with", "A quiet, moving drama about", "Critics agreed that"]
     for batch in (1, 3):
         kw = dict(max_new_tokens=16, temperature=0, batch_size=batch, progress=False, return_ids=True)
         got = [g.token_ids for g in blocks.generate(prompts, **kw)]
-        assert got == [g.token_ids for g in dense.generate(prompts, **kw)], f"batch {batch}"
+        want = [g.token_ids for g in dense.generate(prompts, **kw)]
+        for prompt, g, w in zip(prompts, got, want):
+            if g != w:
+                assert_a_tie(dense, prompt, w, next(i for i, (a, b) in enumerate(zip(g, w)) if a != b), g)
+
+
+def assert_a_tie(model, prompt, want, step, got):
+    """`got[step]` and `want[step]` are the two best tokens after `prompt` and
+    `want[:step]`, their logits within 1e-4 of the logits' scale."""
+    text = prompt + model.decode(want[:step])
+    assert model.tokenize(text)[0] == model.tokenize(prompt)[0] + want[:step], "the prefix re-encodes to its tokens"
+    logits = model.logits([text])[0][-1]
+    best = np.argsort(logits)[-2:]
+    assert {got[step], want[step]} == set(best.tolist()), f"step {step}: not the two best tokens"
+    assert np.ptp(logits[best]) <= 1e-4 * np.abs(logits).max(), f"step {step}: {logits[best]} is no tie"
 
 
 def log_softmax(logits):

@@ -30,11 +30,11 @@ use std::ops::Range;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{EpsvecError, Result};
-#[cfg(target_arch = "x86_64")]
-use crate::gguf::dequant::avx512;
 use crate::gguf::dequant::q8_32::{self, Q8Pairs};
 use crate::gguf::dequant::q8k::{self, Q8Rows};
 use crate::gguf::dequant::GgmlType;
+#[cfg(target_arch = "x86_64")]
+use crate::gguf::dequant::{avx2, avx512};
 use crate::gguf::dequant::{dequantize_blocks, dequantizes};
 use crate::gguf::Mapped;
 use crate::model::matmul::{self, Shared};
@@ -279,7 +279,7 @@ impl BlockWeight {
         let mut w = vec![0.0f32; TILE * in_dim];
         for (start, ty, bytes, row_bytes) in self.runs(rows) {
             // SAFETY: the features are enabled here; these columns are this thread's.
-            if n == 1 && unsafe { fused_rows(ty, bytes, row_bytes, start, x, y) } {
+            if n == 1 && unsafe { fused_rows(true, ty, bytes, row_bytes, start, x, y) } {
                 continue;
             }
             // `TILE` weight rows dequantized at a time, multiplied with `TILE` input rows at a time.
@@ -306,7 +306,15 @@ impl BlockWeight {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn rows_times_avx2(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
-        unsafe { self.rows_times_with(rows, x, y, portable, dots_avx2::<GROUP>, dots_avx2::<1>) }
+        let n = x.len() / self.in_dim;
+        for (start, ty, bytes, row_bytes) in self.runs(rows) {
+            // SAFETY (both): the features are enabled here; these columns are this thread's.
+            if n == 1 && unsafe { fused_rows(false, ty, bytes, row_bytes, start, x, y) } {
+                continue;
+            }
+            let run = start..start + bytes.len() / row_bytes;
+            unsafe { self.rows_times_with(run, x, y, portable, dots_avx2::<GROUP>, dots_avx2::<1>) }
+        }
     }
 
     /// Inlined into each wrapper above, so the portable dequantization is
@@ -429,21 +437,31 @@ impl BlockWeight {
 }
 
 /// Columns `start..` of one input row `x` for the weight rows in `bytes`
-/// (one type), by the fused AVX-512 kernels four rows at a time; `false`,
-/// with nothing written, for a type without a fused kernel.
+/// (one type), by the fused kernels (AVX-512 if `wide`, else AVX2) four
+/// rows at a time; `false`, with nothing written, for a type without a
+/// fused kernel.
 ///
 /// # Safety
-/// AVX-512 F and BW, and these columns of `y` are the caller's alone.
+/// AVX-512 F and BW if `wide`, else AVX2, FMA and F16C; these columns of
+/// `y` are the caller's alone.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn fused_rows(ty: GgmlType, bytes: &[u8], row_bytes: usize, start: usize, x: &[f32], y: &Shared) -> bool {
+unsafe fn fused_rows(
+    wide: bool,
+    ty: GgmlType,
+    bytes: &[u8],
+    row_bytes: usize,
+    start: usize,
+    x: &[f32],
+    y: &Shared,
+) -> bool {
     let mut rows = bytes.chunks_exact(row_bytes);
     let mut o = start;
     while rows.len() >= 4 {
         let group: [&[u8]; 4] = std::array::from_fn(|_| rows.next().expect("four rows left"));
         let mut sums = [0.0f32; 4];
         // SAFETY: the caller's promises; a type without a kernel is refused before any write.
-        if !unsafe { avx512::dots(ty, group, x, &mut sums) } {
+        if !unsafe { fused_dots(wide, ty, group, x, &mut sums) } {
             return false;
         }
         unsafe { std::ptr::copy_nonoverlapping(sums.as_ptr(), y.get().add(o), 4) };
@@ -452,13 +470,33 @@ unsafe fn fused_rows(ty: GgmlType, bytes: &[u8], row_bytes: usize, start: usize,
     for row in rows {
         let mut sum = [0.0f32];
         // SAFETY: as above.
-        if !unsafe { avx512::dots(ty, [row], x, &mut sum) } {
+        if !unsafe { fused_dots(wide, ty, [row], x, &mut sum) } {
             return false;
         }
         unsafe { *y.get().add(o) = sum[0] };
         o += 1;
     }
     true
+}
+
+/// `avx512::dots` if `wide`, else `avx2::dots`.
+///
+/// # Safety
+/// As `fused_rows`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn fused_dots<const R: usize>(
+    wide: bool,
+    ty: GgmlType,
+    rows: [&[u8]; R],
+    x: &[f32],
+    sums: &mut [f32; R],
+) -> bool {
+    if wide {
+        unsafe { avx512::dots(ty, rows, x, sums) }
+    } else {
+        unsafe { avx2::dots(ty, rows, x, sums) }
+    }
 }
 
 /// A decoding step's activations quantized to 8 bits, for the kernels that take them.

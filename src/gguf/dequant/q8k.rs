@@ -1,6 +1,6 @@
 //! Products of K-quant weight rows (Q4_K, Q6_K) with activations quantized
 //! to 8 bits, as llama.cpp computes them (its Q8_K): integer dot products
-//! on AVX-512 (BW), one float multiply per 256 weights.
+//! on AVX-512 (BW) or AVX2, one float multiply per 256 weights.
 //!
 //! Numerics: each 256 activations of a row share one scale, `amax / 127`,
 //! and round to the nearest integer; the weights are used exactly (their
@@ -57,7 +57,7 @@ impl Q8Rows {
 
 /// Whether `ty` has a kernel here and this CPU runs it.
 pub fn runs(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && super::has_avx512_bw()
+    matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && (super::has_avx512_bw() || super::has_avx2())
 }
 
 /// Off x86-64 no type `runs`, so this is never called.
@@ -77,12 +77,12 @@ pub unsafe fn dots<const O: usize, const R: usize>(
 
 /// `sums[j][k] = w[j] · x[rows[k]]` for `O` weight rows of `ty` (one part's
 /// consecutive rows, whole superblocks) and `R` quantized input rows: one
-/// sum in flight per pair, every pair reduced by the same tree.
+/// sum in flight per pair, every pair reduced by the same tree, on the
+/// widest vector unit this CPU has.
 ///
 /// # Safety
 /// `runs(ty)`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
 pub unsafe fn dots<const O: usize, const R: usize>(
     ty: GgmlType,
     w: [&[u8]; O],
@@ -92,6 +92,24 @@ pub unsafe fn dots<const O: usize, const R: usize>(
 ) {
     let (blocks, size) = (x.in_dim / QK, ty.type_size());
     assert!(w.iter().all(|w| w.len() == blocks * size) && rows.iter().all(|&r| r < x.rows()));
+    // SAFETY (both): `runs(ty)`: the CPU has one of the two.
+    if super::has_avx512_bw() {
+        unsafe { dots_avx512(ty, w, x, rows, sums) }
+    } else {
+        unsafe { dots_avx2(ty, w, x, rows, sums) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+unsafe fn dots_avx512<const O: usize, const R: usize>(
+    ty: GgmlType,
+    w: [&[u8]; O],
+    x: &Q8Rows,
+    rows: [usize; R],
+    sums: &mut [[f32; R]; O],
+) {
+    let (blocks, size) = (x.in_dim / QK, ty.type_size());
     let mut acc = [[_mm512_setzero_ps(); R]; O];
     macro_rules! each_block {
         ($kernel:ident) => {
@@ -132,6 +150,166 @@ pub unsafe fn dots<const O: usize, const R: usize>(
     }
     // SAFETY: the features are enabled here.
     unsafe { super::avx512::reduce_all(&acc, sums) };
+}
+
+/// `dots` on AVX2: each 32 values' codes are unpacked (`q4_k_codes`,
+/// `q6_k_codes`) and used at once by every input row, eight lanes wide.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots_avx2<const O: usize, const R: usize>(
+    ty: GgmlType,
+    w: [&[u8]; O],
+    x: &Q8Rows,
+    rows: [usize; R],
+    sums: &mut [[f32; R]; O],
+) {
+    let (blocks, size) = (x.in_dim / QK, ty.type_size());
+    let mut acc = [[_mm256_setzero_ps(); R]; O];
+    macro_rules! each_block {
+        ($header:ident, $codes:ident) => {
+            for s in 0..blocks {
+                for (w, acc) in w.iter().zip(acc.iter_mut()) {
+                    let b = &w[s * size..(s + 1) * size];
+                    for line in (0..size).step_by(64) {
+                        // A hint only: the same superblock `AHEAD` rows on (rows of a part are consecutive).
+                        _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(AHEAD * w.len() + line) as *const i8);
+                    }
+                    // SAFETY (both): `b` is one whole block of `ty`.
+                    let header = unsafe { $header(b) };
+                    // Scales 0..8 in both 128-bit lanes, and 8..16.
+                    let halves = [
+                        _mm256_permute2x128_si256::<0x00>(header.scales, header.scales),
+                        _mm256_permute2x128_si256::<0x11>(header.scales, header.scales),
+                    ];
+                    let mut sum = [_mm256_setzero_si256(); R];
+                    for v in 0..QK / 32 {
+                        let codes = unsafe { $codes(b, v) };
+                        // Pair sums 0..8 (values 0..16) take scale 2v, 8..16 scale 2v + 1.
+                        let pick = unsafe { _mm256_loadu_si256(SCALE_PAIRS[v % 4].as_ptr() as *const _) };
+                        let scales = _mm256_shuffle_epi8(halves[v / 4], pick);
+                        for (sum, &r) in sum.iter_mut().zip(&rows) {
+                            // SAFETY: 32 quantized values of row r, inside `x.q`.
+                            let at = r * x.in_dim + s * QK + 32 * v;
+                            let values = unsafe { _mm256_loadu_si256(x.q.as_ptr().add(at) as *const _) };
+                            let products = _mm256_madd_epi16(_mm256_maddubs_epi16(codes, values), scales);
+                            *sum = _mm256_add_epi32(*sum, products);
+                        }
+                    }
+                    for ((acc, &r), sum) in acc.iter_mut().zip(&rows).zip(sum) {
+                        let at = r * x.in_dim + s * QK;
+                        // SAFETY: the row's 16 sums for this superblock, inside `x.sums16`.
+                        let sums16 = unsafe { _mm256_loadu_si256(x.sums16.as_ptr().add(at / 16) as *const _) };
+                        let offset = _mm256_cvtepi32_ps(_mm256_madd_epi16(header.offsets, sums16));
+                        let dx = x.d[at / QK];
+                        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(header.d * dx), *acc);
+                        *acc = _mm256_fnmadd_ps(offset, _mm256_set1_ps(header.offset_d * dx), *acc);
+                    }
+                }
+            }
+        };
+    }
+    match ty {
+        GgmlType::Q4_K => each_block!(q4_k_header, q4_k_codes),
+        GgmlType::Q6_K => each_block!(q6_k_header, q6_k_codes),
+        _ => panic!("{ty} has no 8-bit kernel"),
+    }
+    for (acc, sums) in acc.iter().zip(sums.iter_mut()) {
+        for (acc, sum) in acc.iter().zip(sums.iter_mut()) {
+            // SAFETY: the features are enabled here.
+            *sum = unsafe { reduce8(*acc) };
+        }
+    }
+}
+
+/// The sum of the eight lanes of `v`, by one fixed tree.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn reduce8(v: __m256) -> f32 {
+    let four = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+    _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps::<1>(two, two)))
+}
+
+/// A superblock's float scales, the 16-bit scale of each 16 values, and what
+/// the activations' sums per 16 values are multiplied by (as in `Block`).
+#[cfg(target_arch = "x86_64")]
+struct Header {
+    d: f32,
+    offset_d: f32,
+    scales: __m256i,
+    offsets: __m256i,
+}
+
+/// For `shuffle_epi8` on eight 16-bit scales in each 128-bit lane: scale
+/// 2k in every pair of the low lane, 2k + 1 in the high lane.
+const SCALE_PAIRS: [[u8; 32]; 4] = {
+    let mut pick = [[0u8; 32]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut i = 0;
+        while i < 32 {
+            let element = 2 * k + i / 16;
+            pick[k][i] = (2 * (element % 8) + i % 2) as u8;
+            i += 1;
+        }
+        k += 1;
+    }
+    pick
+};
+
+/// Eight 8-bit codes, each repeated (one per 16 values), as 16-bit lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn per_16_values(codes: u64) -> __m256i {
+    let eight = _mm_cvtsi64_si128(codes as i64);
+    _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(eight, eight))
+}
+
+/// Q4_K's eight 6-bit scales and eight 6-bit mins (`scale_min_k4_codes`),
+/// unpacked four at a time as ggml's AVX2 code does.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn q4_k_header(b: &[u8]) -> Header {
+    let word = |i: usize| u32::from_le_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]);
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    let (six, four, two) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
+    let scales = u64::from(w0 & six) | u64::from((w2 & four) | ((w0 >> 6) & two) << 4) << 32;
+    let mins = u64::from(w1 & six) | u64::from(((w2 >> 4) & four) | ((w1 >> 6) & two) << 4) << 32;
+    // SAFETY (both): the features are the caller's.
+    let (scales, offsets) = unsafe { (per_16_values(scales), per_16_values(mins)) };
+    Header { d: f16_at(b, 0), offset_d: f16_at(b, 2), scales, offsets }
+}
+
+/// Q4_K codes `32 v..32 v + 32`: low nibbles of bytes `32 (v / 2)..` for even `v`, high for odd.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn q4_k_codes(b: &[u8], v: usize) -> __m256i {
+    let q = unsafe { _mm256_loadu_si256(b[16 + 32 * (v / 2)..].as_ptr() as *const _) };
+    let q = if v.is_multiple_of(2) { q } else { _mm256_srli_epi16::<4>(q) };
+    _mm256_and_si256(q, _mm256_set1_epi8(0x0F))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn q6_k_header(b: &[u8]) -> Header {
+    let d = f16_at(b, 208);
+    let scales = unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(b[192..].as_ptr() as *const _)) };
+    Header { d, offset_d: 32.0 * d, scales, offsets: scales }
+}
+
+/// Q6_K codes `32 v..32 v + 32` (0..64): in each 128, vector k takes the
+/// low (k < 2) or high nibbles of low bytes `32 (k % 2)..` and bits 2k..2k+2
+/// of the 32 high bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn q6_k_codes(b: &[u8], v: usize) -> __m256i {
+    let (half, k) = (v / 4, v % 4);
+    let low = unsafe { _mm256_loadu_si256(b[64 * half + 32 * (k % 2)..].as_ptr() as *const _) };
+    let high = unsafe { _mm256_loadu_si256(b[128 + 32 * half..].as_ptr() as *const _) };
+    let nibbles = if k < 2 { low } else { _mm256_srli_epi16::<4>(low) };
+    let nibbles = _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0F));
+    let top = _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * k as i32)), _mm256_set1_epi8(0x03));
+    _mm256_or_si256(nibbles, _mm256_slli_epi16::<4>(top))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -247,46 +425,69 @@ mod tests {
     use crate::gguf::dequant::dequantize;
     use crate::gguf::dequant::testing::random_blocks;
 
+    /// The kernels this CPU runs: AVX-512 (`true`) and AVX2 (`false`).
+    fn kernels() -> Vec<bool> {
+        [(true, crate::gguf::dequant::has_avx512_bw()), (false, crate::gguf::dequant::has_avx2())]
+            .into_iter()
+            .filter_map(|(wide, runs)| runs.then_some(wide))
+            .collect()
+    }
+
+    unsafe fn dots_on<const O: usize, const R: usize>(
+        wide: bool,
+        ty: GgmlType,
+        w: [&[u8]; O],
+        x: &Q8Rows,
+        rows: [usize; R],
+        sums: &mut [[f32; R]; O],
+    ) {
+        if wide {
+            unsafe { dots_avx512(ty, w, x, rows, sums) }
+        } else {
+            unsafe { dots_avx2(ty, w, x, rows, sums) }
+        }
+    }
+
     #[test]
     fn dots_are_the_exact_products_with_the_rounded_activations() {
-        if !runs(GgmlType::Q4_K) {
-            return;
-        }
         let in_dim = 3 * QK;
-        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
-            let w_bytes = random_blocks(ty, 2 * in_dim / QK, ty as u64);
-            let w = dequantize(ty, &w_bytes, 2 * in_dim).unwrap();
-            // Rows with an outlier, a zero superblock and ordinary values.
-            let mut x: Vec<f32> = (0..5 * in_dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-            x[7] = 300.0;
-            x[in_dim + QK..in_dim + 2 * QK].fill(0.0);
-            let q = Q8Rows::quantize(&x, in_dim);
-            for (o, w_row) in w_bytes.chunks_exact(w_bytes.len() / 2).enumerate() {
-                let mut got = [[0.0f32; 4]];
-                unsafe { dots(ty, [w_row], &q, [4, 0, 2, 1], &mut got) };
-                let got = got[0];
-                let mut alone = [[0.0f32]; 2];
-                unsafe { dots(ty, [w_row, w_row], &q, [2], &mut alone) };
-                assert_eq!(alone[1][0].to_bits(), got[2].to_bits(), "{ty}: a row's sum depends on its group");
-                for (k, r) in [4, 0, 2, 1].into_iter().enumerate() {
-                    let weights = &w[o * in_dim..(o + 1) * in_dim];
-                    // The same product in float64 with the rounded activations...
-                    let want: f64 = (0..in_dim)
-                        .map(|i| {
-                            f64::from(weights[i])
-                                * f64::from(q.q[r * in_dim + i])
-                                * f64::from(q.d[(r * in_dim + i) / QK])
-                        })
-                        .sum();
-                    let scale: f64 =
-                        (0..in_dim).map(|i| f64::from(weights[i]).abs() * f64::from(x[r * in_dim + i]).abs()).sum();
-                    assert!((f64::from(got[k]) - want).abs() <= 1e-5 * scale, "{ty} row {r}: {} vs {want}", got[k]);
-                    // ... and within half a quantization step of each activation of the exact one.
-                    let exact: f64 = (0..in_dim).map(|i| f64::from(weights[i]) * f64::from(x[r * in_dim + i])).sum();
-                    let bound: f64 = (0..in_dim)
-                        .map(|i| f64::from(weights[i]).abs() * f64::from(q.d[(r * in_dim + i) / QK]) / 2.0)
-                        .sum();
-                    assert!((f64::from(got[k]) - exact).abs() <= bound + 1e-5 * scale, "{ty} row {r}");
+        for wide in kernels() {
+            for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+                let w_bytes = random_blocks(ty, 2 * in_dim / QK, ty as u64);
+                let w = dequantize(ty, &w_bytes, 2 * in_dim).unwrap();
+                // Rows with an outlier, a zero superblock and ordinary values.
+                let mut x: Vec<f32> = (0..5 * in_dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+                x[7] = 300.0;
+                x[in_dim + QK..in_dim + 2 * QK].fill(0.0);
+                let q = Q8Rows::quantize(&x, in_dim);
+                for (o, w_row) in w_bytes.chunks_exact(w_bytes.len() / 2).enumerate() {
+                    let mut got = [[0.0f32; 4]];
+                    unsafe { dots_on(wide, ty, [w_row], &q, [4, 0, 2, 1], &mut got) };
+                    let got = got[0];
+                    let mut alone = [[0.0f32]; 2];
+                    unsafe { dots_on(wide, ty, [w_row, w_row], &q, [2], &mut alone) };
+                    assert_eq!(alone[1][0].to_bits(), got[2].to_bits(), "{ty}: a row's sum depends on its group");
+                    for (k, r) in [4, 0, 2, 1].into_iter().enumerate() {
+                        let weights = &w[o * in_dim..(o + 1) * in_dim];
+                        // The same product in float64 with the rounded activations...
+                        let want: f64 = (0..in_dim)
+                            .map(|i| {
+                                f64::from(weights[i])
+                                    * f64::from(q.q[r * in_dim + i])
+                                    * f64::from(q.d[(r * in_dim + i) / QK])
+                            })
+                            .sum();
+                        let scale: f64 =
+                            (0..in_dim).map(|i| f64::from(weights[i]).abs() * f64::from(x[r * in_dim + i]).abs()).sum();
+                        assert!((f64::from(got[k]) - want).abs() <= 1e-5 * scale, "{ty} row {r}: {} vs {want}", got[k]);
+                        // ... and within half a quantization step of each activation of the exact one.
+                        let exact: f64 =
+                            (0..in_dim).map(|i| f64::from(weights[i]) * f64::from(x[r * in_dim + i])).sum();
+                        let bound: f64 = (0..in_dim)
+                            .map(|i| f64::from(weights[i]).abs() * f64::from(q.d[(r * in_dim + i) / QK]) / 2.0)
+                            .sum();
+                        assert!((f64::from(got[k]) - exact).abs() <= bound + 1e-5 * scale, "{ty} row {r}");
+                    }
                 }
             }
         }
