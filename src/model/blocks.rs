@@ -13,12 +13,13 @@
 //!   (independent sums in flight, the next rows prefetched); more input rows
 //!   take four weight rows dequantized into L1 at a time, multiplied with
 //!   four input rows at a time (sixteen sums in flight, each load used four
-//!   times). Elsewhere one dequantized weight row meets four input rows at a
-//!   time. Each sum is reduced the same way wherever it falls, so results
+//!   times). AVX2 does the same eight values wide, with two weight rows per
+//!   tile (sixteen registers). Elsewhere one dequantized weight row meets
+//!   four input rows at a time. Each sum is reduced the same way wherever it falls, so results
 //!   do not depend on the thread count: a seeded run repeats on a machine.
 //! - With 8-bit activations (`BlockMode`: the default for Q4_K/Q6_K, all
 //!   types with `Int8`), decoding steps multiply by activations quantized
-//!   to 8 bits instead, where the CPU (AVX-512 BW) and the type have a
+//!   to 8 bits instead, where the CPU (AVX-512 BW or AVX2) and the type have a
 //!   kernel: `gguf::dequant::q8k` (Q4_K, Q6_K) and `q8_32` (Q4_0, Q4_1,
 //!   Q5_0, Q5_1, Q8_0); one input row takes four weight rows at a time,
 //!   more input rows four at a time.
@@ -264,90 +265,84 @@ impl BlockWeight {
             if wide() {
                 return unsafe { self.rows_times_avx512(rows, x, y) };
             }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if crate::gguf::dequant::has_avx2() {
                 return unsafe { self.rows_times_avx2(rows, x, y) };
             }
         }
-        unsafe { self.rows_times_with(rows, x, y, portable, dots_plain::<GROUP>, dots_plain::<1>) }
+        self.rows_times_portable(rows, x, y)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     unsafe fn rows_times_avx512(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
+        // SAFETY: the features are enabled here.
+        unsafe { self.tiled::<4>(true, rows, x, y) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn rows_times_avx2(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
+        // SAFETY: the features are enabled here.
+        unsafe { self.tiled::<2>(false, rows, x, y) }
+    }
+
+    /// One input row by the fused kernels; more by `W` weight rows
+    /// dequantized at a time (into L1), multiplied with `TILE` input rows at
+    /// a time by `tiles`. Inlined into the wrappers above, so the
+    /// dequantization is compiled for their vector unit.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW if `wide`, else AVX2, FMA and F16C; these columns of
+    /// `y` are this thread's.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn tiled<const W: usize>(&self, wide: bool, rows: Range<usize>, x: &[f32], y: &Shared) {
         let (in_dim, out_dim) = (self.in_dim, self.out_dim);
         let n = x.len() / in_dim;
-        let mut w = vec![0.0f32; TILE * in_dim];
+        let mut w = vec![0.0f32; W * in_dim];
         for (start, ty, bytes, row_bytes) in self.runs(rows) {
-            // SAFETY: the features are enabled here; these columns are this thread's.
-            if n == 1 && unsafe { fused_rows(true, ty, bytes, row_bytes, start, x, y) } {
+            // SAFETY (all): the caller's promises.
+            if n == 1 && unsafe { fused_rows(wide, ty, bytes, row_bytes, start, x, y) } {
                 continue;
             }
-            // `TILE` weight rows dequantized at a time, multiplied with `TILE` input rows at a time.
-            for (chunk, weights) in bytes.chunks(TILE * row_bytes).enumerate() {
+            for (chunk, weights) in bytes.chunks(W * row_bytes).enumerate() {
                 let rows = weights.len() / row_bytes;
                 for (k, row) in weights.chunks_exact(row_bytes).enumerate() {
-                    // SAFETY: the features are enabled here.
-                    unsafe { avx512::dequantize_blocks(ty, row, &mut w[k * in_dim..(k + 1) * in_dim]) };
+                    let out = &mut w[k * in_dim..(k + 1) * in_dim];
+                    if wide {
+                        unsafe { avx512::dequantize_blocks(ty, row, out) };
+                    } else {
+                        dequantize_blocks(ty, row, out);
+                    }
                 }
-                let o = start + chunk * TILE;
-                if rows == TILE {
-                    // SAFETY: as above; columns o..o + TILE.
-                    unsafe { tiles::<TILE>(&w, x, in_dim, y, out_dim, o) };
+                let o = start + chunk * W;
+                if rows == W {
+                    unsafe { tiles::<W>(wide, &w, x, in_dim, y, out_dim, o) };
                 } else {
                     for k in 0..rows {
-                        // SAFETY: as above; column o + k.
-                        unsafe { tiles::<1>(&w[k * in_dim..(k + 1) * in_dim], x, in_dim, y, out_dim, o + k) };
+                        unsafe { tiles::<1>(wide, &w[k * in_dim..(k + 1) * in_dim], x, in_dim, y, out_dim, o + k) };
                     }
                 }
             }
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn rows_times_avx2(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
-        let n = x.len() / self.in_dim;
-        for (start, ty, bytes, row_bytes) in self.runs(rows) {
-            // SAFETY (both): the features are enabled here; these columns are this thread's.
-            if n == 1 && unsafe { fused_rows(false, ty, bytes, row_bytes, start, x, y) } {
-                continue;
-            }
-            let run = start..start + bytes.len() / row_bytes;
-            unsafe { self.rows_times_with(run, x, y, portable, dots_avx2::<GROUP>, dots_avx2::<1>) }
-        }
-    }
-
-    /// Inlined into each wrapper above, so the portable dequantization is
-    /// compiled for its vector unit; `dequantize` dequantizes a weight row,
-    /// `group` and `one` take its dot products with `GROUP` input rows and
-    /// with one.
-    #[inline(always)]
-    unsafe fn rows_times_with(
-        &self,
-        rows: Range<usize>,
-        x: &[f32],
-        y: &Shared,
-        dequantize: Dequantize,
-        group: Dots,
-        one: Dots,
-    ) {
+    /// Without AVX2: each weight row dequantized, then its dot products with
+    /// `GROUP` input rows at a time.
+    fn rows_times_portable(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
         let (in_dim, out_dim) = (self.in_dim, self.out_dim);
         let mut sums = [0.0f32; GROUP];
         let mut w = vec![0.0f32; in_dim];
         for (start, ty, bytes, row_bytes) in self.runs(rows) {
             for (o, bytes) in (start..).zip(bytes.chunks_exact(row_bytes)) {
-                // SAFETY (both): the wrappers checked the CPU's features.
-                unsafe { dequantize(ty, bytes, &mut w) };
+                dequantize_blocks(ty, bytes, &mut w);
                 for (g, xs) in x.chunks(GROUP * in_dim).enumerate() {
                     let count = xs.len() / in_dim;
                     if count == GROUP {
-                        // SAFETY: `dots` needs `w.len()` a multiple of 16 (rows are whole blocks of 32 or
-                        // 256) and `xs` `[GROUP, in]`; the wrappers checked the CPU's features.
-                        unsafe { group(&w, xs, &mut sums) };
+                        dots_plain::<GROUP>(&w, xs, &mut sums);
                     } else {
                         for (r, x) in xs.chunks_exact(in_dim).enumerate() {
-                            // SAFETY: as above, for one row.
-                            unsafe { one(&w, x, &mut sums[r..r + 1]) };
+                            dots_plain::<1>(&w, x, &mut sums[r..r + 1]);
                         }
                     }
                     for (r, &s) in sums[..count].iter().enumerate() {
@@ -576,33 +571,20 @@ fn wide() -> bool {
     crate::gguf::dequant::has_avx512_bw()
 }
 
-/// Dequantizes whole blocks of a type into floats (`gguf::dequant`).
-type Dequantize = unsafe fn(GgmlType, &[u8], &mut [f32]);
-
-#[inline(always)]
-unsafe fn portable(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
-    dequantize_blocks(ty, src, dst)
-}
-
-/// `sums[r] = w · x[r]` for the `R` rows of `x` (`[R, w.len()]`), where
-/// `w.len()` is a multiple of 16.
-type Dots = unsafe fn(&[f32], &[f32], &mut [f32]);
-
-// One row alone keeps four sums in flight (the FMA's latency); a group of
-// rows, one sum per row.
-/// Weight rows and input rows multiplied together on AVX-512 (2-64 input rows).
+/// Input rows multiplied together with each few dequantized weight rows (2-64 input rows).
 #[cfg(target_arch = "x86_64")]
 const TILE: usize = 4;
 
 /// `y[r, o..o + O]` for every input row `r` of `x` (`[n, in_dim]`) and the
 /// `O` dequantized weight rows `w` (`[O, in_dim]`): `TILE` input rows at a
-/// time by [`tile`], the rest one by one.
+/// time by [`tile_on`], the rest one by one.
 ///
 /// # Safety
-/// AVX-512F; columns `o..o + O` of `y` (`[n, out_dim]`) are the caller's alone.
+/// AVX-512F if `wide`, else AVX2 and FMA; columns `o..o + O` of `y`
+/// (`[n, out_dim]`) are the caller's alone.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tiles<const O: usize>(w: &[f32], x: &[f32], in_dim: usize, y: &Shared, out_dim: usize, o: usize) {
+#[inline(always)]
+unsafe fn tiles<const O: usize>(wide: bool, w: &[f32], x: &[f32], in_dim: usize, y: &Shared, out_dim: usize, o: usize) {
     let n = x.len() / in_dim;
     let put = |r: usize, sums: &[f32; O]| {
         // SAFETY: row r, columns o..o + O of `y`: the caller's.
@@ -611,14 +593,34 @@ unsafe fn tiles<const O: usize>(w: &[f32], x: &[f32], in_dim: usize, y: &Shared,
     let mut r = 0;
     while n - r >= TILE {
         let mut sums = [[0.0; TILE]; O];
-        unsafe { tile::<O, TILE>(w, &x[r * in_dim..(r + TILE) * in_dim], in_dim, &mut sums) };
+        unsafe { tile_on(wide, w, &x[r * in_dim..(r + TILE) * in_dim], in_dim, &mut sums) };
         (0..TILE).for_each(|k| put(r + k, &std::array::from_fn(|j| sums[j][k])));
         r += TILE;
     }
     for r in r..n {
         let mut sums = [[0.0; 1]; O];
-        unsafe { tile::<O, 1>(w, &x[r * in_dim..(r + 1) * in_dim], in_dim, &mut sums) };
+        unsafe { tile_on(wide, w, &x[r * in_dim..(r + 1) * in_dim], in_dim, &mut sums) };
         put(r, &std::array::from_fn(|j| sums[j][0]));
+    }
+}
+
+/// [`tile`] if `wide`, else [`tile_avx2`].
+///
+/// # Safety
+/// As `tiles`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile_on<const O: usize, const R: usize>(
+    wide: bool,
+    w: &[f32],
+    x: &[f32],
+    len: usize,
+    sums: &mut [[f32; R]; O],
+) {
+    if wide {
+        unsafe { tile(w, x, len, sums) }
+    } else {
+        unsafe { tile_avx2(w, x, len, sums) }
     }
 }
 
@@ -650,53 +652,38 @@ unsafe fn tile<const O: usize, const R: usize>(w: &[f32], x: &[f32], len: usize,
     unsafe { avx512::reduce_all(&acc, sums) };
 }
 
+/// [`tile`] on AVX2, eight floats at a time (`O * R` at most twelve sums:
+/// sixteen registers); each sum reduced by one fixed tree.
+///
+/// # Safety
+/// AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dots_avx2<const R: usize>(w: &[f32], x: &[f32], sums: &mut [f32]) {
+unsafe fn tile_avx2<const O: usize, const R: usize>(w: &[f32], x: &[f32], len: usize, sums: &mut [[f32; R]; O]) {
     use std::arch::x86_64::*;
-    let len = w.len();
-    assert!(len.is_multiple_of(16) && x.len() == R * len && sums.len() >= R);
+    assert!(len.is_multiple_of(8) && w.len() >= O * len && x.len() == R * len);
     let (w, x) = (w.as_ptr(), x.as_ptr());
-    let sum8 = |v: __m256| {
-        let mut lanes = [0.0f32; 8];
-        // SAFETY: eight floats into `lanes`.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
-        lanes.iter().sum::<f32>()
-    };
-    // SAFETY (every load): as in `dots_avx512`, eight floats at a time.
-    if R == 1 {
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut c = 0;
-        while c + 32 <= len {
-            for (k, acc) in acc.iter_mut().enumerate() {
-                let at = c + 8 * k;
-                *acc = unsafe { _mm256_fmadd_ps(_mm256_loadu_ps(w.add(at)), _mm256_loadu_ps(x.add(at)), *acc) };
-            }
-            c += 32;
-        }
-        for (k, at) in (c..len).step_by(8).enumerate() {
-            acc[k] = unsafe { _mm256_fmadd_ps(_mm256_loadu_ps(w.add(at)), _mm256_loadu_ps(x.add(at)), acc[k]) };
-        }
-        let [a, b, c, d] = acc;
-        sums[0] = sum8(_mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
-        return;
-    }
-    let mut acc = [[_mm256_setzero_ps(); 2]; R];
-    for c in (0..len).step_by(16) {
-        let wv = unsafe { [_mm256_loadu_ps(w.add(c)), _mm256_loadu_ps(w.add(c + 8))] };
-        for (r, acc) in acc.iter_mut().enumerate() {
-            for h in 0..2 {
-                acc[h] = unsafe { _mm256_fmadd_ps(wv[h], _mm256_loadu_ps(x.add(r * len + c + 8 * h)), acc[h]) };
+    let mut acc = [[_mm256_setzero_ps(); R]; O];
+    for c in (0..len).step_by(8) {
+        // SAFETY (loads): c + 8 <= len, within row j of `w` and row k of `x`.
+        let xs: [__m256; R] = std::array::from_fn(|k| unsafe { _mm256_loadu_ps(x.add(k * len + c)) });
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let wv = unsafe { _mm256_loadu_ps(w.add(j * len + c)) };
+            for (acc, &xv) in acc.iter_mut().zip(&xs) {
+                *acc = _mm256_fmadd_ps(wv, xv, *acc);
             }
         }
     }
-    for (sum, [lo, hi]) in sums.iter_mut().zip(acc) {
-        *sum = sum8(_mm256_add_ps(lo, hi));
+    for (acc, sums) in acc.iter().zip(sums.iter_mut()) {
+        for (&acc, sum) in acc.iter().zip(sums.iter_mut()) {
+            // SAFETY: AVX2.
+            *sum = unsafe { avx2::reduce8(acc) };
+        }
     }
 }
 
 /// Without AVX2: sixteen running sums.
-unsafe fn dots_plain<const R: usize>(w: &[f32], x: &[f32], sums: &mut [f32]) {
+fn dots_plain<const R: usize>(w: &[f32], x: &[f32], sums: &mut [f32]) {
     let len = w.len();
     for (sum, x) in sums.iter_mut().zip(x.chunks_exact(len)).take(R) {
         let mut lanes = [0.0f32; 16];

@@ -58,9 +58,17 @@ pub unsafe fn dots<const R: usize>(ty: GgmlType, rows: [&[u8]; R], x: &[f32], su
     }
     for (sum, acc) in sums.iter_mut().zip(acc) {
         // SAFETY: the features are enabled here.
-        *sum = unsafe { super::q8k::reduce8(acc) };
+        *sum = unsafe { reduce8(acc) };
     }
     true
+}
+
+/// The sum of the eight lanes of `v`, by one fixed tree.
+#[inline(always)]
+pub(crate) unsafe fn reduce8(v: __m256) -> f32 {
+    let four = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+    _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps::<1>(two, two)))
 }
 
 /// The little-endian IEEE half at byte `i`, widened (F16C, no feature check).

@@ -253,7 +253,7 @@ unsafe fn dots_avx2<const O: usize, const R: usize>(
     for (acc, sums) in acc.iter().zip(sums.iter_mut()) {
         for (acc, sum) in acc.iter().zip(sums.iter_mut()) {
             // SAFETY: the features are enabled here.
-            *sum = unsafe { super::q8k::reduce8(*acc) };
+            *sum = unsafe { super::avx2::reduce8(*acc) };
         }
     }
 }

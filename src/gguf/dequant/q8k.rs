@@ -216,18 +216,9 @@ unsafe fn dots_avx2<const O: usize, const R: usize>(
     for (acc, sums) in acc.iter().zip(sums.iter_mut()) {
         for (acc, sum) in acc.iter().zip(sums.iter_mut()) {
             // SAFETY: the features are enabled here.
-            *sum = unsafe { reduce8(*acc) };
+            *sum = unsafe { super::avx2::reduce8(*acc) };
         }
     }
-}
-
-/// The sum of the eight lanes of `v`, by one fixed tree.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-pub(super) unsafe fn reduce8(v: __m256) -> f32 {
-    let four = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
-    _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps::<1>(two, two)))
 }
 
 /// A superblock's float scales, the 16-bit scale of each 16 values, and what
