@@ -430,6 +430,14 @@ pub(crate) fn has_avx2() -> bool {
 pub(crate) mod testing {
     use super::GgmlType;
 
+    /// The 8-bit kernels this CPU runs: AVX-512 (`true`) and AVX2 (`false`).
+    pub fn int8_kernels() -> Vec<bool> {
+        [(true, super::has_avx512_bw()), (false, super::has_avx2())]
+            .into_iter()
+            .filter_map(|(wide, runs)| runs.then_some(wide))
+            .collect()
+    }
+
     /// Deterministic bytes (xorshift64), every bit pattern possible.
     pub fn random_bytes(n: usize, mut state: u64) -> Vec<u8> {
         state |= 1;

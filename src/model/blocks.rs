@@ -269,7 +269,7 @@ impl BlockWeight {
                 return unsafe { self.rows_times_avx2(rows, x, y) };
             }
         }
-        self.rows_times_portable(rows, x, y)
+        unsafe { self.rows_times_portable(rows, x, y) }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -329,7 +329,10 @@ impl BlockWeight {
 
     /// Without AVX2: each weight row dequantized, then its dot products with
     /// `GROUP` input rows at a time.
-    fn rows_times_portable(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
+    ///
+    /// # Safety
+    /// As `rows_times`.
+    unsafe fn rows_times_portable(&self, rows: Range<usize>, x: &[f32], y: &Shared) {
         let (in_dim, out_dim) = (self.in_dim, self.out_dim);
         let mut sums = [0.0f32; GROUP];
         let mut w = vec![0.0f32; in_dim];

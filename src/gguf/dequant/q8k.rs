@@ -416,14 +416,6 @@ mod tests {
     use crate::gguf::dequant::dequantize;
     use crate::gguf::dequant::testing::random_blocks;
 
-    /// The kernels this CPU runs: AVX-512 (`true`) and AVX2 (`false`).
-    fn kernels() -> Vec<bool> {
-        [(true, crate::gguf::dequant::has_avx512_bw()), (false, crate::gguf::dequant::has_avx2())]
-            .into_iter()
-            .filter_map(|(wide, runs)| runs.then_some(wide))
-            .collect()
-    }
-
     unsafe fn dots_on<const O: usize, const R: usize>(
         wide: bool,
         ty: GgmlType,
@@ -442,7 +434,7 @@ mod tests {
     #[test]
     fn dots_are_the_exact_products_with_the_rounded_activations() {
         let in_dim = 3 * QK;
-        for wide in kernels() {
+        for wide in crate::gguf::dequant::testing::int8_kernels() {
             for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
                 let w_bytes = random_blocks(ty, 2 * in_dim / QK, ty as u64);
                 let w = dequantize(ty, &w_bytes, 2 * in_dim).unwrap();
