@@ -91,16 +91,14 @@ def runs_for(model, corpus: str, seed: int) -> dict[str, tuple[list[str], float]
     return out
 
 
-def done() -> set[tuple]:
-    if not OUT.exists():
-        return set()
-    rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
-    return {(r["corpus"], r["model"], r["seed"]) for r in rows}
+def rows() -> list[dict]:
+    """The finished runs."""
+    return [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()] if OUT.exists() else []
 
 
 def run(models: list[str], corpora: list[str], seeds: list[int]) -> None:
     OUT.parent.mkdir(exist_ok=True)
-    finished = done()
+    finished = {(r["corpus"], r["model"], r["seed"]) for r in rows()}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     for name in models:
@@ -138,12 +136,14 @@ def _cpu() -> str:
 
 
 def show() -> None:
-    rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+    done = rows()
+    if not done:
+        raise SystemExit(f"no results yet in {OUT}: python scripts/results_table.py run")
     print("| corpus (kind) | model | " + " | ".join(METHODS) + " | seeds | words / real | wall s (EPSVec eps=4) |")
     print("| --- | --- | " + " | ".join("---" for _ in METHODS) + " | --- | --- | --- |")
     for corpus, (kind, _, _) in CORPORA.items():
         for model in MODELS:
-            cell = {m: [r for r in rows if (r["corpus"], r["model"], r["method"]) == (corpus, model, m)]
+            cell = {m: [r for r in done if (r["corpus"], r["model"], r["method"]) == (corpus, model, m)]
                     for m in METHODS}
             if not any(cell.values()):
                 continue
