@@ -15,11 +15,10 @@ const AHEAD: usize = 4;
 
 /// `sums[r] = ` the dot product of weight row `rows[r]` with `x`, for `R`
 /// consecutive rows of one type, `row_bytes` apart in memory; `false` for a
-/// type without a kernel. The rows share each block step (one sum per row,
-/// so four rows hide the FMA's latency; a row's sum is the same alone,
-/// which only the last rows of a range are), the
-/// next rows' bytes are prefetched, and each row's sums are reduced by one
-/// fixed tree, so a row's result does not depend on `R` or its place.
+/// type without a kernel. The rows share each block step with one sum each
+/// (four rows hide the FMA's latency; more sums would not fit in sixteen
+/// registers), the next rows' bytes are prefetched, and each sum is reduced
+/// by one fixed tree, so a row's result does not depend on `R` or its place.
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C.
