@@ -615,6 +615,11 @@ mod tests {
     fn assert_steps_agree(model: &Decoder) {
         let step = model.decode_step().expect("a float32 CPU model has a decoding step");
         for keep in [&[1i64][..], &[0, 1]] {
+            if !step.fits(keep.len()) {
+                // Float32 weights take several rows only with AVX-512 (`fits`); libtorch decodes them here.
+                assert!(!matmul::has_avx512(), "{} rows fit with AVX-512", keep.len());
+                continue;
+            }
             let n = keep.len() as i64;
             let vectors = Tensor::randn([n, 1, model.config.hidden_size], (Kind::Float, Device::Cpu));
             let mut steering = Steering::new(vec![1], vectors, Positions::Last);
