@@ -65,9 +65,8 @@ def flatten(by_class: dict) -> tuple[list[str], list]:
     return [t for c in by_class for t in by_class[c]], [c for c in by_class for _ in by_class[c]]
 
 
-def runs_for(model, corpus: str, seed: int) -> dict[str, tuple[list[str], float]]:
-    """Each method's samples and wall seconds, for one corpus and seed."""
-    private, _ = split(corpus)
+def runs_for(model, corpus: str, private: dict, seed: int) -> dict[str, tuple[list[str], float]]:
+    """Each method's samples and wall seconds, for one corpus's private records and a seed."""
     texts, labels = flatten(private)
     labelled = None not in private
     common = dict(labels=labels if labelled else None, classes=list(private) if labelled else None, model=model,
@@ -108,12 +107,12 @@ def run(models: list[str], corpora: list[str], seeds: list[int]) -> None:
                 if (corpus, name, seed) in finished:
                     continue
                 model = model or epsvec.load_model(name)
-                _, held_out = split(corpus)
+                private, held_out = split(corpus)
                 budget = CORPORA[corpus][2]
                 real = [t for c in held_out for t in metrics.truncate(held_out[c], model, budget)]
                 real_words = float(np.mean([len(t.split()) for t in real]))
                 lines = []
-                for method, (texts, wall) in runs_for(model, corpus, seed).items():
+                for method, (texts, wall) in runs_for(model, corpus, private, seed).items():
                     mauve = metrics.mauve(real, texts, seeds=(0, 1, 2))
                     lines.append(dict(corpus=corpus, model=name, seed=seed, method=method,
                                       pooled_mauve=round(mauve.mean, 4), mauve_std=round(mauve.std, 4),
