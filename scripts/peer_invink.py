@@ -28,7 +28,6 @@ import time
 
 import numpy as np
 
-HF_DIR = os.path.expanduser("~/.cache/epsvec/smollm2-135m-instruct-hf")
 FSTRING = re.compile(r'\{"all devices" if device_map == "auto" else device_map\}')
 
 
@@ -52,25 +51,27 @@ def load_invink():
         return importlib.import_module("invink")
 
 
-def default_model_as_hf() -> str:
-    """The embedded SmolLM2-135M-Instruct GGUF, dequantised by transformers
-    into an HF folder (what InvisibleInk loads); the same weights epsvec runs."""
-    if not os.path.isdir(HF_DIR):
+def model_as_hf(gguf: str | None = None) -> str:
+    """A GGUF file (the embedded SmolLM2-135M-Instruct by default),
+    dequantised by transformers into an HF folder (what InvisibleInk loads):
+    the same weights epsvec runs."""
+    if gguf is None:
+        from epsvec._default_model import default_model_path
+        gguf = str(default_model_path())
+    folder, file = os.path.dirname(gguf), os.path.basename(gguf)
+    folder_out = os.path.expanduser(f"~/.cache/epsvec/{os.path.splitext(file)[0]}-hf")
+    if not os.path.isdir(folder_out):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from epsvec._default_model import default_model_path
-
-        gguf = default_model_path()
-        folder, name = os.path.dirname(gguf), os.path.basename(gguf)
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
         # transformers refuses to save a model loaded from GGUF: copy its (dequantised) weights into a plain one.
         loaded.config.__dict__.pop("quantization_config", None)
         plain = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
         plain.load_state_dict(loaded.state_dict())
-        plain.save_pretrained(HF_DIR)
-        AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(HF_DIR)
-    return HF_DIR
+        plain.save_pretrained(folder_out)
+        AutoTokenizer.from_pretrained(folder, gguf_file=file).save_pretrained(folder_out)
+    return folder_out
 
 
 # invink's own prompts are long instructions that the 135M model answers with code; these
@@ -80,12 +81,14 @@ SHORT_PROMPTS = {"pub_prompt": "Write one sentence from {}. Reply with the sente
 
 
 def synthesize(private: dict, n: int, eps: float, delta: float, domain: str, max_new_tokens: int,
-               batch_size: int = 8, seed: int = 0, prompts: dict | None = None) -> tuple[list[str], list, dict]:
+               batch_size: int = 8, seed: int = 0, prompts: dict | None = None,
+               gguf: str | None = None) -> tuple[list[str], list, dict]:
     """InvisibleInk samples per class (at most n, and at most
-    records // (batch_size - 1)), their labels, and its costs; ``prompts``
-    replaces invink's ``pub_prompt``/``prv_prompt``."""
+    records // (batch_size - 1)) from a GGUF model (:func:`model_as_hf`),
+    their labels, and its costs; ``prompts`` replaces invink's
+    ``pub_prompt``/``prv_prompt``."""
     invink = load_invink()
-    path = default_model_as_hf()
+    path = model_as_hf(gguf)
     texts, labels, start = [], [], time.time()
     for label, records in private.items():
         num = min(n, len(records) // (batch_size - 1))
