@@ -37,6 +37,7 @@ def test_named_model_is_the_base_model(gemma, gemma_gguf):
     assert gemma.config.architecture == "Gemma3ForCausalLM" and gemma.config.num_layers == 18
     assert gemma.path == str(gemma_gguf) and not gemma.config.chat_template, "a base model: no chat template"
     assert gemma.prompt_format == "raw"
+    assert gemma.recipe is epsvec.recipes.RECIPES[gemma_gguf.name], "the named model gets its measured recipe"
 
 
 def test_tokenizer_matches_transformers(gemma, gemma_gguf, rotten_tomatoes):

@@ -92,14 +92,16 @@ def test_auto_format_follows_the_model(tiny_models, tmp_path, default_model, def
     assert prompts.resolve_format(model, "raw") == prompts.PromptFormat(), "overridable"
 
 
-def test_each_shipped_instruct_model_has_its_measured_recipe():
-    from epsvec._default_model import DEFAULT_MODEL_FILE, QWEN_05B, QWEN_15B
+def test_each_shipped_model_has_its_measured_recipe():
+    from epsvec._default_model import DEFAULT_MODEL_FILE, GEMMA3_FILE, QWEN_05B, QWEN_15B
     from epsvec.recipes import DEPTH_RULE, recipe_for
 
     for file in (DEFAULT_MODEL_FILE, QWEN_05B.file, QWEN_15B.file):
         recipe = recipe_for(file)
         assert recipe is not DEPTH_RULE and "tuning.md" in recipe.source and recipe.prompt_format, file
-    unknown = recipe_for("gemma-3-270m-q4_k_m.gguf")
+    gemma = recipe_for(GEMMA3_FILE)
+    assert gemma.strength < DEPTH_RULE.strength and "tuning.md" in gemma.source, "Gemma steers below the rule"
+    unknown = recipe_for("llama-3.2-1b-q4_k_m.gguf")
     assert unknown is DEPTH_RULE and "no recipe measured" in unknown.source, "others get the rule, and say so"
 
 

