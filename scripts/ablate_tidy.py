@@ -44,7 +44,7 @@ def main() -> None:
             _, plans, _ = private_steps(texts, tune.PROTOCOL["eps"], labels=labels, classes=list(private), model=model,
                                         domain=domain, seed=seed, progress=False, max_new_tokens=max_new_tokens)
             drawn = [g for plan in plans for g in model.generate(
-                [plan.prompt] * tune.N, steer=plan.vector, strength=model.recipe.strength,
+                [plan.prompt] * tune.N, steer=plan.vector, strength=model.recipe.strength_for([plan.vector]),
                 max_new_tokens=max_new_tokens, stop=plan.format.stop, seed=derive_seed(seed, "samples", plan.label),
                 return_ids=True, add_special_tokens=plan.format.add_special_tokens)]
             raw = [g.text.strip() or "." for g in drawn]

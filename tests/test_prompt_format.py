@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 import epsvec
@@ -100,9 +101,30 @@ def test_each_shipped_model_has_its_measured_recipe():
         recipe = recipe_for(file)
         assert recipe is not DEPTH_RULE and "tuning.md" in recipe.source and recipe.prompt_format, file
     gemma = recipe_for(GEMMA3_FILE)
-    assert gemma.strength < DEPTH_RULE.strength and "tuning.md" in gemma.source, "Gemma steers below the rule"
+    assert gemma.strength < 0.06 and "tuning.md" in gemma.source, "Gemma steers below the other models"
     unknown = recipe_for("llama-3.2-1b-q4_k_m.gguf")
     assert unknown is DEPTH_RULE and "no recipe measured" in unknown.source, "others get the rule, and say so"
+
+
+def test_the_rule_pushes_each_block_by_the_clip_norm_per_block():
+    from epsvec._default_model import DEFAULT_MODEL_FILE
+    from epsvec.recipes import DEPTH_RULE, FALLBACK_STRENGTH
+
+    def vector(clip, norms):
+        return epsvec.DatasetVector({3: np.ones(4) / 2, 4: np.ones(4) / 2}, "a", privacy={"clip_norm": clip},
+                                    residual_norms=norms)
+
+    one = vector({"a": 40.0}, {3: 100.0, 4: 300.0})
+    strength = DEPTH_RULE.strength_for([one])
+    assert strength == pytest.approx(40 / np.sqrt(2) / 200)
+    pushes = [np.linalg.norm(d) for d in one.steering(strength).values()]
+    assert np.mean(pushes) == pytest.approx(40 / np.sqrt(2)), "the push per block, on average, is C / sqrt(blocks)"
+    two = vector({"b": 20.0}, {3: 100.0, 4: 300.0})
+    assert DEPTH_RULE.strength_for([one, two]) == pytest.approx(30 / np.sqrt(2) / 200), "the mean over classes"
+    assert DEPTH_RULE.strength_for([vector({"a": 40.0}, {})]) == FALLBACK_STRENGTH, "no residual norms: the old rule"
+    assert DEPTH_RULE.strength_for([]) == FALLBACK_STRENGTH
+    default = epsvec.recipes.recipe_for(DEFAULT_MODEL_FILE)
+    assert default.strength_for([one]) == default.strength == 0.06, "a measured recipe keeps its strength"
 
 
 def test_chat_without_a_template_and_unknown_formats_are_clear_errors(tiny_models, tmp_path):

@@ -206,8 +206,9 @@ def synthesize(
             gets ``n`` samples, even one without records (its vector is pure
             noise); a record labelled outside it is an error before any work.
         strength: Steering strength as a fraction of the residual norm, or
-            "auto": the model's :attr:`~epsvec.Model.recipe` (0.06 for a
-            model without one).
+            "auto": the model's :attr:`~epsvec.Model.recipe` (for a model
+            without one, the strength at which each block's push is the
+            clip norm per block: :func:`epsvec.recipes.clip_scale_strength`).
         temperature, top_p, max_new_tokens: Sampling of the synthetic texts.
         tidy: Take off what the prompt's form leaves on a sample: wrapping
             quotes, tag fragments, and the unfinished sentence of one cut by
@@ -275,7 +276,9 @@ def synthesize(
         noise_seed=noise_seed, max_new_tokens=max_new_tokens, num_negatives=num_negatives,
         max_example_tokens=max_example_tokens, length_eps=length_eps, ray=ray,
     )
-    strength = model.recipe.strength if strength == "auto" else float(strength)
+    if strength == "auto":  # C and the residual norms do not depend on eps: the first release's vectors serve
+        strength = model.recipe.strength_for([plan.vector for plan in releases[0][0] if plan.vector is not None])
+    strength = float(strength)
     sampling = dict(strength=strength, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                     tidy=tidy)
     sample_seed = secrets.randbits(62) if seed is None else seed

@@ -25,8 +25,9 @@ class DatasetVector:
 
     When a dataset vector steers generation, ``strength`` is a fraction of
     the residual stream's typical size: layer ``l`` gets
-    ``strength * residual_norms[l] * directions[l]``, so one strength means
-    the same push on any model (METHOD.md §5, §7; ~0.05-0.1 works).
+    ``strength * residual_norms[l] * directions[l]`` (METHOD.md §5, §7;
+    ~0.05-0.1 works on most models, less where a few massive activations
+    set the residual norm: :func:`epsvec.recipes.clip_scale_strength`).
 
     Attributes:
         directions: One unit vector per released layer.
