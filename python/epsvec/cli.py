@@ -315,8 +315,7 @@ def _generate_file(args, plans, out: str) -> None:
     out = out.rstrip(os.sep) or out
     _check_out(out, getattr(args, "ray", False))
     model = getattr(args, "_model", None) or load_model(args.model, device=args.device)
-    strength = (model.recipe.strength_for([plan.vector for plan in plans if plan.vector is not None])
-                if args.strength == "auto" else args.strength)
+    strength = model.recipe.strength_for([plan.vector for plan in plans]) if args.strength == "auto" else args.strength
     sampling = {"strength": strength, "temperature": args.temperature, "top_p": args.top_p,
                 "max_new_tokens": args.max_new_tokens, "tidy": not args.no_tidy}
     seed, resuming = _start_or_resume(args, plans, out, sampling)

@@ -37,8 +37,11 @@ class Recipe:
         return list(range(first, max(first, last) + 1))
 
     def strength_for(self, vectors: Sequence) -> float:
-        """The recipe's strength, or the clip-scale rule's for these dataset vectors."""
-        return self.strength if self.strength is not None else clip_scale_strength(vectors)
+        """The recipe's strength, or the clip-scale rule's for these dataset
+        vectors (None entries, classes without a vector, are skipped)."""
+        if self.strength is not None:
+            return self.strength
+        return clip_scale_strength([vector for vector in vectors if vector is not None])
 
     @property
     def source(self) -> str:

@@ -277,7 +277,7 @@ def synthesize(
         max_example_tokens=max_example_tokens, length_eps=length_eps, ray=ray,
     )
     if strength == "auto":  # C and the residual norms do not depend on eps: the first release's vectors serve
-        strength = model.recipe.strength_for([plan.vector for plan in releases[0][0] if plan.vector is not None])
+        strength = model.recipe.strength_for([plan.vector for plan in releases[0][0]])
     strength = float(strength)
     sampling = dict(strength=strength, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                     tidy=tidy)
