@@ -8,7 +8,11 @@ temperature 1 (end of text suppressed), batch 1 and 16, the same threads.
 llama-cpp-python's high-level API decodes one sequence at a time, so
 llama.cpp runs at batch 1 only.
 
-    CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python==0.3.36   # once, 10-15 min
+    CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python==0.3.36   # once, 5-15 min
+    # Where the CPU lists AMX but the system does not enable it (seen on an
+    # Intel build machine), ggml's AMX kernels crash on prompts: build without
+    # them, adding -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
+    # and the same -DCMAKE_CXX_FLAGS.
     python benches/bench_gguf.py --model smollm2-135m-instruct   # or gemma-3-270m,
         # qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct, a .gguf path
 """

@@ -552,7 +552,9 @@ unsafe fn int8_rows(
         sums.iter().enumerate().for_each(|(j, s)| put(0, o + j, s[0]));
         o += 4;
     }
-    let eights = n >= 8 && wide_registers();
+    // AVX-512's 32 registers hold a weight row's unpacked block and eight
+    // rows' sums (1.2x four at 16 rows, docs/speed.md); AVX2's 16 hold four.
+    let eights = n >= 8 && crate::gguf::dequant::has_avx512_bw();
     for w in weight_rows {
         let mut input = 0;
         if eights {
@@ -584,12 +586,6 @@ unsafe fn input_groups<const R: usize>(
         input += R;
     }
     input
-}
-
-/// Whether the 8-bit kernels have AVX-512's 32 vector registers (room for
-/// eight input rows' sums with a weight row; measured 1.2x four at 16 rows).
-fn wide_registers() -> bool {
-    crate::gguf::dequant::has_avx512_bw()
 }
 
 /// Whether the AVX-512 kernels run here.
