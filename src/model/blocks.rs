@@ -527,8 +527,8 @@ impl Int8Kernel for (GgmlType, &Q8Pairs) {
 
 /// Columns `start..` (one per row of `bytes`, `row_bytes` each) of each of
 /// the `n` input rows: one input row with four weight rows at a time; more
-/// input rows in groups with each weight row (eight at a time where
-/// AVX-512's 32 registers hold them, then four), the rest one by one.
+/// input rows in groups with each weight row (eight at a time on AVX-512,
+/// then four), the rest one by one.
 ///
 /// # Safety
 /// The kernel runs on this CPU; these columns of `y` (`[n, out_dim]`) are the caller's alone.
@@ -552,8 +552,8 @@ unsafe fn int8_rows(
         sums.iter().enumerate().for_each(|(j, s)| put(0, o + j, s[0]));
         o += 4;
     }
-    // AVX-512's 32 registers hold a weight row's unpacked block and eight
-    // rows' sums (1.2x four at 16 rows, docs/speed.md); AVX2's 16 hold four.
+    // On AVX-512 each unpacked block serves eight rows (1.2x four at 16
+    // rows, docs/speed.md); AVX2, with half the registers, keeps four.
     let eights = n >= 8 && crate::gguf::dequant::has_avx512_bw();
     for w in weight_rows {
         let mut input = 0;
